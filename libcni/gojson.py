@@ -1,0 +1,40 @@
+"""JSON the way Go's encoding/json prints it, so output is byte-compatible with upstream."""
+
+import json
+
+# Go escapes these inside strings (HTML safety); Python does not.
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def _escape(text: str) -> str:
+    # These characters can only occur inside JSON strings, so a plain replace is safe.
+    for char, escaped in _GO_ESCAPES.items():
+        if char in text:
+            text = text.replace(char, escaped)
+    return text
+
+
+def indent(obj, sort_keys: bool = False) -> str:
+    """json.MarshalIndent(obj, "", "    "): 4-space indent, no trailing newline."""
+    return _escape(json.dumps(obj, indent=4, ensure_ascii=False, sort_keys=sort_keys))
+
+
+def compact(obj) -> str:
+    """json.Marshal(obj): no spaces."""
+    return _escape(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+
+def quote(text: str) -> str:
+    """Go's %q for a string (close enough for the ASCII names CNI deals in)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def quote_list(items) -> str:
+    """Go's %q for a []string: ["a" "b"]."""
+    return "[" + " ".join(quote(item) for item in items) + "]"

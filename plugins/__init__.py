@@ -1,0 +1,1 @@
+"""Main plugins: each module is one plugin, named after its executable."""

@@ -1,0 +1,158 @@
+"""Shared fixtures: namespaces the tests own, and running plugins the way a runtime does.
+
+Every namespace a test uses is created here with a unique name and deleted at teardown, also
+when the test fails. Plugins run as separate processes (source launchers or the frozen
+executables) with a clean environment: CNI_* variables in, JSON out.
+"""
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FROZEN_BIN = os.path.join(REPO, "build", "dist", "bin")
+GO_BIN = "/usr/lib/cni"
+NETNS_DIR = "/var/run/netns"
+
+sys.path.insert(0, REPO)
+
+_counter = itertools.count()
+
+
+def unique_name(prefix: str = "pyt") -> str:
+    """A netns/link-safe unique name (≤ 15 chars)."""
+    return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"[:15]
+
+
+class NetnsFactory:
+    def __init__(self):
+        self.created = []
+
+    def __call__(self, prefix: str = "pyt") -> str:
+        name = unique_name(prefix)
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.created.append(name)
+        return os.path.join(NETNS_DIR, name)
+
+    def cleanup(self):
+        for name in reversed(self.created):
+            subprocess.run(["ip", "netns", "del", name], check=False,
+                           stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def make_netns():
+    """Call it to get a fresh netns path; all are deleted after the test."""
+    factory = NetnsFactory()
+    try:
+        yield factory
+    finally:
+        factory.cleanup()
+
+
+@pytest.fixture
+def netns(make_netns):
+    return make_netns()
+
+
+def ns_exec(netns_path: str, *argv, check=True) -> str:
+    """Run a command inside a netns the test owns; returns stdout."""
+    name = os.path.basename(netns_path)
+    proc = subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{argv} failed in {name}: {proc.stderr}")
+    return proc.stdout
+
+
+def ip_json(netns_path: str, *argv):
+    """`ip -j ...` inside the netns, decoded."""
+    out = ns_exec(netns_path, "ip", "-j", *argv)
+    return json.loads(out) if out.strip() else []
+
+
+@pytest.fixture(scope="session")
+def source_bin(tmp_path_factory):
+    """A directory of source launchers (one per plugin), like a CNI_PATH."""
+    import runpy
+
+    outdir = str(tmp_path_factory.mktemp("src-bin"))
+    runpy.run_path(os.path.join(REPO, "build", "srcbin.py"))["write_launchers"](outdir)
+    return outdir
+
+
+@pytest.fixture(scope="session")
+def frozen_bin():
+    if not os.path.isfile(os.path.join(FROZEN_BIN, "loopback")):
+        if os.environ.get("PYCNI_ALLOW_NO_FROZEN") == "1":
+            pytest.skip("frozen executables not built (make build)")
+        pytest.fail(f"frozen executables missing in {FROZEN_BIN}: run `make build` first "
+                    "(or set PYCNI_ALLOW_NO_FROZEN=1 to skip these tests)")
+    return FROZEN_BIN
+
+
+@pytest.fixture(scope="session")
+def go_bin():
+    if not os.path.isfile(os.path.join(GO_BIN, "loopback")):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's containernetworking-plugins are not installed in /usr/lib/cni")
+        pytest.skip("Debian's containernetworking-plugins not installed")
+    return GO_BIN
+
+
+@pytest.fixture(params=["source", "frozen"])
+def plugin_dir(request):
+    """Each behaviour test runs twice: from source launchers and from the frozen executables."""
+    return request.getfixturevalue(f"{request.param}_bin")
+
+
+class PluginRun:
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    @property
+    def json(self):
+        return json.loads(self.stdout)
+
+    def __repr__(self):
+        return f"PluginRun(rc={self.returncode}, stdout={self.stdout!r}, stderr={self.stderr[-2000:]!r})"
+
+
+def run_plugin(plugin_dir: str, name: str, command: str, conf=None, *, netns: str = "",
+               ifname: str = "eth0", container_id: str = "ctr1", args: str = "",
+               cni_path: str | None = None, env: dict | None = None, stdin: bytes | None = None,
+               timeout: float = 60) -> PluginRun:
+    """Exec `plugin_dir/name` like a runtime: a clean environment with CNI_* set, config on stdin.
+
+    Pass env={} plus explicit keys to control exactly what is set (None values are dropped).
+    """
+    full_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    full_env.update({
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": ifname,
+        "CNI_ARGS": args,
+        "CNI_PATH": cni_path if cni_path is not None else plugin_dir,
+    })
+    if env:
+        full_env.update(env)
+    full_env = {k: v for k, v in full_env.items() if v is not None}
+    if stdin is None:
+        stdin = json.dumps(conf).encode() if conf is not None else b""
+    proc = subprocess.run([os.path.join(plugin_dir, name)], input=stdin, env=full_env,
+                          capture_output=True, timeout=timeout)
+    return PluginRun(type("P", (), {"returncode": proc.returncode,
+                                    "stdout": proc.stdout.decode(),
+                                    "stderr": proc.stderr.decode()})())
+
+
+@pytest.fixture
+def cni():
+    """The run_plugin helper as a fixture."""
+    return run_plugin
