@@ -1,0 +1,43 @@
+"""Delegated IPAM as main plugins use it: allocate, undo on failure, release, check, status, gc."""
+
+from contextlib import contextmanager
+
+from .errors import INTERNAL, CNIError
+from .invoke import delegate
+
+
+def add(call, ipam_type: str):
+    """IPAM ADD; a result without addresses is an error, as upstream."""
+    result = delegate(call, ipam_type, "ADD")
+    if not result.ips:
+        raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
+    return result
+
+
+def delete(call, ipam_type: str) -> None:
+    delegate(call, ipam_type, "DEL")
+
+
+def check(call, ipam_type: str) -> None:
+    delegate(call, ipam_type, "CHECK")
+
+
+def status(call, ipam_type: str) -> None:
+    delegate(call, ipam_type, "STATUS")
+
+
+def gc(call, ipam_type: str) -> None:
+    delegate(call, ipam_type, "GC")
+
+
+@contextmanager
+def released_on_failure(call, ipam_type: str):
+    """Wrap the rest of an ADD: if it fails, give the addresses back before the error goes out."""
+    try:
+        yield
+    except BaseException:
+        try:
+            delete(call, ipam_type)
+        except CNIError as err:
+            call.log(f"rollback: releasing the IPAM allocation failed too: {err}")
+        raise
