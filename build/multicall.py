@@ -19,8 +19,10 @@ def run(name: str) -> int:
     module_name = PLUGINS.get(name)
     if module_name is None:
         known = ", ".join(sorted(PLUGINS))
-        print(f"pycni: unknown program name {name!r}; this executable runs one of: {known}",
-              file=sys.stderr)
+        print(
+            f"pycni: unknown program name {name!r}; this executable runs one of: {known}",
+            file=sys.stderr,
+        )
         return 2
     __import__(module_name)
     return sys.modules[module_name].main()

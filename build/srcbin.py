@@ -27,7 +27,9 @@ def write_launchers(outdir: str) -> list:
     for name, module in sorted(plugins.items()):
         path = os.path.join(outdir, name)
         with open(path + ".tmp", "w") as f:
-            f.write(LAUNCHER.format(python=os.path.realpath(sys.executable), repo=REPO, module=module))
+            f.write(
+                LAUNCHER.format(python=os.path.realpath(sys.executable), repo=REPO, module=module)
+            )
         os.chmod(path + ".tmp", 0o755)
         os.replace(path + ".tmp", path)
         written.append(path)

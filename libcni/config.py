@@ -1,4 +1,4 @@
-"""Decoding plugin configs with Go's encoding/json rules, so we accept and refuse what upstream does.
+"""Decoding plugin configs with Go's encoding/json rules: accept and refuse what upstream does.
 
 A config is a class whose annotated attributes are the upstream JSON keys, with defaults:
 
@@ -15,8 +15,14 @@ with a fraction never go into int fields. No dataclasses: they cost ~13 ms of im
 from .errors import DECODING_FAILURE, INVALID_NETWORK_CONFIG, CNIError
 from .version import json_kind
 
-_TYPE_WORDS = {int: "an integer", bool: "true or false", str: "a string", float: "a number",
-               dict: "an object", list: "a list"}
+_TYPE_WORDS = {
+    int: "an integer",
+    bool: "true or false",
+    str: "a string",
+    float: "a number",
+    dict: "an object",
+    list: "a list",
+}
 
 
 class Struct:

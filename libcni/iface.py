@@ -38,8 +38,11 @@ def _wait_for_dad(ipr, index: int, ifname: str) -> None:
         for msg in ipr.get_addr(index=index, family=10):
             flags = msg.get("IFA_FLAGS") or msg["flags"]
             if flags & IFA_F_DADFAILED:
-                raise CNIError(INTERNAL, f"IPv6 duplicate address detection failed on {ifname} "
-                               f"for {msg.get('IFA_ADDRESS')}")
+                raise CNIError(
+                    INTERNAL,
+                    f"IPv6 duplicate address detection failed on {ifname} "
+                    f"for {msg.get('IFA_ADDRESS')}",
+                )
             if flags & IFA_F_TENTATIVE:
                 tentative = True
         if not tentative:
@@ -47,8 +50,11 @@ def _wait_for_dad(ipr, index: int, ifname: str) -> None:
         if time.monotonic() > deadline:
             link = ipr.get_links(index)[0]
             if link.get("IFLA_OPERSTATE") == "UP":
-                raise CNIError(INTERNAL, f"timed out waiting for IPv6 addresses on {ifname} "
-                               "to leave the tentative state")
+                raise CNIError(
+                    INTERNAL,
+                    f"timed out waiting for IPv6 addresses on {ifname} "
+                    "to leave the tentative state",
+                )
             return
         time.sleep(DAD_POLL)
 
@@ -68,8 +74,10 @@ def configure(netns_path: str, ifname: str, result) -> None:
         if index is None:
             continue
         if index >= len(result.interfaces) or result.interfaces[index]["name"] != ifname:
-            raise CNIError(INTERNAL, f'failed to add IP addr {entry["address"]} to "{ifname}": '
-                           "invalid interface index")
+            raise CNIError(
+                INTERNAL,
+                f'failed to add IP addr {entry["address"]} to "{ifname}": invalid interface index',
+            )
         mine.append(entry)
     wants_v6 = any(ipaddress.ip_interface(e["address"]).version == 6 for e in mine)
     if wants_v6:
@@ -82,11 +90,14 @@ def configure(netns_path: str, ifname: str, result) -> None:
         for entry in mine:
             iface = ipaddress.ip_interface(entry["address"])
             try:
-                ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                ipr.addr(
+                    "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
+                )
             except Exception as err:
                 if getattr(err, "code", None) != 17:  # EEXIST: already configured is fine
-                    raise CNIError(INTERNAL, f'failed to add IP addr {entry["address"]} to '
-                                   f'"{ifname}": {err}') from None
+                    raise CNIError(
+                        INTERNAL, f'failed to add IP addr {entry["address"]} to "{ifname}": {err}'
+                    ) from None
         netlink.set_link_state(ipr, index, up=True)
         gateways = {4: None, 6: None}
         for entry in result.ips:
@@ -99,8 +110,12 @@ def configure(netns_path: str, ifname: str, result) -> None:
             dst = ipaddress.ip_network(route["dst"], strict=False)
             gateway = route.get("gw") or gateways[dst.version]
             # proto boot (3) is what upstream's netlink library leaves on routes it adds.
-            spec = {"dst": str(dst.network_address), "dst_len": dst.prefixlen, "oif": index,
-                    "proto": 3}
+            spec = {
+                "dst": str(dst.network_address),
+                "dst_len": dst.prefixlen,
+                "oif": index,
+                "proto": 3,
+            }
             if gateway:
                 spec["gateway"] = gateway
             if route.get("priority"):
@@ -114,5 +129,6 @@ def configure(netns_path: str, ifname: str, result) -> None:
             except Exception as err:
                 if getattr(err, "code", None) == 17:
                     continue
-                raise CNIError(INTERNAL, f"failed to add route '{_route_text(route, gateway, ifname)}'"
-                               f": {err}") from None
+                raise CNIError(
+                    INTERNAL, f"failed to add route '{_route_text(route, gateway, ifname)}': {err}"
+                ) from None

@@ -17,13 +17,21 @@ TEXT_BUSY_WAIT = 1.0
 
 # Variables a frozen (PyInstaller) executable sets for itself; a child must not inherit them,
 # or a Go or system binary may load the bundle's libraries.
-_FROZEN_VARIABLES = ("_MEIPASS2", "_PYI_APPLICATION_HOME_DIR", "_PYI_ARCHIVE_FILE",
-                     "_PYI_PARENT_PROCESS_LEVEL", "_PYI_SPLASH_IPC", "_PYI_LINUX_PROCESS_NAME")
+_FROZEN_VARIABLES = (
+    "_MEIPASS2",
+    "_PYI_APPLICATION_HOME_DIR",
+    "_PYI_ARCHIVE_FILE",
+    "_PYI_PARENT_PROCESS_LEVEL",
+    "_PYI_SPLASH_IPC",
+    "_PYI_LINUX_PROCESS_NAME",
+)
 
 
 def clean_environ(env) -> dict:
     """A copy of `env` fit for a child process of a frozen executable."""
-    child = {k: v for k, v in env.items() if not k.startswith("_PYI_") and k not in _FROZEN_VARIABLES}
+    child = {
+        k: v for k, v in env.items() if not k.startswith("_PYI_") and k not in _FROZEN_VARIABLES
+    }
     if "LD_LIBRARY_PATH_ORIG" in child:
         child["LD_LIBRARY_PATH"] = child.pop("LD_LIBRARY_PATH_ORIG")
     elif "_MEIPASS2" in env or any(k.startswith("_PYI_") for k in env):
@@ -42,8 +50,11 @@ def find_plugin(name: str, cni_path: str) -> str:
         candidate = os.path.join(directory, name)
         if os.path.isfile(candidate):
             return candidate
-    raise CNIError(INTERNAL, f'failed to find plugin "{name}" in path [{" ".join(dirs)}]',
-                   "install the plugin there or add its directory to CNI_PATH")
+    raise CNIError(
+        INTERNAL,
+        f'failed to find plugin "{name}" in path [{" ".join(dirs)}]',
+        "install the plugin there or add its directory to CNI_PATH",
+    )
 
 
 def run(plugin_path: str, env: dict, stdin_data: bytes, stderr=None) -> bytes:
@@ -52,15 +63,22 @@ def run(plugin_path: str, env: dict, stdin_data: bytes, stderr=None) -> bytes:
 
     for attempt in range(TEXT_BUSY_TRIES):
         try:
-            proc = subprocess.run([plugin_path], input=stdin_data, env=clean_environ(env),
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+            proc = subprocess.run(
+                [plugin_path],
+                input=stdin_data,
+                env=clean_environ(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
             break
         except OSError as err:
             if err.errno == errno.ETXTBSY and attempt + 1 < TEXT_BUSY_TRIES:
                 time.sleep(TEXT_BUSY_WAIT)
                 continue
-            raise CNIError(INTERNAL, f'failed to execute plugin "{plugin_path}": {err.strerror}'
-                           ) from None
+            raise CNIError(
+                INTERNAL, f'failed to execute plugin "{plugin_path}": {err.strerror}'
+            ) from None
     if proc.stderr and stderr is not None:
         stderr.write(proc.stderr.decode(errors="replace"))
     if proc.returncode == 0:
@@ -83,8 +101,11 @@ def error_from_output(stdout: bytes, stderr: bytes, returncode: int) -> CNIError
             raise ValueError("code is not a number")
         return CNIError(code, str(obj.get("msg", "")), str(obj.get("details", "") or ""))
     except (ValueError, KeyError, TypeError) as err:
-        return CNIError(INTERNAL, "netplugin failed but error parsing its diagnostic message "
-                        f'"{stdout.decode(errors="replace")}": {err}')
+        return CNIError(
+            INTERNAL,
+            "netplugin failed but error parsing its diagnostic message "
+            f'"{stdout.decode(errors="replace")}": {err}',
+        )
 
 
 def delegate(call, plugin_type: str, command: str | None = None):
@@ -104,8 +125,9 @@ def delegate(call, plugin_type: str, command: str | None = None):
     try:
         obj = json.loads(output)
     except ValueError as err:
-        raise CNIError(INTERNAL, f'plugin "{plugin_type}" printed a result that is not JSON: {err}'
-                       ) from None
+        raise CNIError(
+            INTERNAL, f'plugin "{plugin_type}" printed a result that is not JSON: {err}'
+        ) from None
     if isinstance(obj, dict) and not obj.get("cniVersion"):
         obj["cniVersion"] = call.cni_version
     return Result.from_json(obj, call.cni_version)

@@ -42,4 +42,6 @@ def validate_ifname(ifname: str) -> None:
     if ifname in (".", ".."):
         raise CNIError(INVALID_ENVIRONMENT, "interface name is . or ..")
     if any(c in "/:" or c.isspace() for c in ifname):
-        raise CNIError(INVALID_ENVIRONMENT, "interface name contains / or : or whitespace characters")
+        raise CNIError(
+            INVALID_ENVIRONMENT, "interface name contains / or : or whitespace characters"
+        )

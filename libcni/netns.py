@@ -39,9 +39,11 @@ def open_netns(path: str) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise NetnsMissing(INTERNAL, f'failed to open netns "{path}": no such file or directory',
-                           "the network namespace does not exist (was the container removed?)"
-                           ) from None
+        raise NetnsMissing(
+            INTERNAL,
+            f'failed to open netns "{path}": no such file or directory',
+            "the network namespace does not exist (was the container removed?)",
+        ) from None
     except OSError as err:
         raise CNIError(INTERNAL, f'failed to open netns "{path}": {err.strerror}') from None
     try:
@@ -52,9 +54,11 @@ def open_netns(path: str) -> int:
         kind = None
     if kind != CLONE_NEWNET:
         os.close(fd)
-        raise CNIError(INTERNAL, f'"{path}" is not a network namespace',
-                       "CNI_NETNS must be a netns path such as /var/run/netns/NAME or "
-                       "/proc/PID/ns/net")
+        raise CNIError(
+            INTERNAL,
+            f'"{path}" is not a network namespace',
+            "CNI_NETNS must be a netns path such as /var/run/netns/NAME or /proc/PID/ns/net",
+        )
     return fd
 
 

@@ -119,8 +119,9 @@ def _route_out(route: dict, keys=ROUTE_KEYS) -> dict:
 class Result:
     """One result in canonical form; `cni_version` is the version it was made or read as."""
 
-    def __init__(self, cni_version: str = versions.CURRENT, interfaces=None, ips=None,
-                 routes=None, dns=None):
+    def __init__(
+        self, cni_version: str = versions.CURRENT, interfaces=None, ips=None, routes=None, dns=None
+    ):
         self.cni_version = cni_version
         self.interfaces: list = interfaces if interfaces is not None else []
         self.ips: list = ips if ips is not None else []

@@ -43,8 +43,16 @@ MINIMUM_VERSION = {CHECK: "0.4.0", GC: "1.1.0", STATUS: "1.1.0"}
 class Plugin:
     """What a plugin module hands to the skeleton: its verbs and the versions it speaks."""
 
-    def __init__(self, name, add=None, delete=None, check=None, gc=None, status=None,
-                 supported_versions=versions.ALL):
+    def __init__(
+        self,
+        name,
+        add=None,
+        delete=None,
+        check=None,
+        gc=None,
+        status=None,
+        supported_versions=versions.ALL,
+    ):
         self.name = name
         self.verbs = {ADD: add, DEL: delete, CHECK: check, GC: gc, STATUS: status}
         self.supported_versions = tuple(supported_versions)
@@ -97,7 +105,9 @@ class Call:
         try:
             return Result.from_json(raw, self.cni_version)
         except CNIError as err:
-            raise CNIError(err.code, f"could not parse prevResult: {err.msg}", err.details) from None
+            raise CNIError(
+                err.code, f"could not parse prevResult: {err.msg}", err.details
+            ) from None
 
     def cni_args(self, *known: str) -> dict:
         """CNI_ARGS as {key: value} for the keys this plugin understands."""
@@ -136,7 +146,7 @@ def _parse_stdin(stdin_data: bytes) -> dict:
         )
     name = conf.get("name", "")
     if not isinstance(name, str):
-        raise CNIError(DECODING_FAILURE, "error unmarshall network config: \"name\" must be a string")
+        raise CNIError(DECODING_FAILURE, 'error unmarshall network config: "name" must be a string')
     validate_network_name(name)
     return conf
 
@@ -145,8 +155,11 @@ def _check_version(plugin: Plugin, command: str, config_version: str) -> None:
     minimum = MINIMUM_VERSION.get(command)
     if minimum is not None:
         if not versions.at_least(config_version, minimum):
-            raise CNIError(INCOMPATIBLE_VERSION, f"config version does not allow {command}",
-                           f"{command} needs cniVersion {minimum} or newer")
+            raise CNIError(
+                INCOMPATIBLE_VERSION,
+                f"config version does not allow {command}",
+                f"{command} needs cniVersion {minimum} or newer",
+            )
         if not any(versions.at_least(v, config_version) for v in plugin.supported_versions):
             raise CNIError(INCOMPATIBLE_VERSION, f"plugin version does not allow {command}")
     if config_version not in plugin.supported_versions:
@@ -159,21 +172,31 @@ def _check_version(plugin: Plugin, command: str, config_version: str) -> None:
 
 
 def _check_not_own_netns(call: Call) -> None:
-    """Refuse to configure the plugin's own netns (upstream checks after the fact; we check first)."""
+    """Refuse to configure the plugin's own netns: upstream checks after the fact, we first."""
     if not call.netns or call.netns_override.upper() == "TRUE" or call.netns_override == "1":
         return
     from .netns import is_current_netns
 
     if is_current_netns(call.netns):
-        raise CNIError(INVALID_NETNS, "plugin's netns and netns from CNI_NETNS should not be the same",
-                       f"CNI_NETNS={call.netns}; set CNI_NETNS_OVERRIDE=1 if this is intended")
+        raise CNIError(
+            INVALID_NETNS,
+            "plugin's netns and netns from CNI_NETNS should not be the same",
+            f"CNI_NETNS={call.netns}; set CNI_NETNS_OVERRIDE=1 if this is intended",
+        )
 
 
 def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
     command = _env_errors(env)
     if command == VERSION:
-        stdout.write(compact({"cniVersion": versions.CURRENT,
-                              "supportedVersions": list(plugin.supported_versions)}) + "\n")
+        stdout.write(
+            compact(
+                {
+                    "cniVersion": versions.CURRENT,
+                    "supportedVersions": list(plugin.supported_versions),
+                }
+            )
+            + "\n"
+        )
         return 0
     try:
         stdin_data = stdin.read() if stdin is not None else b""
@@ -181,8 +204,11 @@ def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
         raise CNIError(IO_FAILURE, f"error reading from stdin: {err}") from None
     conf = _parse_stdin(stdin_data)
     if command not in plugin.verbs:
-        raise CNIError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}",
-                       "CNI_COMMAND must be one of ADD, DEL, CHECK, GC, STATUS, VERSION")
+        raise CNIError(
+            INVALID_ENVIRONMENT,
+            f"unknown CNI_COMMAND: {command}",
+            "CNI_COMMAND must be one of ADD, DEL, CHECK, GC, STATUS, VERSION",
+        )
     call = Call(command, env, stdin_data, conf, stderr)
     _check_version(plugin, command, call.cni_version)
     if command in (ADD, DEL):
@@ -203,8 +229,9 @@ def dispatch(plugin: Plugin, env, stdin, stdout, stderr) -> int:
     """Run one plugin call; returns the exit status. `env` is any mapping with .get()."""
     if env.get("CNI_COMMAND", "") == "":
         print(plugin.about, file=stderr)
-        print("CNI protocol versions supported: " + ", ".join(plugin.supported_versions),
-              file=stderr)
+        print(
+            "CNI protocol versions supported: " + ", ".join(plugin.supported_versions), file=stderr
+        )
         return 0
     try:
         return _run(plugin, env, stdin, stdout, stderr)

@@ -27,7 +27,7 @@ def write(key: str, value: str) -> None:
 
 
 def ensure(key: str, value: str) -> bool:
-    """Write only when different (some keys are read-only in unprivileged netns). True if changed."""
+    """Write only when different (some keys are read-only in some netns). True if changed."""
     if read(key) == value:
         return False
     write(key, value)

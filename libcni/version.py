@@ -26,7 +26,7 @@ def parse(version: str) -> tuple:
     if len(parts) >= 4:
         raise ValueError(f'invalid version "{version}": too many parts')
     numbers = []
-    for label, part in zip(("major", "minor", "micro"), parts):
+    for label, part in zip(("major", "minor", "micro"), parts, strict=False):
         if not part.lstrip("+-").isdigit():
             raise ValueError(
                 f'failed to convert {label} version part "{part}": '

@@ -24,7 +24,9 @@ def add(call: skel.Call) -> Result:
         addresses = netlink.link_addresses(ipr, index)
     for address in addresses:
         if not ipaddress.ip_interface(address).ip.is_loopback:
-            raise CNIError(INTERNAL, f'loopback interface found with non-loopback address "{address}"')
+            raise CNIError(
+                INTERNAL, f'loopback interface found with non-loopback address "{address}"'
+            )
     previous = call.prev_result()
     if previous is not None:
         return previous

@@ -40,8 +40,7 @@ class NetnsFactory:
 
     def cleanup(self):
         for name in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", name], check=False,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(["ip", "netns", "del", name], check=False, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture
@@ -89,8 +88,10 @@ def frozen_bin():
     if not os.path.isfile(os.path.join(FROZEN_BIN, "loopback")):
         if os.environ.get("PYCNI_ALLOW_NO_FROZEN") == "1":
             pytest.skip("frozen executables not built (make build)")
-        pytest.fail(f"frozen executables missing in {FROZEN_BIN}: run `make build` first "
-                    "(or set PYCNI_ALLOW_NO_FROZEN=1 to skip these tests)")
+        pytest.fail(
+            f"frozen executables missing in {FROZEN_BIN}: run `make build` first "
+            "(or set PYCNI_ALLOW_NO_FROZEN=1 to skip these tests)"
+        )
     return FROZEN_BIN
 
 
@@ -120,36 +121,63 @@ class PluginRun:
         return json.loads(self.stdout)
 
     def __repr__(self):
-        return f"PluginRun(rc={self.returncode}, stdout={self.stdout!r}, stderr={self.stderr[-2000:]!r})"
+        tail = self.stderr[-2000:]
+        return f"PluginRun(rc={self.returncode}, stdout={self.stdout!r}, stderr={tail!r})"
 
 
-def run_plugin(plugin_dir: str, name: str, command: str, conf=None, *, netns: str = "",
-               ifname: str = "eth0", container_id: str = "ctr1", args: str = "",
-               cni_path: str | None = None, env: dict | None = None, stdin: bytes | None = None,
-               timeout: float = 60) -> PluginRun:
+def run_plugin(
+    plugin_dir: str,
+    name: str,
+    command: str,
+    conf=None,
+    *,
+    netns: str = "",
+    ifname: str = "eth0",
+    container_id: str = "ctr1",
+    args: str = "",
+    cni_path: str | None = None,
+    env: dict | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 60,
+) -> PluginRun:
     """Exec `plugin_dir/name` like a runtime: a clean environment with CNI_* set, config on stdin.
 
     Pass env={} plus explicit keys to control exactly what is set (None values are dropped).
     """
     full_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-    full_env.update({
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": container_id,
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": ifname,
-        "CNI_ARGS": args,
-        "CNI_PATH": cni_path if cni_path is not None else plugin_dir,
-    })
+    full_env.update(
+        {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container_id,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": ifname,
+            "CNI_ARGS": args,
+            "CNI_PATH": cni_path if cni_path is not None else plugin_dir,
+        }
+    )
     if env:
         full_env.update(env)
     full_env = {k: v for k, v in full_env.items() if v is not None}
     if stdin is None:
         stdin = json.dumps(conf).encode() if conf is not None else b""
-    proc = subprocess.run([os.path.join(plugin_dir, name)], input=stdin, env=full_env,
-                          capture_output=True, timeout=timeout)
-    return PluginRun(type("P", (), {"returncode": proc.returncode,
-                                    "stdout": proc.stdout.decode(),
-                                    "stderr": proc.stderr.decode()})())
+    proc = subprocess.run(
+        [os.path.join(plugin_dir, name)],
+        input=stdin,
+        env=full_env,
+        capture_output=True,
+        timeout=timeout,
+    )
+    return PluginRun(
+        type(
+            "P",
+            (),
+            {
+                "returncode": proc.returncode,
+                "stdout": proc.stdout.decode(),
+                "stderr": proc.stderr.decode(),
+            },
+        )()
+    )
 
 
 @pytest.fixture
