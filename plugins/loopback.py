@@ -1,29 +1,37 @@
-"""loopback: bring `lo` up in the container's netns (CNI_IFNAME is ignored, as upstream does)."""
+"""loopback: bring `lo` up in the container's netns (CNI_IFNAME is ignored, as upstream does).
 
-import ipaddress
+It runs for every pod, so it talks rtnetlink through libcni.rtnl (standard library only)
+instead of pyroute2, whose import alone costs more than everything else this plugin does.
+"""
 
-from libcni import netlink, netns, skel
+from libcni import netns, skel
 from libcni.errors import INTERNAL, CNIError
 from libcni.result import Result
+from libcni.rtnl import RouteSocket
 
 LOOPBACK = "lo"
 
 
-def _lo_index(ipr) -> int:
-    index = netlink.link_index(ipr, LOOPBACK)
-    if index is None:
+def _lo(sock: RouteSocket):
+    link = sock.link(LOOPBACK)
+    if link is None:
         raise CNIError(INTERNAL, "failed to find the loopback interface in the netns")
-    return index
+    return link
+
+
+def _is_loopback(address: str) -> bool:
+    ip = address.split("/")[0]
+    return ip.startswith("127.") or ip == "::1"
 
 
 def add(call: skel.Call) -> Result:
     call.load()
-    with netlink.session(call.netns) as ipr:
-        index = _lo_index(ipr)
-        netlink.set_link_state(ipr, index, up=True)
-        addresses = netlink.link_addresses(ipr, index)
+    with RouteSocket(call.netns) as sock:
+        link = _lo(sock)
+        sock.set_up(link.index, True)
+        addresses = sock.addresses(link.index)
     for address in addresses:
-        if not ipaddress.ip_interface(address).ip.is_loopback:
+        if not _is_loopback(address):
             raise CNIError(
                 INTERNAL, f'loopback interface found with non-loopback address "{address}"'
             )
@@ -33,8 +41,8 @@ def add(call: skel.Call) -> Result:
     result = Result(call.cni_version)
     result.add_interface(LOOPBACK, mac="00:00:00:00:00:00", sandbox=call.netns)
     # Like upstream: the first IPv4 and the first IPv6 address of lo.
-    for version in (4, 6):
-        first = next((a for a in addresses if ipaddress.ip_interface(a).version == version), None)
+    for is_v6 in (False, True):
+        first = next((a for a in addresses if (":" in a) == is_v6), None)
         if first:
             result.add_ip(first, interface=0)
     return result
@@ -43,18 +51,18 @@ def add(call: skel.Call) -> Result:
 def delete(call: skel.Call) -> None:
     call.load()
     if not netns.exists(call.netns):
-        return  # nothing left to clean up
+        return  # the netns is gone: nothing left to clean up
     try:
-        with netlink.session(call.netns) as ipr:
-            netlink.set_link_state(ipr, _lo_index(ipr), up=False)
+        with RouteSocket(call.netns) as sock:
+            sock.set_up(_lo(sock).index, False)
     except netns.NetnsMissing:
         return
 
 
 def check(call: skel.Call) -> None:
     call.load()
-    with netlink.session(call.netns) as ipr:
-        if not netlink.link_is_up(ipr, _lo_index(ipr)):
+    with RouteSocket(call.netns) as sock:
+        if not _lo(sock).up:
             raise CNIError(INTERNAL, "loopback interface is down")
 
 
