@@ -2,7 +2,8 @@
 
 Frozen, `build/dist/bin/<name>` are hard links of one PyInstaller executable sharing one
 `_internal/` runtime; from source, `build/srcbin.py` writes small launchers that call `run()`.
-Only the chosen plugin's module is imported, so start-up stays small.
+Only the chosen plugin's module is imported, so start-up stays small. When the pycni daemon
+(libcni.zygote) is running, a plugin call is handed to it instead (libcni.fastpath).
 """
 
 import os
@@ -14,16 +15,31 @@ PLUGINS = {
     "cnitool": "libcni.cnitool",
 }
 
+# The preloaded fork-server; it serves every name in PLUGINS except these.
+DAEMON = "pycni-daemon"
+NOT_FORWARDED = ("cnitool",)
 
-def run(name: str) -> int:
+
+def run(name: str, argv: list | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if name == DAEMON:
+        from libcni import zygote
+
+        return zygote.main({k: v for k, v in PLUGINS.items() if k not in NOT_FORWARDED})
     module_name = PLUGINS.get(name)
     if module_name is None:
-        known = ", ".join(sorted(PLUGINS))
+        known = ", ".join(sorted([*PLUGINS, DAEMON]))
         print(
             f"pycni: unknown program name {name!r}; this executable runs one of: {known}",
             file=sys.stderr,
         )
         return 2
+    if name not in NOT_FORWARDED:
+        from libcni import fastpath
+
+        status = fastpath.forward(name, argv)
+        if status is not None:
+            return status
     __import__(module_name)
     return sys.modules[module_name].main()
 

@@ -1,0 +1,121 @@
+"""Client side of the preloaded fast path: hand this plugin call to the pycni daemon if it runs.
+
+The daemon (libcni.zygote) has every plugin and pyroute2 imported already and forks a worker per
+call. We pass it our standard streams, our network and mount namespaces and our cwd as file
+descriptors (SCM_RIGHTS), plus argv and the environment; the worker runs the plugin exactly as
+this process would have, writing straight to our stdout/stderr, and sends back the exit status.
+When there is no daemon (or it runs other code) the caller runs the plugin in-process: the
+executable always works on its own. Only the standard library's socket/struct/json are used here.
+"""
+
+import os
+import sys
+
+DEFAULT_SOCKET = "/run/pycni/pycni.sock"
+PROTOCOL = 1
+LENGTH_FORMAT = "!I"  # the header's length prefix
+
+# Replies from the daemon.
+STATUS = b"S"  # followed by a 4-byte signed exit status
+# Refused before any work (another build on disk, a bad request): the client runs the plugin
+# itself. A daemon running another build exits after refusing, to be restarted with new code.
+REFUSED = b"X"
+
+
+def socket_path(env=os.environ) -> str:
+    # PYCNI_SOCKET exists for tests and for running a daemon somewhere unusual.
+    return env.get("PYCNI_SOCKET") or DEFAULT_SOCKET
+
+
+def build_id() -> str:
+    """Identifies the code on disk: the frozen executable (or this source tree) and its version."""
+    from . import PYCNI_VERSION
+
+    anchor = sys.executable if getattr(sys, "frozen", False) else os.path.dirname(__file__)
+    try:
+        st = os.stat(anchor)
+        stamp = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    except OSError:
+        stamp = "?"
+    return f"{PYCNI_VERSION}:{os.path.realpath(anchor)}:{stamp}"
+
+
+def _recv_exactly(sock, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def forward(name: str, argv: list, env=os.environ) -> int | None:
+    """Run plugin `name` in the daemon. Returns its exit status, or None to run in-process."""
+    path = socket_path(env)
+    if not os.path.exists(path):
+        return None  # the common case without a daemon costs one stat()
+    import json
+    import socket
+    import struct
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    opened = []
+    sent = False
+    try:
+        try:
+            sock.connect(path)
+        except OSError:
+            return None  # a stale socket file: nobody listens
+        for ns_path in ("/proc/thread-self/ns/net", "/proc/thread-self/ns/mnt"):
+            opened.append(os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC))
+        opened.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        header = json.dumps(
+            {
+                "protocol": PROTOCOL,
+                "build": build_id(),
+                "name": name,
+                "argv": list(argv),
+                "env": dict(env),
+            }
+        ).encode()
+        socket.send_fds(
+            sock, [struct.pack(LENGTH_FORMAT, len(header)) + header], [0, 1, 2, *opened]
+        )
+        sent = True
+        kind = _recv_exactly(sock, 1)
+        if kind == STATUS:
+            raw = _recv_exactly(sock, 4)
+            if len(raw) == 4:
+                return struct.unpack("!i", raw)[0]
+        elif kind == REFUSED:
+            return None  # refused before any work was done: run it ourselves
+        _report_lost_worker(name)
+        return 1
+    except OSError:
+        if not sent:
+            return None
+        _report_lost_worker(name)
+        return 1
+    finally:
+        for fd in opened:
+            os.close(fd)
+        sock.close()
+
+
+def _report_lost_worker(name: str) -> None:
+    import json
+
+    # The worker may have done part of the work, so running the plugin again here could repeat
+    # it: report a CNI error instead and let the runtime retry (code 11: try again later).
+    sys.stdout.write(
+        json.dumps(
+            {
+                "code": 11,
+                "msg": f"pycni daemon: the worker running {name} ended without an exit status",
+                "details": "see the daemon's log; the runtime may retry",
+            },
+            indent=4,
+        )
+    )
+    sys.stdout.flush()
