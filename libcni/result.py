@@ -73,7 +73,7 @@ def _str_list(value, what: str) -> list:
 def parse_route(obj) -> dict:
     if not isinstance(obj, dict):
         raise _fail(f"invalid route: expected an object, got {obj!r}")
-    route = {"dst": _cidr(obj.get("dst"), "route dst")}
+    route: dict = {"dst": _cidr(obj.get("dst"), "route dst")}
     if obj.get("gw"):
         route["gw"] = _ip(obj["gw"], "route gw")
     for key in ("mtu", "advmss", "priority", "table", "scope"):
@@ -141,7 +141,7 @@ class Result:
         self.interfaces.append(entry)
         return len(self.interfaces) - 1
 
-    def add_ip(self, address: str, gateway: str | None = None, interface: int | None = None):
+    def add_ip(self, address, gateway: str | None = None, interface: int | None = None):
         entry: dict = {"address": _cidr(address, "address")}
         if gateway:
             entry["gateway"] = _ip(gateway, "gateway")

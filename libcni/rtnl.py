@@ -36,7 +36,7 @@ def _attr(kind: int, payload: bytes) -> bytes:
 
 
 def _attrs(data: bytes) -> dict:
-    found = {}
+    found: dict = {}
     offset = 0
     while offset + _RTATTR.size <= len(data):
         length, kind = _RTATTR.unpack_from(data, offset)
@@ -92,7 +92,7 @@ class RouteSocket:
             _NLMSGHDR.size + len(body), kind, flags | NLM_F_REQUEST, self.seq, 0
         )
         self.sock.send(header + body)
-        replies = []
+        replies: list = []
         while True:
             data = self.sock.recv(65536)
             offset = 0

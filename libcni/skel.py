@@ -26,7 +26,7 @@ ADD, CHECK, DEL, GC, STATUS, VERSION = "ADD", "CHECK", "DEL", "GC", "STATUS", "V
 
 # The environment contract as a table: variable, the verbs that require it, its validator.
 # Order matters: it is the order upstream reports missing variables in.
-ENV_CONTRACT = (
+ENV_CONTRACT: tuple = (
     ("CNI_COMMAND", {ADD, CHECK, DEL, GC, STATUS}, None),
     ("CNI_CONTAINERID", {ADD, CHECK, DEL}, validate_container_id),
     ("CNI_NETNS", {ADD, CHECK}, None),
@@ -119,7 +119,7 @@ class Call:
         print(message, file=self.stderr)
 
 
-def _env_errors(env) -> tuple:
+def _env_errors(env) -> str:
     command = env.get("CNI_COMMAND", "")
     missing = []
     for name, required_for, validate in ENV_CONTRACT:
