@@ -34,10 +34,11 @@ def build_id() -> str:
     anchor = sys.executable if getattr(sys, "frozen", False) else os.path.dirname(__file__)
     try:
         st = os.stat(anchor)
-        stamp = f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        stamp = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = "?"
-    return f"{PYCNI_VERSION}:{os.path.realpath(anchor)}:{stamp}"
+    # No path in it: the frozen programs are hard links of one file under different names.
+    return f"{PYCNI_VERSION}:{stamp}"
 
 
 def _recv_exactly(sock, count: int) -> bytes:

@@ -74,8 +74,8 @@ class Server:
         for module in PRELOAD:
             try:
                 __import__(module)
-            except ImportError:
-                _log(f"cannot preload {module}")
+            except ImportError as err:
+                _log(f"cannot preload {module}: {err}")
         for name, module in list(self.plugins.items()):
             try:
                 __import__(module)
