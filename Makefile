@@ -1,37 +1,58 @@
 # The two commands a newcomer needs: `make build` and `make test` (see README.md).
-# PYTHON is the real interpreter (not a pyenv shim): frozen builds and source launchers use it.
-PYTHON ?= $(shell python3 -c 'import sys; print(sys.executable)')
+#
+# PYTHON is the interpreter to build with; a pyenv shim is resolved to the real binary, which the
+# frozen build and the source launchers then use. If `make deps` had to create build/venv (a
+# Debian python refuses pip installs), every target uses that venv's interpreter instead.
+PYTHON ?= python3
+VENV := build/venv
+PY = $(if $(wildcard $(VENV)/bin/python3),$(VENV)/bin/python3,$(shell $(PYTHON) -c 'import sys; print(sys.executable)'))
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k loopback -x"`.
+PYTEST_ARGS ?=
+# Extra benchmark arguments, e.g. `make bench BENCH_ARGS="-n 50 loopback"`.
+BENCH_ARGS ?=
 
-.PHONY: all deps build srcbin test test-fast lint release bench clean
+.PHONY: all deps build srcbin test test-fast lint release bench print-python clean distclean
 
 all: build
 
+# Debian packages and PyPI packages, each only when missing.
 deps:
 	bash build/install-deps.sh "$(PYTHON)"
 
+# Freeze every program of build/multicall.py into build/dist/bin (one executable, hard links).
 build: deps
-	$(PYTHON) build/freeze.py
+	$(PY) build/freeze.py
 
 srcbin:
-	$(PYTHON) build/srcbin.py
+	$(PY) build/srcbin.py
 
 # The whole suite, from source and frozen, against the real kernel in test-owned namespaces.
 test: build
-	$(PYTHON) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Iterating without a frozen build: source tests only.
 test-fast:
-	PYCNI_ALLOW_NO_FROZEN=1 $(PYTHON) -m pytest -x -q
+	PYCNI_ALLOW_NO_FROZEN=1 $(PY) -m pytest -x -q $(PYTEST_ARGS)
 
 lint:
-	$(PYTHON) -m ruff check libcni plugins ipam meta build tests benchmarks
-	$(PYTHON) -m mypy libcni
+	$(PY) -m ruff check libcni plugins ipam meta build tests benchmarks
+	$(PY) -m mypy libcni
 
+# build/release/cni-plugins-linux-<arch>-v<version>.tgz, laid out like upstream's.
 release: build
-	$(PYTHON) build/release.py
+	$(PY) build/release.py
 
+# Our frozen executables against Debian's Go plugins, side by side (root: makes namespaces).
 bench: build
-	$(PYTHON) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+# The interpreter every target uses (for scripts such as .ci/run).
+print-python:
+	@echo $(PY)
 
 clean:
 	rm -rf build/dist build/work build/src-bin build/release
+
+# Also forget the venv `make deps` may have created.
+distclean: clean
+	rm -rf $(VENV)

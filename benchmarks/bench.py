@@ -1,14 +1,31 @@
-"""Side-by-side timing of two plugin directories, the way a runtime execs plugins.
+"""Side-by-side timing of two plugin directories, exec'ing plugins the way a runtime does.
 
-Runs each scenario against directory A (default: Debian's Go plugins in /usr/lib/cni) and B
-(default: our frozen build/dist/bin), interleaved A/B in one run so machine noise hits both,
-and prints median wall times and the B/A ratio. Every namespace it makes is its own, with a
-unique name, and is deleted afterwards.
+Every scenario runs against directory A (default: Debian's Go plugins in /usr/lib/cni) and B
+(default: our frozen build/dist/bin), interleaved A/B in one run (the order alternates each
+repetition) so machine noise hits both, then prints per step the median wall time, the B/A
+ratio and the median peak RSS of each side.
 
-Usage: python3 benchmarks/bench.py [-n 30] [--a DIR] [--b DIR] [--daemon] [scenario ...]
+Each exec is timed from just before fork to the child's exit (wall) and its CPU time is the
+child's own rusage from wait4(). Peak RSS needs care: a forked child starts with its parent's
+RSS as high-water mark and Linux folds the pre-exec mark into ru_maxrss, so a child of this
+Python harness would never report less than the harness's ~17 MiB. Peak RSS is therefore taken
+in extra repetitions (--rss-reps) where every exec goes through GNU time (`time -f %M`, a
+~1 MiB process forking the plugin): that is the plugin's own maximum, across the PyInstaller
+bootloader's re-exec too. With --daemon, B's RSS is the forwarding client's only.
+
+Scenarios are a registry: decorate a function `run(side) -> [(step, Sample), ...]` with
+`@scenario("name", needs=("plugin", ...))`; it runs only when both directories have every
+plugin it needs. `run_chain()` runs a network list like a runtime does (ADD in order passing
+prevResult, CHECK with the final result, DEL in reverse order).
+
+Every namespace the harness makes has a unique name and is deleted afterwards, also on error.
+Needs root. Usage: python3 benchmarks/bench.py [-n 20] [--rss-reps 3] [--a DIR] [--b DIR]
+[--daemon] [--json FILE] [--list] [SCENARIO ...]   (SCENARIO: name substrings to run)
 """
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import statistics
@@ -16,116 +33,364 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-ENV_BASE = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+CLONE_NEWNET = 0x40000000
+# Executables in a plugin dir that are not CNI plugins.
+NOT_PLUGINS = {"pycni", "pycni-daemon", "cnitool"}
 
 
-def exec_plugin(plugin_dir, name, command, conf, netns="", ifname="eth0", extra=None):
-    env = dict(ENV_BASE, CNI_COMMAND=command, CNI_CONTAINERID="bench1", CNI_NETNS=netns,
-               CNI_IFNAME=ifname, CNI_PATH=plugin_dir, **(extra or {}))
-    started = time.perf_counter()
-    proc = subprocess.run([os.path.join(plugin_dir, name)], input=json.dumps(conf).encode(),
-                          env=env, capture_output=True)
-    took = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{plugin_dir}/{name} {command} failed: {proc.stdout!r} {proc.stderr!r}")
-    return took
+GNU_TIME = "/usr/bin/time"
 
 
-class Netns:
+@dataclass
+class Sample:
+    wall: float  # seconds, fork to exit (0 in an RSS repetition)
+    cpu: float  # user + system seconds of the exec'd process
+    maxrss_kib: int = 0  # peak RSS of the exec'd process (only in an RSS repetition)
+
+
+@dataclass
+class Scenario:
+    name: str
+    run: Callable
+    needs: tuple = ()
+    doc: str = ""
+
+
+SCENARIOS: dict = {}
+
+
+def scenario(name: str, needs: tuple = ()):
+    """Register `run(side) -> [(step, Sample), ...]` under `name`."""
+
+    def register(run):
+        SCENARIOS[name] = Scenario(name, run, tuple(needs), (run.__doc__ or "").strip())
+        return run
+
+    return register
+
+
+_libc = None
+
+
+def setns(path: str) -> None:
+    """Enter the network namespace at `path` (used in a child between fork and exec)."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+class PluginFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Side:
+    """One plugin directory under test, and how to exec its plugins."""
+
+    label: str
+    plugin_dir: str
+    extra_env: dict = field(default_factory=dict)
+    common: list = field(default_factory=list)  # plugins present in both directories
+    rss: bool = False  # exec through GNU time to get the plugin's own peak RSS
+
+    def exec(self, name: str, command: str, conf: dict, *, netns: str = "",
+             ifname: str = "eth0", container_id: str = "bench1",
+             host_netns: str | None = None) -> tuple[Sample, bytes]:
+        """Exec plugin `name` once like a runtime; returns its Sample and stdout.
+
+        `host_netns` makes the plugin run in that namespace (a benchmark's stand-in host), as
+        if the runtime lived there.
+        """
+        env = dict(BASE_ENV, CNI_COMMAND=command, CNI_CONTAINERID=container_id,
+                   CNI_NETNS=netns, CNI_IFNAME=ifname, CNI_PATH=self.plugin_dir,
+                   **self.extra_env)
+        stdin = json.dumps(conf).encode()
+        preexec = (lambda: setns(host_netns)) if host_netns else None
+        argv = [os.path.join(self.plugin_dir, name)]
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+                tempfile.NamedTemporaryFile("r") as rss_file:
+            if self.rss:
+                argv = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv]
+            started = time.perf_counter()
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=out,
+                                    stderr=err, preexec_fn=preexec)
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(stdin)
+                proc.stdin.close()
+            # wait4 on this child: its own rusage, not RUSAGE_CHILDREN of the harness.
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - started
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+            maxrss = int(rss_file.read().split()[-1]) if self.rss and proc.returncode == 0 else 0
+        if proc.returncode != 0:
+            raise PluginFailed(f"{self.label}: {name} {command} exited {proc.returncode}: "
+                               f"{stdout.decode(errors='replace')} "
+                               f"{stderr.decode(errors='replace')[-2000:]}")
+        if self.rss:
+            return Sample(0.0, 0.0, maxrss), stdout
+        return Sample(wall, usage.ru_utime + usage.ru_stime), stdout
+
+
+class Namespaces:
+    """Network namespaces with unique names, all deleted on exit (also on error)."""
+
     counter = 0
 
+    def __init__(self):
+        self.names: list = []
+
+    def new(self) -> str:
+        Namespaces.counter += 1
+        name = f"pycni-bench-{os.getpid()}-{Namespaces.counter}"
+        subprocess.run(["ip", "netns", "add", name], check=True)
+        self.names.append(name)
+        return f"/var/run/netns/{name}"
+
     def __enter__(self):
-        Netns.counter += 1
-        self.name = f"pcb{os.getpid() % 100000}n{Netns.counter}"
-        subprocess.run(["ip", "netns", "add", self.name], check=True)
-        return f"/var/run/netns/{self.name}"
+        return self
 
     def __exit__(self, *exc):
-        subprocess.run(["ip", "netns", "del", self.name], check=False)
+        for name in reversed(self.names):
+            subprocess.run(["ip", "netns", "del", name], check=False,
+                           stderr=subprocess.DEVNULL)
 
 
-LOOPBACK = {"cniVersion": "1.0.0", "name": "bench-lo", "type": "loopback"}
+def in_netns(netns: str, *argv: str) -> None:
+    subprocess.run(["ip", "netns", "exec", os.path.basename(netns), *argv], check=True)
 
 
-def version_scenario(name):
-    def run(plugin_dir, extra):
-        return {"VERSION": exec_plugin(plugin_dir, name, "VERSION", {"cniVersion": "1.0.0"},
-                                       extra=extra)}
-    return run
+def combine(samples: list) -> Sample:
+    """Several execs as one step: total wall and CPU, the largest peak RSS."""
+    return Sample(sum(s.wall for s in samples), sum(s.cpu for s in samples),
+                  max(s.maxrss_kib for s in samples))
 
 
-def loopback_scenario(plugin_dir, extra):
-    times = {}
-    with Netns() as netns:
-        for command in ("ADD", "CHECK", "DEL"):
-            times[command] = exec_plugin(plugin_dir, "loopback", command, LOOPBACK, netns, "lo",
-                                         extra)
-    return times
+def run_chain(side: Side, conflist: dict, netns: str, *, ifname: str = "eth0",
+              container_id: str = "bench1", host_netns: str | None = None,
+              check: bool = True) -> list:
+    """A network list the way libcni runs it: ADD each plugin in order with the previous
+    result as prevResult, CHECK each with the final result, DEL in reverse order with it."""
+    version = conflist.get("cniVersion", "1.0.0")
+    confs = [dict(plugin, cniVersion=version, name=conflist["name"])
+             for plugin in conflist["plugins"]]
+    kwargs = dict(netns=netns, ifname=ifname, container_id=container_id,
+                  host_netns=host_netns)
+    steps, prev = {}, None
+    added = []
+    for conf in confs:
+        if prev is not None:
+            conf = dict(conf, prevResult=prev)
+        sample, out = side.exec(conf["type"], "ADD", conf, **kwargs)
+        added.append(sample)
+        prev = json.loads(out)
+    steps["ADD"] = combine(added)
+    final = dict(prev or {}, cniVersion=version)
+    if check:
+        steps["CHECK"] = combine([side.exec(c["type"], "CHECK", dict(c, prevResult=final),
+                                            **kwargs)[0] for c in confs])
+    steps["DEL"] = combine([side.exec(c["type"], "DEL", dict(c, prevResult=final),
+                                      **kwargs)[0] for c in reversed(confs)])
+    return list(steps.items())
 
 
-def scenarios(a_dir, b_dir):
-    found = {}
-    common = sorted(set(os.listdir(a_dir)) & set(os.listdir(b_dir)))
-    for name in common:
-        if os.access(os.path.join(a_dir, name), os.X_OK) and not name.startswith("_"):
-            found[f"{name} VERSION"] = version_scenario(name)
-    found["loopback ADD/CHECK/DEL"] = loopback_scenario
-    return found
+# --- scenarios -----------------------------------------------------------------------------
+
+@scenario("VERSION")
+def version_of_every_plugin(side: Side) -> list:
+    """CNI_COMMAND=VERSION of every plugin present in both directories."""
+    conf = {"cniVersion": "1.0.0"}
+    return [(name, side.exec(name, "VERSION", conf)[0]) for name in side.common]
+
+
+@scenario("loopback", needs=("loopback",))
+def loopback(side: Side) -> list:
+    """loopback ADD, CHECK, DEL in a fresh netns."""
+    conf = {"cniVersion": "1.0.0", "name": "bench-lo", "type": "loopback"}
+    with Namespaces() as ns:
+        netns = ns.new()
+        return [(verb, side.exec("loopback", verb, conf, netns=netns, ifname="lo")[0])
+                for verb in ("ADD", "CHECK", "DEL")]
+
+
+@contextlib.contextmanager
+def host_with_master(master: str = "bench0"):
+    """A stand-in host netns holding `master` (a veth: the dummy link type is not built into
+    every kernel), and an empty pod netns."""
+    with Namespaces() as ns:
+        host, pod = ns.new(), ns.new()
+        in_netns(host, "ip", "link", "add", master, "type", "veth", "peer", "name", "bench1")
+        in_netns(host, "ip", "link", "set", master, "up")
+        yield host, pod
+
+
+def macvlan_list(ipam: dict) -> dict:
+    return {"cniVersion": "1.0.0", "name": "bench-macvlan",
+            "plugins": [{"type": "macvlan", "master": "bench0", "mode": "bridge",
+                         "ipam": ipam}]}
+
+
+@scenario("macvlan", needs=("macvlan",))
+def macvlan_without_ipam(side: Side) -> list:
+    """macvlan without IPAM on a veth master in a stand-in host netns."""
+    with host_with_master() as (host, pod):
+        return run_chain(side, macvlan_list({}), pod, host_netns=host)
+
+
+@scenario("macvlan+static", needs=("macvlan", "static"))
+def macvlan_with_static(side: Side) -> list:
+    """macvlan with static IPAM (an address and a default route)."""
+    ipam = {"type": "static", "addresses": [{"address": "10.77.0.2/24", "gateway": "10.77.0.1"}],
+            "routes": [{"dst": "0.0.0.0/0"}]}
+    with host_with_master() as (host, pod):
+        return run_chain(side, macvlan_list(ipam), pod, host_netns=host)
+
+
+@scenario("macvlan+host-local", needs=("macvlan", "host-local"))
+def macvlan_with_host_local(side: Side) -> list:
+    """macvlan with host-local IPAM, its store in a private temporary dataDir."""
+    with tempfile.TemporaryDirectory(prefix="pycni-bench-ipam-") as data_dir:
+        ipam = {"type": "host-local", "dataDir": data_dir,
+                "ranges": [[{"subnet": "10.78.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+        with host_with_master() as (host, pod):
+            return run_chain(side, macvlan_list(ipam), pod, host_netns=host)
+
+
+# --- harness -------------------------------------------------------------------------------
+
+def plugins_in(directory: str) -> set:
+    return {e.name for e in os.scandir(directory)
+            if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith("_")}
 
 
 class Daemon:
     """Our pycni-daemon on a private socket, for measuring the preloaded fast path."""
 
-    def __init__(self, plugin_dir):
+    def __init__(self, plugin_dir: str):
         self.dir = tempfile.mkdtemp(prefix="pycni-bench-")
-        self.socket = os.path.join(self.dir, "run", "pycni.sock")
+        self.socket = os.path.join(self.dir, "pycni.sock")
         self.proc = subprocess.Popen([os.path.join(plugin_dir, "pycni-daemon"), self.socket],
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not os.path.exists(self.socket):
             if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError("pycni-daemon did not start")
             time.sleep(0.05)
 
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
         subprocess.run(["rm", "-rf", self.dir], check=False)
+
+
+def measure(table: list, a: Side, b: Side, repetitions: int, rss_repetitions: int) -> list:
+    """Run every scenario on both sides, alternating which goes first; returns result rows."""
+    rows = []
+    for sc in table:
+        walls: dict = {}
+        rsses: dict = {}
+        for rep in range(repetitions + rss_repetitions):
+            into = walls if rep < repetitions else rsses
+            for side in ((a, b) if rep % 2 == 0 else (b, a)):
+                side.rss = into is rsses
+                for step, sample in sc.run(side):
+                    into.setdefault(step, {a.label: [], b.label: []})[side.label].append(sample)
+        a.rss = b.rss = False
+        for step, sides in walls.items():
+            row = {"scenario": sc.name, "step": step, "n": repetitions}
+            for label, got in sides.items():
+                peaks = [s.maxrss_kib for s in rsses.get(step, {}).get(label, [])]
+                row[label] = {
+                    "wall_ms": statistics.median(s.wall for s in got) * 1000,
+                    "cpu_ms": statistics.median(s.cpu for s in got) * 1000,
+                    "maxrss_mib": statistics.median(peaks) / 1024 if peaks else None,
+                }
+            rows.append(row)
+            print_row(row, a.label, b.label)
+    return rows
+
+
+def print_row(row: dict, a: str, b: str) -> None:
+    wa, wb = row[a]["wall_ms"], row[b]["wall_ms"]
+
+    def mib(value):
+        return f"{value:7.1f}" if value is not None else f"{'-':>7}"
+
+    print(f"{row['scenario']:<18} {row['step']:<11} {wa:8.1f} {wb:8.1f} {wb / wa:6.1f}x "
+          f"{row[a]['cpu_ms']:7.1f} {row[b]['cpu_ms']:7.1f} "
+          f"{mib(row[a]['maxrss_mib'])} {mib(row[b]['maxrss_mib'])}", flush=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="repetitions (default 20)")
-    parser.add_argument("--a", default="/usr/lib/cni", help="baseline plugin dir")
-    parser.add_argument("--b", default=os.path.join(REPO, "build", "dist", "bin"))
-    parser.add_argument("--daemon", action="store_true", help="B calls go through pycni-daemon")
-    parser.add_argument("only", nargs="*", help="scenario name substrings to run")
+    parser.add_argument("--a", default="/usr/lib/cni", help="baseline plugin dir (A)")
+    parser.add_argument("--b", default=os.path.join(REPO, "build", "dist", "bin"),
+                        help="plugin dir under test (B)")
+    parser.add_argument("--rss-reps", type=int, default=3,
+                        help="extra repetitions through GNU time for peak RSS (default 3; "
+                        "0 without /usr/bin/time)")
+    parser.add_argument("--daemon", action="store_true",
+                        help="B's calls go through a private pycni-daemon")
+    parser.add_argument("--json", metavar="FILE", help="also write the result rows here")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("only", nargs="*", metavar="SCENARIO",
+                        help="run the scenarios whose name contains one of these")
     args = parser.parse_args()
-    table = scenarios(args.a, args.b)
-    if args.only:
-        table = {k: v for k, v in table.items() if any(o in k for o in args.only)}
+    if args.list:
+        for sc in SCENARIOS.values():
+            print(f"{sc.name:<18} {sc.doc}")
+        return 0
+    if os.geteuid() != 0:
+        print("bench.py needs root (it creates network namespaces)", file=sys.stderr)
+        return 2
+    if args.rss_reps and not os.access(GNU_TIME, os.X_OK):
+        print(f"no {GNU_TIME} (Debian package `time`): peak RSS not measured", file=sys.stderr)
+        args.rss_reps = 0
+    in_a, in_b = plugins_in(args.a), plugins_in(args.b)
+    common = sorted((in_a & in_b) - NOT_PLUGINS)
+    table = []
+    for sc in SCENARIOS.values():
+        if args.only and not any(o in sc.name for o in args.only):
+            continue
+        missing = [p for p in sc.needs if p not in common]
+        if missing:
+            print(f"skipping {sc.name}: {', '.join(missing)} not in both directories")
+            continue
+        table.append(sc)
     daemon = Daemon(args.b) if args.daemon else None
-    b_extra = {"PYCNI_SOCKET": daemon.socket} if daemon else None
+    a = Side("A", args.a, common=common)
+    b = Side("B", args.b, {"PYCNI_SOCKET": daemon.socket} if daemon else {}, common=common)
     try:
         print(f"A = {args.a}\nB = {args.b}{' (via pycni-daemon)' if daemon else ''}\n"
-              f"n = {args.n}, medians in ms\n")
-        print(f"{'scenario':<34} {'verb':<8} {'A':>8} {'B':>8} {'B/A':>7}")
-        for label, scenario in table.items():
-            samples: dict = {}
-            for _ in range(args.n):
-                for side, plugin_dir, extra in (("A", args.a, None), ("B", args.b, b_extra)):
-                    for verb, took in scenario(plugin_dir, extra).items():
-                        samples.setdefault(verb, {"A": [], "B": []})[side].append(took)
-            for verb, sides in samples.items():
-                a_ms = statistics.median(sides["A"]) * 1000
-                b_ms = statistics.median(sides["B"]) * 1000
-                print(f"{label:<34} {verb:<8} {a_ms:8.1f} {b_ms:8.1f} {b_ms / a_ms:7.1f}")
+              f"n = {args.n} per side, interleaved A/B; medians of wall and CPU time (ms) "
+              f"and of peak RSS per exec (MiB, {args.rss_reps} extra runs via GNU time)\n")
+        print(f"{'scenario':<18} {'step':<11} {'A wall':>8} {'B wall':>8} {'B/A':>7} "
+              f"{'A cpu':>7} {'B cpu':>7} {'A MiB':>7} {'B MiB':>7}")
+        rows = measure(table, a, b, args.n, args.rss_reps)
     finally:
         if daemon:
             daemon.stop()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"a": args.a, "b": args.b, "daemon": bool(daemon), "rows": rows}, f,
+                      indent=2)
     return 0
 
 

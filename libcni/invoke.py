@@ -67,8 +67,7 @@ def run(plugin_path: str, env: dict, stdin_data: bytes, stderr=None) -> bytes:
                 [plugin_path],
                 input=stdin_data,
                 env=clean_environ(env),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                capture_output=True,
                 check=False,
             )
             break
