@@ -12,6 +12,8 @@ import sys
 # Executable name -> module with a main(). Add a plugin here and it is frozen and launched.
 PLUGINS = {
     "loopback": "plugins.loopback",
+    "host-local": "ipam.host_local",
+    "static": "ipam.static",
     "cnitool": "libcni.cnitool",
 }
 
@@ -44,7 +46,24 @@ def run(name: str, argv: list | None = None) -> int:
     return sys.modules[module_name].main()
 
 
+def drop_bundle_environment(environ) -> None:
+    """Undo what the PyInstaller bootloader put into our environment (LD_LIBRARY_PATH pointing
+    at _internal/, _PYI_* bookkeeping), so that every program we start (ip, iptables, a
+    delegated plugin) runs with the caller's environment and never loads the bundle's
+    libraries. The dynamic loader read LD_LIBRARY_PATH when we started; this only affects
+    children. libcni.invoke.clean_environ does the same for an explicit env dict."""
+    for key in [k for k in environ if k.startswith("_PYI_")]:
+        del environ[key]
+    original = environ.pop("LD_LIBRARY_PATH_ORIG", None)
+    if original is not None:
+        environ["LD_LIBRARY_PATH"] = original
+    else:
+        environ.pop("LD_LIBRARY_PATH", None)
+
+
 def main() -> int:
+    if getattr(sys, "frozen", False):
+        drop_bundle_environment(os.environ)
     return run(os.path.basename(sys.argv[0]))
 
 
