@@ -12,6 +12,12 @@ import sys
 # Executable name -> module with a main(). Add a plugin here and it is frozen and launched.
 PLUGINS = {
     "loopback": "plugins.loopback",
+    "macvlan": "plugins.macvlan",
+    "host-device": "plugins.host_device",
+    "tap": "plugins.tap",
+    "ipvlan": "plugins.ipvlan",
+    "vlan": "plugins.vlan",
+    "dummy": "plugins.dummy",
     "host-local": "ipam.host_local",
     "static": "ipam.static",
     "cnitool": "libcni.cnitool",

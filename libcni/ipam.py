@@ -6,6 +6,12 @@ from .errors import INTERNAL, CNIError
 from .invoke import delegate
 
 
+def type_of(conf) -> str:
+    """The configured IPAM plugin name, "" when the config has no (or an empty) `ipam`."""
+    section = getattr(conf, "ipam", None)
+    return section.type if section is not None else ""
+
+
 def add(call, ipam_type: str):
     """IPAM ADD; a result without addresses is an error, as upstream."""
     result = delegate(call, ipam_type, "ADD")

@@ -12,7 +12,7 @@ import struct
 from . import netns
 
 NETLINK_ROUTE = 0
-RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_GETADDR = 22
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
@@ -130,6 +130,10 @@ class RouteSocket:
     def set_up(self, index: int, up: bool) -> None:
         body = _IFINFOMSG.pack(0, 0, index, IFF_UP if up else 0, IFF_UP)
         self._request(RTM_NEWLINK, NLM_F_ACK, body)
+
+    def delete_link(self, index: int) -> None:
+        body = _IFINFOMSG.pack(0, 0, index, 0, 0)
+        self._request(RTM_DELLINK, NLM_F_ACK, body)
 
     def addresses(self, index: int) -> list:
         """Every address on the link as "ip/prefix", IPv4 first."""

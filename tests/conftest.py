@@ -139,10 +139,12 @@ def run_plugin(
     env: dict | None = None,
     stdin: bytes | None = None,
     timeout: float = 60,
+    in_netns: str | None = None,
 ) -> PluginRun:
     """Exec `plugin_dir/name` like a runtime: a clean environment with CNI_* set, config on stdin.
 
     Pass env={} plus explicit keys to control exactly what is set (None values are dropped).
+    `in_netns` runs the plugin inside that netns (a test "host" holding the master links).
     """
     full_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     full_env.update(
@@ -160,8 +162,11 @@ def run_plugin(
     full_env = {k: v for k, v in full_env.items() if v is not None}
     if stdin is None:
         stdin = json.dumps(conf).encode() if conf is not None else b""
+    argv = [os.path.join(plugin_dir, name)]
+    if in_netns:
+        argv = ["ip", "netns", "exec", os.path.basename(in_netns), *argv]
     proc = subprocess.run(
-        [os.path.join(plugin_dir, name)],
+        argv,
         input=stdin,
         env=full_env,
         capture_output=True,
@@ -184,3 +189,52 @@ def run_plugin(
 def cni():
     """The run_plugin helper as a fixture."""
     return run_plugin
+
+
+FAKE_IPAM = """#!/bin/sh
+# A stand-in IPAM plugin for tests: logs each command, answers ADD with $FAKE_IPAM_RESULT,
+# fails the command named in $FAKE_IPAM_FAIL with CNI error 11.
+echo "$CNI_COMMAND" >> "$FAKE_IPAM_LOG"
+if [ "$CNI_COMMAND" = "$FAKE_IPAM_FAIL" ]; then
+    printf '{"code": 11, "msg": "fake-ipam: %s refused"}' "$CNI_COMMAND"
+    exit 1
+fi
+case "$CNI_COMMAND" in
+    ADD) printf '%s' "$FAKE_IPAM_RESULT" ;;
+    VERSION) printf '{"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}' ;;
+esac
+exit 0
+"""
+
+
+class FakeIPAM:
+    """A logging IPAM plugin named `fake-ipam` in its own directory (put it in CNI_PATH)."""
+
+    name = "fake-ipam"
+
+    def __init__(self, directory):
+        self.dir = str(directory)
+        self.log = os.path.join(self.dir, "calls.log")
+        path = os.path.join(self.dir, self.name)
+        with open(path, "w") as f:
+            f.write(FAKE_IPAM)
+        os.chmod(path, 0o755)
+
+    def env(self, result: dict | None = None, fail: str = "") -> dict:
+        result = result or {"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.2/24"}]}
+        return {
+            "FAKE_IPAM_LOG": self.log,
+            "FAKE_IPAM_RESULT": json.dumps(result),
+            "FAKE_IPAM_FAIL": fail,
+        }
+
+    def calls(self) -> list:
+        if not os.path.exists(self.log):
+            return []
+        with open(self.log) as f:
+            return f.read().split()
+
+
+@pytest.fixture
+def fake_ipam(tmp_path_factory):
+    return FakeIPAM(tmp_path_factory.mktemp("fake-ipam"))

@@ -1,0 +1,168 @@
+"""libcni.links helpers, called in-process against namespaces the tests own (always by path,
+so nothing ever happens in the test runner's own netns)."""
+
+import os
+import re
+
+import pytest
+from conftest import ns_exec
+
+from libcni import links
+from libcni.errors import CNIError
+from libcni.result import Result
+
+
+def test_temp_name_is_veth_and_eight_hex_digits():
+    names = {links.temp_name() for _ in range(20)}
+    assert all(re.fullmatch(r"veth[0-9a-f]{8}", n) for n in names)
+    assert len(names) == 20
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0A:58:0a:f4:00:05", "0a-58-0a-f4-00-05", "0a58.0af4.0005"],
+)
+def test_parse_mac_accepts_go_forms(text):
+    assert links.parse_mac(text, "test") == "0a:58:0a:f4:00:05"
+
+
+@pytest.mark.parametrize("text", ["", "0a:58:0a:f4:00", "0a:58:0a:f4:00:zz", "0a:58-0a:f4:00:05"])
+def test_parse_mac_rejects_malformed(text):
+    with pytest.raises(CNIError) as caught:
+        links.parse_mac(text, 'config "mac"')
+    assert caught.value.msg == f'invalid MAC address "{text}" in config "mac"'
+
+
+def test_parse_mac_rejects_multicast():
+    with pytest.raises(CNIError, match="multicast"):
+        links.parse_mac("01:00:5e:00:00:01", "test")
+
+
+def test_strerror_words_errors_like_go():
+    assert links.strerror(OSError(17, "File exists")) == "file exists"
+
+
+@pytest.fixture
+def routed(netns):
+    ns_exec(netns, "ip", "link", "add", "up0", "type", "veth", "peer", "up1")
+    ns_exec(netns, "ip", "link", "set", "up0", "up")
+    ns_exec(netns, "ip", "link", "set", "up1", "up")
+    return netns
+
+
+def test_default_route_interface_prefers_ipv4(routed):
+    ns_exec(routed, "ip", "addr", "add", "10.90.0.2/24", "dev", "up1")
+    ns_exec(routed, "ip", "route", "add", "default", "via", "10.90.0.1")
+    ns_exec(routed, "ip", "-6", "route", "add", "default", "dev", "up0")
+    assert links.default_route_interface(routed) == "up1"
+
+
+def test_default_route_interface_falls_back_to_ipv6(routed):
+    ns_exec(routed, "ip", "-6", "route", "add", "default", "dev", "up0")
+    assert links.default_route_interface(routed) == "up0"
+
+
+def test_default_route_interface_ignores_other_tables(routed):
+    ns_exec(routed, "ip", "route", "add", "default", "dev", "up0", "table", "100")
+    with pytest.raises(CNIError) as caught:
+        links.default_route_interface(routed)
+    assert caught.value.msg == "no default route interface found"
+    assert "container netns" in caught.value.details
+
+
+def test_lookup_reads_kind_mtu_and_state(routed):
+    found = links.lookup(routed, "up0")
+    assert (found.kind, found.mtu, found.up) == ("veth", 1500, True)
+    assert links.lookup(routed, "nosuch0") is None
+    assert links.lookup(routed, "x" * 20) is None
+
+
+def test_delete_reports_whether_something_was_removed(routed, tmp_path):
+    assert links.delete(routed, "up0") is True
+    assert links.lookup(routed, "up1") is None  # the veth peer went with it
+    assert links.delete(routed, "up0") is False
+    assert links.delete(str(tmp_path / "gone"), "up0") is False
+    assert links.delete("", "up0") is False
+
+
+def test_deleted_on_failure_removes_the_link_and_reraises(routed):
+    with pytest.raises(RuntimeError):
+        with links.deleted_on_failure(routed, "up0"):
+            raise RuntimeError("later step failed")
+    assert links.lookup(routed, "up0") is None
+
+
+def test_deleted_on_failure_keeps_the_link_on_success(routed):
+    with links.deleted_on_failure(routed, "up0"):
+        pass
+    assert links.lookup(routed, "up0") is not None
+
+
+def test_rollback_undoes_newest_first_only_on_failure():
+    done = []
+    with links.Rollback() as undo:
+        undo.push(done.append, "kept")
+    assert done == []
+    with pytest.raises(ValueError):
+        with links.Rollback() as undo:
+            undo.push(done.append, "first")
+            undo.push(lambda: 1 / 0)  # a failing undo step does not stop the others
+            undo.push(done.append, "second")
+            raise ValueError
+    assert done == ["second", "first"]
+
+
+def test_temporary_netns_is_a_new_netns_and_goes_away():
+    here = os.stat("/proc/thread-self/ns/net").st_ino
+    with links.temporary_netns() as fd:
+        assert os.fstat(fd).st_ino != here
+        kept = fd
+    with pytest.raises(OSError):
+        os.fstat(kept)
+
+
+def result_with(netns, **extra):
+    result = Result("1.0.0")
+    result.add_interface("up1", sandbox=netns)
+    for key, value in extra.items():
+        setattr(result, key, value)
+    return result
+
+
+def test_container_interface_matches_name_and_sandbox(routed):
+    result = result_with(routed)
+    assert links.container_interface(result, "up1", routed)["name"] == "up1"
+    with pytest.raises(CNIError, match="doesn't match configured netns"):
+        links.container_interface(result, "up1", "/var/run/netns/other")
+
+
+def test_check_addresses_and_routes(routed):
+    ns_exec(routed, "ip", "addr", "add", "10.90.0.2/24", "dev", "up1")
+    ns_exec(routed, "ip", "route", "add", "10.91.0.0/16", "via", "10.90.0.1")
+    good = result_with(
+        routed,
+        ips=[{"address": "10.90.0.2/24", "interface": 0}],
+        routes=[{"dst": "10.91.0.0/16", "gw": "10.90.0.1"}, {"dst": "10.90.0.0/24"}],
+    )
+    links.check_addresses(routed, "up1", good)
+    links.check_routes(routed, good.routes)
+    with pytest.raises(CNIError, match="Failed to match addr 10.90.0.3/24"):
+        links.check_addresses(routed, "up1", result_with(routed, ips=[{"address": "10.90.0.3/24"}]))
+    with pytest.raises(CNIError, match="Expected Route 10.91.0.0/16 via 10.90.0.9 not found"):
+        links.check_routes(routed, [{"dst": "10.91.0.0/16", "gw": "10.90.0.9"}])
+
+
+def test_check_addresses_skips_ips_of_other_interfaces(routed):
+    result = result_with(routed, ips=[{"address": "10.92.0.2/24", "interface": 1}])
+    result.add_interface("other0")
+    links.check_addresses(routed, "up1", result)
+
+
+def test_check_interface_compares_kind_and_mac(routed):
+    mac = links.lookup(routed, "up1").mac
+    entry = {"name": "up1", "mac": mac, "sandbox": routed}
+    assert links.check_interface(routed, entry, "veth").name == "up1"
+    with pytest.raises(CNIError, match="not of type macvlan"):
+        links.check_interface(routed, entry, "macvlan")
+    with pytest.raises(CNIError, match="doesn't match container Mac"):
+        links.check_interface(routed, dict(entry, mac="0a:00:00:00:00:01"), None)
