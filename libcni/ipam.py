@@ -12,6 +12,13 @@ def type_of(conf) -> str:
     return section.type if section is not None else ""
 
 
+def forward(call, conf, command: str) -> None:
+    """STATUS or GC of a main plugin: the configured IPAM (if any) holds the state to report."""
+    kind = type_of(conf)
+    if kind:
+        delegate(call, kind, command)
+
+
 def add(call, ipam_type: str):
     """IPAM ADD; a result without addresses is an error, as upstream."""
     result = delegate(call, ipam_type, "ADD")
@@ -26,14 +33,6 @@ def delete(call, ipam_type: str) -> None:
 
 def check(call, ipam_type: str) -> None:
     delegate(call, ipam_type, "CHECK")
-
-
-def status(call, ipam_type: str) -> None:
-    delegate(call, ipam_type, "STATUS")
-
-
-def gc(call, ipam_type: str) -> None:
-    delegate(call, ipam_type, "GC")
 
 
 @contextmanager

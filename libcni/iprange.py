@@ -58,7 +58,7 @@ class Range:
         for name, value in (("RangeStart", start), ("RangeEnd", end)):
             if value.version != subnet.version or value not in subnet:
                 raise _bad(f"{name} {value} not in network {subnet}")
-        if start > end:
+        if int(start) > int(end):
             raise _bad(f"RangeStart {start} not before RangeEnd {end}")
         return cls(subnet, start, end, gateway)
 

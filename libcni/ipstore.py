@@ -70,7 +70,7 @@ class Store:
 
     def reservations(self) -> dict:
         """{ip: (container_id, ifname or None)} for every address file (None: legacy id-only)."""
-        found = {}
+        found: dict = {}
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:

@@ -770,3 +770,16 @@ def check_routes(netns_path: str, routes: list) -> None:
         if not ok:
             text = dst + (f" via {gateway}" if gateway else "")
             raise CNIError(INTERNAL, f"Expected Route {text} not found in routing table")
+
+
+def require_master_for_status(master: str, in_container: bool) -> None:
+    """STATUS beyond upstream: a configured host master that is gone means no new container
+    can join the network (code 50)."""
+    from .errors import PLUGIN_NOT_AVAILABLE, CNIError
+
+    if master and not in_container and lookup(None, master) is None:
+        raise CNIError(
+            PLUGIN_NOT_AVAILABLE,
+            f'master interface "{master}" does not exist',
+            "new containers cannot be attached until it is back",
+        )

@@ -60,15 +60,12 @@ def check(call: skel.Call) -> None:
 
 
 def status(call: skel.Call) -> None:
-    kind = ipam.type_of(call.load())
-    if kind:
-        ipam.status(call, kind)
+    ipam.forward(call, call.load(), "STATUS")
 
 
 def gc(call: skel.Call) -> None:
-    kind = ipam.type_of(call.load())
-    if kind:
-        ipam.gc(call, kind)
+    # Links die with their netns; only the IPAM has state to collect.
+    ipam.forward(call, call.load(), "GC")
 
 
 PLUGIN = skel.Plugin("dummy", add=add, delete=delete, check=check, status=status, gc=gc)

@@ -189,16 +189,12 @@ def check(call: skel.Call) -> None:
 
 
 def status(call: skel.Call) -> None:
-    # The device itself is not checked: once handed to a container it is rightly absent.
-    kind = ipam.type_of(call.load(HostDeviceConf))
-    if kind:
-        ipam.status(call, kind)
+    ipam.forward(call, call.load(HostDeviceConf), "STATUS")
 
 
 def gc(call: skel.Call) -> None:
-    kind = ipam.type_of(call.load(HostDeviceConf))
-    if kind:
-        ipam.gc(call, kind)
+    # Links die with their netns; only the IPAM has state to collect.
+    ipam.forward(call, call.load(HostDeviceConf), "GC")
 
 
 PLUGIN = skel.Plugin("host-device", add=add, delete=delete, check=check, status=status, gc=gc)

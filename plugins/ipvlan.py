@@ -9,7 +9,7 @@ import contextlib
 
 from libcni import iface, ipam, links, skel
 from libcni.config import NetConf
-from libcni.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CNIError, config_error
+from libcni.errors import INTERNAL, CNIError, config_error
 from libcni.result import Result, parse_dns
 
 MODES = {"l2": 0, "l3": 1, "l3s": 2}
@@ -129,21 +129,13 @@ def check(call: skel.Call) -> None:
 
 def status(call: skel.Call) -> None:
     conf = call.load(IpvlanConf)
-    kind = ipam.type_of(conf)
-    if kind:
-        ipam.status(call, kind)
-    if conf.master and not conf.linkInContainer and links.lookup(None, conf.master) is None:
-        raise CNIError(
-            PLUGIN_NOT_AVAILABLE,
-            f'master interface "{conf.master}" does not exist',
-            "new containers cannot be attached until it is back",
-        )
+    ipam.forward(call, conf, "STATUS")
+    links.require_master_for_status(conf.master, conf.linkInContainer)
 
 
 def gc(call: skel.Call) -> None:
-    kind = ipam.type_of(call.load(IpvlanConf))
-    if kind:
-        ipam.gc(call, kind)
+    # Links die with their netns; only the IPAM has state to collect.
+    ipam.forward(call, call.load(IpvlanConf), "GC")
 
 
 PLUGIN = skel.Plugin("ipvlan", add=add, delete=delete, check=check, status=status, gc=gc)

@@ -6,7 +6,7 @@ default the interface of the host's default route), addressed by the optional IP
 
 from libcni import iface, ipam, links, skel
 from libcni.config import NetConf, Struct
-from libcni.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CNIError, config_error
+from libcni.errors import INTERNAL, CNIError, config_error
 from libcni.result import Result, parse_dns
 
 # macvlan modes by config name; "source" goes beyond upstream (it needs a MAC list set later).
@@ -124,23 +124,13 @@ def check(call: skel.Call) -> None:
 
 def status(call: skel.Call) -> None:
     conf = call.load(MacvlanConf)
-    if ipam.type_of(conf):
-        ipam.status(call, ipam.type_of(conf))
-    # Beyond upstream (a TODO there): a configured host master that is gone means no new
-    # container can join this network.
-    if conf.master and not conf.linkInContainer and links.lookup(None, conf.master) is None:
-        raise CNIError(
-            PLUGIN_NOT_AVAILABLE,
-            f'master interface "{conf.master}" does not exist',
-            "new containers cannot be attached until it is back",
-        )
+    ipam.forward(call, conf, "STATUS")
+    links.require_master_for_status(conf.master, conf.linkInContainer)
 
 
 def gc(call: skel.Call) -> None:
     # Links die with their netns; only the IPAM has state to collect.
-    conf = call.load(MacvlanConf)
-    if ipam.type_of(conf):
-        ipam.gc(call, ipam.type_of(conf))
+    ipam.forward(call, call.load(MacvlanConf), "GC")
 
 
 PLUGIN = skel.Plugin("macvlan", add=add, delete=delete, check=check, status=status, gc=gc)

@@ -8,7 +8,7 @@ import errno
 
 from libcni import iface, ipam, links, skel
 from libcni.config import NetConf
-from libcni.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CNIError, config_error
+from libcni.errors import INTERNAL, CNIError, config_error
 from libcni.result import Result, parse_dns
 
 MAX_VLAN_ID = 4094
@@ -125,21 +125,13 @@ def check(call: skel.Call) -> None:
 
 def status(call: skel.Call) -> None:
     conf = call.load(VlanConf)
-    kind = ipam.type_of(conf)
-    if kind:
-        ipam.status(call, kind)
-    if conf.master and not conf.linkInContainer and links.lookup(None, conf.master) is None:
-        raise CNIError(
-            PLUGIN_NOT_AVAILABLE,
-            f'master interface "{conf.master}" does not exist',
-            "new containers cannot be attached until it is back",
-        )
+    ipam.forward(call, conf, "STATUS")
+    links.require_master_for_status(conf.master, conf.linkInContainer)
 
 
 def gc(call: skel.Call) -> None:
-    kind = ipam.type_of(call.load(VlanConf))
-    if kind:
-        ipam.gc(call, kind)
+    # Links die with their netns; only the IPAM has state to collect.
+    ipam.forward(call, call.load(VlanConf), "GC")
 
 
 PLUGIN = skel.Plugin("vlan", add=add, delete=delete, check=check, status=status, gc=gc)
