@@ -1,6 +1,8 @@
-"""JSON the way Go's encoding/json prints it, so output is byte-compatible with upstream."""
+"""JSON the way Go's encoding/json prints it, so output is byte-compatible with upstream.
 
-import json
+`json` (and the `re` it pulls in) is imported by the functions that print: VERSION prints
+without it.
+"""
 
 # Go escapes these inside strings (HTML safety); Python does not.
 _GO_ESCAPES = {
@@ -22,17 +24,30 @@ def _escape(text: str) -> str:
 
 def indent(obj, sort_keys: bool = False) -> str:
     """json.MarshalIndent(obj, "", "    "): 4-space indent, no trailing newline."""
+    import json
+
     return _escape(json.dumps(obj, indent=4, ensure_ascii=False, sort_keys=sort_keys))
 
 
 def compact(obj) -> str:
     """json.Marshal(obj): no spaces."""
+    import json
+
     return _escape(json.dumps(obj, separators=(",", ":"), ensure_ascii=False))
 
 
 def quote(text: str) -> str:
     """Go's %q for a string (close enough for the ASCII names CNI deals in)."""
+    import json
+
     return json.dumps(text, ensure_ascii=False)
+
+
+def version_info(current: str, supported) -> str:
+    """VERSION's one line, built by hand: version strings need no escaping, and this path
+    must stay free of imports (it runs for every plugin on every runtime probe)."""
+    listed = ",".join(f'"{v}"' for v in supported)
+    return f'{{"cniVersion":"{current}","supportedVersions":[{listed}]}}\n'
 
 
 def quote_list(items) -> str:

@@ -7,7 +7,6 @@ through ctypes instead of pyroute2's helpers, which fork and may create a missin
 
 import errno
 import os
-from contextlib import contextmanager
 
 from .errors import INTERNAL, CNIError
 
@@ -83,25 +82,45 @@ def exists(path: str) -> bool:
     return bool(path) and os.path.exists(path)
 
 
-@contextmanager
-def entered(path_or_fd):
-    """Run the block with this thread inside the given netns (a path or an open fd)."""
-    target = open_netns(path_or_fd) if isinstance(path_or_fd, str) else path_or_fd
-    origin = os.open(current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        _setns(target)
+class entered:  # noqa: N801 - used like a function: `with netns.entered(path):`
+    """Run the block with this thread inside the given netns (a path or an open fd).
+
+    A class rather than a contextlib generator: contextlib costs ~3 ms of imports per exec.
+    """
+
+    def __init__(self, path_or_fd):
+        self.path_or_fd = path_or_fd
+        self.target = -1
+        self.origin = -1
+
+    def __enter__(self):
+        owned = isinstance(self.path_or_fd, str)
+        self.target = open_netns(self.path_or_fd) if owned else self.path_or_fd
         try:
-            yield
+            self.origin = os.open(current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
+            _setns(self.target)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            _setns(self.origin)
+        except OSError as err:  # this thread is now stranded in the wrong netns
+            os.write(2, f"pycni: cannot return to the original netns: {err}\n".encode())
+            os._exit(70)
         finally:
-            try:
-                _setns(origin)
-            except OSError as err:  # this thread is now stranded in the wrong netns
-                os.write(2, f"pycni: cannot return to the original netns: {err}\n".encode())
-                os._exit(70)
-    finally:
-        os.close(origin)
-        if isinstance(path_or_fd, str):
-            os.close(target)
+            self._close()
+        return False
+
+    def _close(self):
+        if self.origin >= 0:
+            os.close(self.origin)
+            self.origin = -1
+        if isinstance(self.path_or_fd, str) and self.target >= 0:
+            os.close(self.target)
+        self.target = -1
 
 
 def is_missing_error(err: BaseException) -> bool:

@@ -6,11 +6,13 @@ library (socket + struct) for loopback; everything richer uses pyroute2 via libc
 """
 
 import os
-import socket
 import struct
 
 from . import netns
 
+# Socket constants by value: `import socket` costs ~4 ms and only addresses() needs it.
+AF_INET, AF_INET6, AF_NETLINK = 2, 10, 16
+SOCK_RAW, SOCK_CLOEXEC = 3, 0o2000000
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_GETADDR = 22
@@ -70,9 +72,9 @@ class RouteSocket:
 
     @staticmethod
     def _open():
-        sock = socket.socket(
-            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE
-        )
+        from _socket import socket
+
+        sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)
         sock.bind((0, 0))
         return sock
 
@@ -137,7 +139,9 @@ class RouteSocket:
 
     def addresses(self, index: int) -> list:
         """Every address on the link as "ip/prefix", IPv4 first."""
-        found: dict = {socket.AF_INET: [], socket.AF_INET6: []}
+        from _socket import inet_ntop
+
+        found: dict = {AF_INET: [], AF_INET6: []}
         for family in found:
             body = _IFADDRMSG.pack(family, 0, 0, 0, 0)
             for _, payload in self._request(RTM_GETADDR, NLM_F_DUMP, body):
@@ -147,5 +151,5 @@ class RouteSocket:
                 attrs = _attrs(payload[_IFADDRMSG.size :])
                 raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
                 if raw:
-                    found[family].append(f"{socket.inet_ntop(family, raw)}/{prefix}")
-        return found[socket.AF_INET] + found[socket.AF_INET6]
+                    found[family].append(f"{inet_ntop(family, raw)}/{prefix}")
+        return found[AF_INET] + found[AF_INET6]

@@ -5,7 +5,6 @@ between calls, so one process (a test, or the preloaded fork-server) can run man
 Nothing heavy is imported here: VERSION must stay cheap.
 """
 
-import json
 import sys
 
 from . import PYCNI_VERSION
@@ -19,7 +18,7 @@ from .errors import (
     IO_FAILURE,
     CNIError,
 )
-from .gojson import compact, indent, quote, quote_list
+from .gojson import indent, quote, quote_list, version_info
 from .names import validate_container_id, validate_ifname, validate_network_name
 
 ADD, CHECK, DEL, GC, STATUS, VERSION = "ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION"
@@ -136,6 +135,8 @@ def _env_errors(env) -> str:
 
 def _parse_stdin(stdin_data: bytes) -> dict:
     try:
+        import json
+
         conf = json.loads(stdin_data)
     except ValueError as err:
         raise CNIError(DECODING_FAILURE, f"error unmarshall network config: {err}") from None
@@ -188,15 +189,7 @@ def _check_not_own_netns(call: Call) -> None:
 def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
     command = _env_errors(env)
     if command == VERSION:
-        stdout.write(
-            compact(
-                {
-                    "cniVersion": versions.CURRENT,
-                    "supportedVersions": list(plugin.supported_versions),
-                }
-            )
-            + "\n"
-        )
+        stdout.write(version_info(versions.CURRENT, plugin.supported_versions))
         return 0
     try:
         stdin_data = stdin.read() if stdin is not None else b""
