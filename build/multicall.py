@@ -12,6 +12,8 @@ import sys
 # Executable name -> module with a main(). Add a plugin here and it is frozen and launched.
 PLUGINS = {
     "loopback": "plugins.loopback",
+    "bridge": "plugins.bridge",
+    "ptp": "plugins.ptp",
     "macvlan": "plugins.macvlan",
     "host-device": "plugins.host_device",
     "tap": "plugins.tap",

@@ -45,3 +45,18 @@ def validate_ifname(ifname: str) -> None:
         raise CNIError(
             INVALID_ENVIRONMENT, "interface name contains / or : or whitespace characters"
         )
+
+
+# -- names derived from hashes (upstream's utils.FormatChainName and friends) --------------
+
+
+def sha512_hex(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha512(text.encode()).hexdigest()
+
+
+def hashed_name(prefix: str, network: str, container_id: str, length: int = 28) -> str:
+    """`prefix` + sha512(network + containerID), cut to `length` (iptables chains: 28,
+    bandwidth's ifb: 15). Network and ID are concatenated with no separator, as upstream."""
+    return (prefix + sha512_hex(network + container_id))[:length]

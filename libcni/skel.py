@@ -114,6 +114,14 @@ class Call:
 
         return parse(self.args, known)
 
+    def valid_attachments(self) -> list:
+        """GC's `cni.dev/valid-attachments` as [(containerID, ifname)] pairs."""
+        pairs = []
+        for entry in self.conf.get("cni.dev/valid-attachments") or []:
+            if isinstance(entry, dict):
+                pairs.append((str(entry.get("containerID", "")), str(entry.get("ifname", ""))))
+        return pairs
+
     def log(self, message: str) -> None:
         print(message, file=self.stderr)
 

@@ -1,0 +1,320 @@
+"""The host side of the bridge plugin: the bridge itself, its ports, VLANs and gateway address.
+
+All of it happens in the netns the plugin runs in (the node's). Creating the bridge tolerates
+EEXIST, so any number of concurrent ADDs racing to create it all succeed.
+"""
+
+import errno
+import ipaddress
+import time
+
+from . import links, netlink, sysctl
+from .errors import INTERNAL, CNIError
+
+# Bridge VLAN flags (BRIDGE_VLAN_INFO_*): the port's native VLAN and "send untagged".
+VLAN_PVID, VLAN_UNTAGGED = 0x2, 0x4
+IFF_PROMISC = 0x100
+# Upstream's waits for the host port to come up, in milliseconds.
+PORT_UP_WAITS = (0, 50, 500, 1000, 1000)
+
+
+def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False):
+    """The bridge `name`, created if missing (MTU and VLAN filtering apply only then), up."""
+    spec: dict = {"ifname": name, "kind": "bridge"}
+    if mtu:
+        spec["mtu"] = mtu
+    if vlan_filtering:
+        spec["br_vlan_filtering"] = 1
+    with netlink.session(None) as ipr:
+        try:
+            ipr.link("add", **spec)
+        except Exception as err:
+            if links.error_code(err) != errno.EEXIST:
+                details = ""
+                if vlan_filtering and links.error_code(err) == errno.EOPNOTSUPP:
+                    details = (
+                        "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
+                    )
+                raise CNIError(
+                    INTERNAL,
+                    f'failed to create bridge "{name}": could not add "{name}": '
+                    f"{links.strerror(err)}",
+                    details,
+                ) from None
+        bridge = require_bridge(ipr, name)
+        if promisc and not bridge.flags & IFF_PROMISC:
+            _set(
+                ipr,
+                bridge.index,
+                f'set promiscuous mode on "{name}"',
+                flags=IFF_PROMISC,
+                change=IFF_PROMISC,
+            )
+        try:
+            sysctl.write(sysctl.iface_key("ipv6", name, "accept_ra"), "0")
+        except OSError:
+            pass
+        if not bridge.up:
+            _set(ipr, bridge.index, f'set "{name}" up', state="up")
+        return links.find(ipr, name)
+
+
+def require_bridge(ipr, name: str):
+    link = links.find(ipr, name)
+    if link is None:
+        raise CNIError(INTERNAL, f'could not lookup "{name}": link not found')
+    if link.kind != "bridge":
+        raise CNIError(
+            INTERNAL,
+            f'"{name}" already exists but is not a bridge',
+            f'it is a {link.kind or "device without a kind"} link; pick another "bridge" name',
+        )
+    return link
+
+
+def _set(ipr, index: int, what: str, **changes) -> None:
+    try:
+        ipr.link("set", index=index, **changes)
+    except Exception as err:
+        raise CNIError(INTERNAL, f"could not {what}: {links.strerror(err)}") from None
+
+
+def attach_port(
+    bridge: str,
+    port: str,
+    *,
+    hairpin: bool = False,
+    isolated: bool = False,
+    vlan: int = 0,
+    trunk: list | None = None,
+    preserve_default_vlan: bool = False,
+) -> None:
+    """Enslave host link `port` to `bridge` and set its port flags and VLANs as upstream."""
+    trunk = trunk or []
+    with netlink.session(None) as ipr:
+        br = require_bridge(ipr, bridge)
+        link = links.find(ipr, port)
+        if link is None:
+            raise CNIError(INTERNAL, f'failed to lookup "{port}": link not found')
+        try:
+            ipr.link("set", index=link.index, master=br.index)
+        except Exception as err:
+            raise CNIError(
+                INTERNAL,
+                f'failed to connect "{port}" to bridge {bridge}: {links.strerror(err)}',
+            ) from None
+        try:
+            ipr.brport(
+                "set",
+                index=link.index,
+                IFLA_BRPORT_MODE=1 if hairpin else 0,
+                IFLA_BRPORT_ISOLATED=1 if isolated else 0,
+            )
+        except Exception as err:
+            raise CNIError(
+                INTERNAL, f"failed to setup hairpin mode for {port}: {links.strerror(err)}"
+            ) from None
+        if not (vlan or trunk):
+            return
+        if not preserve_default_vlan:
+            for vid in port_vlans(ipr, link.index):
+                _vlan(ipr, "del", link.index, vid, 0, port)
+        if vlan:
+            _vlan(ipr, "add", link.index, vlan, VLAN_PVID | VLAN_UNTAGGED, port)
+        for vid in trunk:
+            _vlan(ipr, "add", link.index, vid, 0, port)
+        if not vlan:
+            _vlan(ipr, "add", link.index, 1, VLAN_PVID | VLAN_UNTAGGED, port)
+
+
+def _vlan(ipr, action: str, index: int, vid: int, flags: int, port: str) -> None:
+    try:
+        ipr.vlan_filter(action, index=index, vlan_info={"vid": vid, "flags": flags})
+    except Exception as err:
+        raise CNIError(
+            INTERNAL, f'failed to setup vlan tag on interface "{port}": {links.strerror(err)}'
+        ) from None
+
+
+def port_vlans(ipr, index: int) -> list:
+    """The VLAN ids configured on bridge port `index`."""
+    found = []
+    for msg in ipr.get_vlans(index=index) if hasattr(ipr, "get_vlans") else []:
+        if msg["index"] != index:
+            continue
+        spec = msg.get("IFLA_AF_SPEC")
+        for name, value in spec.get("attrs", []) if spec is not None else []:
+            if name == "IFLA_BRIDGE_VLAN_INFO":
+                found.append(value["vid"])
+    return found
+
+
+def wait_port_up(port: str) -> None:
+    """The host end must reach oper-state UP (the bridge port left the blocking states)."""
+    state = "unknown"
+    for wait_ms in PORT_UP_WAITS:
+        time.sleep(wait_ms / 1000)
+        with netlink.session(None) as ipr:
+            msgs = ipr.get_links(ifname=port)
+        state = (msgs[0].get("IFLA_OPERSTATE") if msgs else "") or "unknown"
+        if state == "UP":
+            return
+    raise CNIError(INTERNAL, f"bridge port in error state: {state.lower()}")
+
+
+def ensure_address(device: str, gateway: str, prefixlen: int, force: bool) -> None:
+    """Put `gateway/prefixlen` on `device` (the bridge or its VLAN gateway veth).
+
+    An IPv4 bridge has one address: a different one is an error unless `force` replaces it;
+    an IPv6 address that overlaps the new one is treated the same way. After a change the
+    bridge MAC is set to its current value: that pins it, so ports joining later do not
+    change it under the containers' neighbour caches.
+    """
+    wanted = ipaddress.ip_interface(f"{gateway}/{prefixlen}")
+    family = 2 if wanted.version == 4 else 10
+    with netlink.session(None) as ipr:
+        link = links.find(ipr, device)
+        if link is None:
+            raise CNIError(INTERNAL, f'could not lookup "{device}": link not found')
+        for msg in ipr.get_addr(index=link.index, family=family):
+            have = ipaddress.ip_interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+            if have == wanted:
+                return
+            overlaps = wanted.ip in have.network or have.ip in wanted.network
+            if wanted.version == 6 and not overlaps or have.ip.is_link_local:
+                continue
+            if not force:
+                raise CNIError(
+                    INTERNAL,
+                    f'"{device}" already has an IP address different from {wanted}',
+                    f'it has {have}; set "forceAddress": true to replace it, or give this '
+                    "network a different bridge or subnet",
+                )
+            try:
+                ipr.addr(
+                    "del", index=link.index, address=str(have.ip), prefixlen=have.network.prefixlen
+                )
+            except Exception as err:
+                raise CNIError(
+                    INTERNAL, f'could not remove IP address from "{device}": {links.strerror(err)}'
+                ) from None
+        try:
+            ipr.addr("add", index=link.index, address=str(wanted.ip), prefixlen=prefixlen)
+        except Exception as err:
+            if links.error_code(err) != errno.EEXIST:
+                raise CNIError(
+                    INTERNAL,
+                    f'could not add IP address {wanted} to "{device}": {links.strerror(err)}',
+                ) from None
+        _set(ipr, link.index, "set bridge's mac", address=link.mac)
+
+
+def enable_forwarding(version: int) -> None:
+    """The node must route for its containers: ip_forward / IPv6 forwarding (only if off)."""
+    key = "net/ipv4/ip_forward" if version == 4 else "net/ipv6/conf/all/forwarding"
+    try:
+        sysctl.ensure(key, "1")
+    except OSError as err:
+        raise CNIError(INTERNAL, f"failed to enable forwarding: {err.strerror}") from None
+
+
+def current_mac(name: str) -> str:
+    link = links.lookup(None, name)
+    return link.mac if link else ""
+
+
+def plan_gateways(result, is_gateway: bool, is_default_gateway: bool) -> dict:
+    """Upstream's calcGateways: point every IP at the container interface (index 2), fill a
+    missing gateway with the subnet's first host when the bridge is the gateway, add one
+    default route per family for isDefaultGateway unless IPAM already routes 0/0 via a gateway.
+    Returns {4: [(gateway, prefixlen)], 6: [...]}: the addresses the bridge must carry.
+    """
+    gateways: dict = {4: [], 6: []}
+    has_default = {4: False, 6: False}
+    for entry in result.ips:
+        iface = ipaddress.ip_interface(entry["address"])
+        version = iface.version
+        entry["interface"] = 2
+        if not entry.get("gateway") and is_gateway:
+            entry["gateway"] = str(iface.network.network_address + 1)
+        if is_default_gateway and not has_default[version]:
+            zero = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
+            if not any(
+                r.get("gw") and ipaddress.ip_network(r["dst"], strict=False) == zero
+                for r in result.routes
+            ):
+                route = {"dst": str(zero)}
+                if entry.get("gateway"):
+                    route["gw"] = entry["gateway"]
+                result.routes.append(route)
+            has_default[version] = True
+        if is_gateway:
+            gateways[version].append((entry["gateway"], iface.network.prefixlen))
+    return gateways
+
+
+def ensure_vlan_gateway(bridge: str, vlan: int, preserve_default_vlan: bool) -> dict:
+    """The `<bridge>.<vlan>` veth that carries the gateway of an access-VLAN network: its peer
+    is a bridge port untagged in that VLAN. Made once, shared by every container."""
+    from . import netns, veth
+
+    name = f"{bridge}.{vlan}"
+    link = links.lookup(None, name)
+    if link is None:
+        here = netns.current_netns_path()
+        # Both ends live here: `name` plays the container end, the random peer is the port.
+        port, _ = veth.create(here, name, mtu=_mtu(bridge))
+        attach_port(bridge, port["name"], vlan=vlan, preserve_default_vlan=preserve_default_vlan)
+        links.set_up(here, name)
+        link = links.lookup(None, name)
+    return {"name": name, "mac": link.mac if link else ""}
+
+
+def _mtu(name: str) -> int:
+    link = links.lookup(None, name)
+    return link.mtu if link else 0
+
+
+# -- CHECK ---------------------------------------------------------------------------------
+
+
+def check_bridge(result, bridge: str, promisc: bool) -> None:
+    """The prevResult's bridge entry still matches the kernel's bridge."""
+    entry = next((i for i in result.interfaces if i.get("name") == bridge), None)
+    if entry is None:
+        raise CNIError(INTERNAL, f"CNI created bridge {bridge} in host namespace was not found")
+    link = links.lookup(None, bridge)
+    if link is None:
+        raise CNIError(INTERNAL, f"Error: Bridge interface {bridge} not found")
+    if link.kind != "bridge":
+        raise CNIError(INTERNAL, f"Error: Bridge interface {bridge} not of type bridge")
+    if entry.get("mac") and entry["mac"].lower() != link.mac.lower():
+        raise CNIError(INTERNAL, f"Bridge interface {bridge} Mac doesn't match: {entry['mac']}")
+    if bool(link.flags & IFF_PROMISC) != promisc:
+        raise CNIError(
+            INTERNAL,
+            f"Bridge interface {bridge} promiscuous mode is {'off' if promisc else 'on'}, "
+            f"config wants it {'on' if promisc else 'off'}",
+        )
+
+
+def check_host_port(result, bridge: str, netns_path: str, container_link) -> None:
+    """Some host veth of the prevResult is the container veth's peer and a port of `bridge`."""
+    from . import veth
+
+    peer = veth.peer_index(netns_path, container_link.name)
+    with netlink.session(None) as ipr:
+        br = links.find(ipr, bridge)
+        for entry in result.interfaces:
+            if entry.get("sandbox") or entry.get("name") == bridge:
+                continue
+            link = links.find(ipr, entry.get("name", ""))
+            if link is None or link.kind != "veth" or link.index != peer:
+                continue
+            if br is None or link.master != br.index:
+                raise CNIError(
+                    INTERNAL,
+                    f"Interface {link.name} is not a port of bridge {bridge}",
+                )
+            return
+    raise CNIError(INTERNAL, f"CNI veth created for bridge {bridge} was not found")
