@@ -20,6 +20,7 @@ PLUGINS = {
     "ipvlan": "plugins.ipvlan",
     "vlan": "plugins.vlan",
     "dummy": "plugins.dummy",
+    "portmap": "meta.portmap",
     "host-local": "ipam.host_local",
     "static": "ipam.static",
     "cnitool": "libcni.cnitool",

@@ -139,3 +139,23 @@ def nft_rules(*what: str) -> list:
 def nft_string(text: str) -> str:
     """A quoted string for an nft script (comments never hold quotes: callers strip them)."""
     return '"' + text.replace('"', "") + '"'
+
+
+def exists(binary: str, table: str, chain: str, rule: list) -> bool:
+    """`iptables -C`: is this exact rule in the chain? (CHECK only; one exec per rule.)"""
+    import subprocess
+
+    argv = [binary, "--wait", "-t", table, "-C", chain, *rule]
+    proc = subprocess.run(argv, capture_output=True, env=_env())
+    return proc.returncode == 0
+
+
+def run_quietly(argv: list) -> str:
+    """Run a best-effort helper command; its stdout, "" when it fails or is missing."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=_env())
+    except OSError:
+        return ""
+    return proc.stdout if proc.returncode == 0 else ""
