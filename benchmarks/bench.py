@@ -270,6 +270,121 @@ def macvlan_with_host_local(side: Side) -> list:
             return run_chain(side, macvlan_list(ipam), pod, host_netns=host)
 
 
+@contextlib.contextmanager
+def bench_node():
+    """A stand-in host netns (lo up) and a private host-local data dir."""
+    with Namespaces() as ns, tempfile.TemporaryDirectory(prefix="pycni-bench-ipam-") as data:
+        host = ns.new()
+        in_netns(host, "ip", "link", "set", "lo", "up")
+        yield ns, host, data
+
+
+def host_local(data_dir: str, subnet: str) -> dict:
+    return {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]],
+            "routes": [{"dst": "0.0.0.0/0"}]}
+
+
+def bridge_plugin(data_dir: str, **extra) -> dict:
+    return dict({"type": "bridge", "bridge": "bench-br0", "isGateway": True, "ipMasq": True,
+                 "ipam": host_local(data_dir, "10.79.0.0/16")}, **extra)
+
+
+@scenario("bridge+host-local", needs=("bridge", "host-local"))
+def bridge_with_host_local(side: Side) -> list:
+    """bridge (gateway, ipMasq via iptables) with host-local, in a stand-in host netns."""
+    with bench_node() as (ns, host, data):
+        conflist = {"cniVersion": "1.0.0", "name": "bench-bridge",
+                    "plugins": [bridge_plugin(data)]}
+        return run_chain(side, conflist, ns.new(), host_netns=host)
+
+
+@scenario("ptp+host-local", needs=("ptp", "host-local"))
+def ptp_with_host_local(side: Side) -> list:
+    """ptp (ipMasq via iptables) with host-local, in a stand-in host netns."""
+    with bench_node() as (ns, host, data):
+        conflist = {"cniVersion": "1.0.0", "name": "bench-ptp",
+                    "plugins": [{"type": "ptp", "ipMasq": True,
+                                 "ipam": host_local(data, "10.80.0.0/16")}]}
+        return run_chain(side, conflist, ns.new(), host_netns=host)
+
+
+PORT_MAPPINGS = [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+                 {"hostPort": 15353, "containerPort": 5353, "protocol": "udp"}]
+
+
+@scenario("podman-chain", needs=("bridge", "host-local", "portmap", "firewall", "tuning"))
+def podman_chain(side: Side) -> list:
+    """What podman generates: bridge+host-local, portmap (2 mappings), firewall, tuning."""
+    with bench_node() as (ns, host, data):
+        conflist = {"cniVersion": "0.4.0", "name": "bench-podman", "plugins": [
+            bridge_plugin(data, hairpinMode=True),
+            {"type": "portmap", "capabilities": {"portMappings": True},
+             "runtimeConfig": {"portMappings": PORT_MAPPINGS}},
+            {"type": "firewall", "backend": ""},
+            {"type": "tuning"}]}
+        return run_chain(side, conflist, ns.new(), host_netns=host, check=False)
+
+
+@scenario("k8s-chain", needs=("bridge", "host-local", "portmap", "bandwidth", "tuning",
+                              "firewall"))
+def k8s_chain(side: Side) -> list:
+    """A Kubernetes-style list: bridge+host-local, portmap, bandwidth, tuning, firewall."""
+    with bench_node() as (ns, host, data):
+        conflist = {"cniVersion": "1.0.0", "name": "bench-k8s", "plugins": [
+            bridge_plugin(data, hairpinMode=True),
+            {"type": "portmap", "capabilities": {"portMappings": True},
+             "runtimeConfig": {"portMappings": PORT_MAPPINGS}},
+            {"type": "bandwidth", "capabilities": {"bandwidth": True},
+             "runtimeConfig": {"bandwidth": {"ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+                                             "egressRate": 100_000_000, "egressBurst": 1_000_000}}},
+            {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+            {"type": "firewall", "backend": "iptables"}]}
+        return run_chain(side, conflist, ns.new(), host_netns=host)
+
+
+PARALLEL = 50
+
+
+@scenario("bridge-parallel-50", needs=("bridge", "host-local"))
+def bridge_parallel(side: Side) -> list:
+    """50 bridge+host-local ADDs at once on one new bridge, then 50 DELs at once (wall of
+    each batch; a runtime starting a node's pods). Fails on a duplicate address."""
+    import threading
+
+    with bench_node() as (ns, host, data):
+        pods = [ns.new() for _ in range(PARALLEL)]
+        conf = dict(bridge_plugin(data, ipMasq=False), cniVersion="1.0.0", name="bench-par")
+        results: dict = {}
+
+        def batch(command: str) -> Sample:
+            samples: list = []
+
+            def one(number: int) -> None:
+                setns(host)  # this thread only; the plugin it forks starts in the host netns
+                sample, out = side.exec("bridge", command, conf, netns=pods[number],
+                                        container_id=f"par{number}")
+                samples.append(sample)
+                if command == "ADD":
+                    results[number] = json.loads(out)["ips"][0]["address"]
+
+            started = time.perf_counter()
+            threads = [threading.Thread(target=one, args=(n,)) for n in range(PARALLEL)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - started
+            if len(samples) != PARALLEL:
+                raise PluginFailed(f"{side.label}: {PARALLEL - len(samples)} {command}s failed")
+            return Sample(wall, sum(s.cpu for s in samples),
+                          max(s.maxrss_kib for s in samples))
+
+        added = batch("ADD")
+        if len(set(results.values())) != PARALLEL:
+            raise PluginFailed(f"{side.label}: duplicate addresses among {PARALLEL} ADDs")
+        return [(f"ADD x{PARALLEL}", added), (f"DEL x{PARALLEL}", batch("DEL"))]
+
+
 # --- harness -------------------------------------------------------------------------------
 
 def plugins_in(directory: str) -> set:

@@ -31,20 +31,55 @@ SOURCE_PACKAGES = ("libcni", "plugins", "ipam", "meta")
 
 # PyInstaller adds these runtime hooks whenever inspect/pkgutil/multiprocessing are reachable;
 # together they cost ~55 ms at every start and none of our programs needs them (PERFORMANCE.md).
-DROPPED_RUNTIME_HOOKS = ("pyi_rth_inspect", "pyi_rth_pkgutil", "pyi_rth_multiprocessing",
-                         "pyi_rth_setuptools", "pyi_rth_pkgres")
+DROPPED_RUNTIME_HOOKS = (
+    "pyi_rth_inspect",
+    "pyi_rth_pkgutil",
+    "pyi_rth_multiprocessing",
+    "pyi_rth_setuptools",
+    "pyi_rth_pkgres",
+)
 # Never used by a plugin; keeping them out makes the bundle smaller. Not sqlite3: `import
 # pyroute2` imports pyroute2.ndb, which imports sqlite3 (a frozen macvlan failed with "No module
 # named 'sqlite3'").
-EXCLUDES = ("tkinter", "pydoc", "doctest", "pytest", "setuptools", "pip",
-            "distutils", "lib2to3", "xmlrpc", "PyInstaller", "numpy", "jedi",
-            "parso", "yaml", "IPython", "cffi", "pycparser", "cryptography", "readline",
-            "curses", "mypy", "mypyc", "_pytest", "pytest_asyncio", "hypothesis")
+EXCLUDES = (
+    "tkinter",
+    "pydoc",
+    "doctest",
+    "pytest",
+    "setuptools",
+    "pip",
+    "distutils",
+    "lib2to3",
+    "xmlrpc",
+    "PyInstaller",
+    "numpy",
+    "jedi",
+    "parso",
+    "yaml",
+    "IPython",
+    "cffi",
+    "pycparser",
+    "cryptography",
+    "readline",
+    "curses",
+    "mypy",
+    "mypyc",
+    "_pytest",
+    "pytest_asyncio",
+    "hypothesis",
+)
 # pyroute2 imports parts of itself by name at run time, so its submodules are collected as
 # hidden imports, except the subpackages no plugin reaches (database, CLI, remote, test
 # fixtures); what `import pyroute2` itself imports from them is still found by the analysis.
-PYROUTE2_SKIPPED = ("pyroute2.fixtures", "pyroute2.ndb", "pyroute2.cli", "pyroute2.remote",
-                    "pyroute2.nslink", "pyroute2.ipdb", "pyroute2.config.test_platform")
+PYROUTE2_SKIPPED = (
+    "pyroute2.fixtures",
+    "pyroute2.ndb",
+    "pyroute2.cli",
+    "pyroute2.remote",
+    "pyroute2.nslink",
+    "pyroute2.ipdb",
+    "pyroute2.config.test_platform",
+)
 # Modules are stored in the PYZ archive zlib level 0 (stored, not deflated): 2 ms less per
 # start for ~5 MB more on disk, paid once since every program is a link to one file. The
 # release tarball is gzipped anyway.
@@ -86,26 +121,41 @@ def write_spec(plugins: dict) -> str:
     spec = os.path.join(WORK, f"{EXECUTABLE}.spec")
     packages = [p for p in SOURCE_PACKAGES if os.path.isdir(os.path.join(REPO, p))]
     with open(spec, "w") as f:
-        f.write(SPEC.format(
-            modules=sorted(set(plugins.values()) | {"libcni.zygote", "libcni.fastpath"}),
-            packages=(*packages, "netaddr"),
-            entry=os.path.join(HERE, "multicall.py"),
-            pathex=[REPO, HERE],
-            excludes=list(EXCLUDES),
-            dropped=list(DROPPED_RUNTIME_HOOKS),
-            skipped=PYROUTE2_SKIPPED,
-            name=EXECUTABLE,
-        ))
+        f.write(
+            SPEC.format(
+                modules=sorted(set(plugins.values()) | {"libcni.zygote", "libcni.fastpath"}),
+                packages=(*packages, "netaddr"),
+                entry=os.path.join(HERE, "multicall.py"),
+                pathex=[REPO, HERE],
+                excludes=list(EXCLUDES),
+                dropped=list(DROPPED_RUNTIME_HOOKS),
+                skipped=PYROUTE2_SKIPPED,
+                name=EXECUTABLE,
+            )
+        )
     return spec
 
 
 def freeze(spec: str) -> str:
     env = dict(os.environ, PYINSTALLER_ZLIB_COMPRESSION_LEVEL=ZLIB_LEVEL)
     subprocess.run(
-        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--clean", "--log-level", "WARN",
-         "--distpath", os.path.join(WORK, "dist"), "--workpath", os.path.join(WORK, "build"),
-         spec],
-        check=True, cwd=REPO, env=env,
+        [
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--clean",
+            "--log-level",
+            "WARN",
+            "--distpath",
+            os.path.join(WORK, "dist"),
+            "--workpath",
+            os.path.join(WORK, "build"),
+            spec,
+        ],
+        check=True,
+        cwd=REPO,
+        env=env,
     )
     return os.path.join(WORK, "dist", EXECUTABLE)
 
@@ -133,8 +183,9 @@ def check(dist: str, names: list) -> list:
     for name in names:
         # Without CNI_COMMAND a plugin prints its about text and exits 0; cnitool gets --help.
         argv = [os.path.join(dist, name), *(["--help"] if name == "cnitool" else [])]
-        proc = subprocess.run(argv, env={}, stdin=subprocess.DEVNULL, capture_output=True,
-                              cwd="/", timeout=60)
+        proc = subprocess.run(
+            argv, env={}, stdin=subprocess.DEVNULL, capture_output=True, cwd="/", timeout=60
+        )
         if proc.returncode != 0:
             text = (proc.stdout + proc.stderr).decode(errors="replace").strip()
             broken.append(f"{name}: exit {proc.returncode}: {text[-500:]}")
@@ -150,8 +201,14 @@ def check_daemon(dist: str, daemon: str) -> list:
     with tempfile.TemporaryDirectory(prefix="pycni-freeze-") as tmp:
         sock = os.path.join(tmp, "check.sock")
         with open(os.path.join(tmp, "log"), "w+") as log:
-            proc = subprocess.Popen([os.path.join(dist, daemon), sock], env={},
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/")
+            proc = subprocess.Popen(
+                [os.path.join(dist, daemon), sock],
+                env={},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd="/",
+            )
             try:
                 # It logs "serving ..." once everything is imported.
                 deadline = time.monotonic() + 60
@@ -186,8 +243,9 @@ def size_of(path: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dist", default=os.path.join(HERE, "dist", "bin"))
-    parser.add_argument("--no-check", action="store_true",
-                        help="skip running each program once after the build")
+    parser.add_argument(
+        "--no-check", action="store_true", help="skip running each program once after the build"
+    )
     args = parser.parse_args()
     args.dist = os.path.abspath(args.dist)
     started = time.monotonic()
@@ -202,11 +260,15 @@ def main() -> int:
         if daemon:
             broken += check_daemon(args.dist, daemon)
     if broken:
-        print("frozen programs that fail to start or import:\n  " + "\n  ".join(broken),
-              file=sys.stderr)
+        print(
+            "frozen programs that fail to start or import:\n  " + "\n  ".join(broken),
+            file=sys.stderr,
+        )
         return 1
-    print(f"froze {len(names)} programs into {args.dist} in {took:.0f} s "
-          f"({size_of(args.dist) / 2**20:.1f} MiB): {' '.join(names)}")
+    print(
+        f"froze {len(names)} programs into {args.dist} in {took:.0f} s "
+        f"({size_of(args.dist) / 2**20:.1f} MiB): {' '.join(names)}"
+    )
     return 0
 
 

@@ -51,6 +51,9 @@ def run(name: str, argv: list | None = None) -> int:
         status = fastpath.forward(name, argv)
         if status is not None:
             return status
+    import libcni
+
+    libcni.SIBLINGS = PLUGINS
     __import__(module_name)
     return sys.modules[module_name].main()
 

@@ -6,3 +6,7 @@ module is imported only by the verb that needs it.
 
 # The release version reported in every plugin's about text.
 PYCNI_VERSION = "0.1.0"
+
+# Executable name -> module of every plugin in this program (build/multicall.py fills it in).
+# A delegation to a sibling that is this very executable runs in-process (libcni.invoke).
+SIBLINGS: dict = {}

@@ -10,6 +10,7 @@ import time
 
 from . import links, netlink, sysctl
 from .errors import INTERNAL, CNIError
+from .rtnl import RouteSocket
 
 # Bridge VLAN flags (BRIDGE_VLAN_INFO_*): the port's native VLAN and "send untagged".
 VLAN_PVID, VLAN_UNTAGGED = 0x2, 0x4
@@ -20,18 +21,13 @@ PORT_UP_WAITS = (0, 50, 500, 1000, 1000)
 
 def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False):
     """The bridge `name`, created if missing (MTU and VLAN filtering apply only then), up."""
-    spec: dict = {"ifname": name, "kind": "bridge"}
-    if mtu:
-        spec["mtu"] = mtu
-    if vlan_filtering:
-        spec["br_vlan_filtering"] = 1
-    with netlink.session(None) as ipr:
+    with RouteSocket() as sock:
         try:
-            ipr.link("add", **spec)
-        except Exception as err:
-            if links.error_code(err) != errno.EEXIST:
+            sock.add_link(name, "bridge", mtu=mtu, data=RouteSocket.bridge_data(vlan_filtering))
+        except OSError as err:
+            if err.errno != errno.EEXIST:
                 details = ""
-                if vlan_filtering and links.error_code(err) == errno.EOPNOTSUPP:
+                if vlan_filtering and err.errno == errno.EOPNOTSUPP:
                     details = (
                         "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
                     )
@@ -41,26 +37,20 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False, vlan_filter
                     f"{links.strerror(err)}",
                     details,
                 ) from None
-        bridge = require_bridge(ipr, name)
+        bridge = require_bridge(sock, name)
         if promisc and not bridge.flags & IFF_PROMISC:
-            _set(
-                ipr,
-                bridge.index,
-                f'set promiscuous mode on "{name}"',
-                flags=IFF_PROMISC,
-                change=IFF_PROMISC,
-            )
+            _set(sock, bridge.index, f'set promiscuous mode on "{name}"', promisc=True)
         try:
             sysctl.write(sysctl.iface_key("ipv6", name, "accept_ra"), "0")
         except OSError:
             pass
         if not bridge.up:
-            _set(ipr, bridge.index, f'set "{name}" up', state="up")
-        return links.find(ipr, name)
+            _set(sock, bridge.index, f'set "{name}" up', up=True)
+        return sock.link(name)
 
 
-def require_bridge(ipr, name: str):
-    link = links.find(ipr, name)
+def require_bridge(sock, name: str):
+    link = sock.link(name)
     if link is None:
         raise CNIError(INTERNAL, f'could not lookup "{name}": link not found')
     if link.kind != "bridge":
@@ -72,10 +62,10 @@ def require_bridge(ipr, name: str):
     return link
 
 
-def _set(ipr, index: int, what: str, **changes) -> None:
+def _set(sock, index: int, what: str, **changes) -> None:
     try:
-        ipr.link("set", index=index, **changes)
-    except Exception as err:
+        sock.set_link(index, **changes)
+    except OSError as err:
         raise CNIError(INTERNAL, f"could not {what}: {links.strerror(err)}") from None
 
 
@@ -90,41 +80,41 @@ def attach_port(
     preserve_default_vlan: bool = False,
 ) -> None:
     """Enslave host link `port` to `bridge` and set its port flags and VLANs as upstream."""
-    trunk = trunk or []
-    with netlink.session(None) as ipr:
-        br = require_bridge(ipr, bridge)
-        link = links.find(ipr, port)
+    with RouteSocket() as sock:
+        br = require_bridge(sock, bridge)
+        link = sock.link(port)
         if link is None:
             raise CNIError(INTERNAL, f'failed to lookup "{port}": link not found')
         try:
-            ipr.link("set", index=link.index, master=br.index)
-        except Exception as err:
+            sock.set_link(link.index, master=br.index)
+        except OSError as err:
             raise CNIError(
                 INTERNAL,
                 f'failed to connect "{port}" to bridge {bridge}: {links.strerror(err)}',
             ) from None
         try:
-            ipr.brport(
-                "set",
-                index=link.index,
-                IFLA_BRPORT_MODE=1 if hairpin else 0,
-                IFLA_BRPORT_ISOLATED=1 if isolated else 0,
-            )
-        except Exception as err:
+            data = RouteSocket.bridge_port_data(hairpin=hairpin, isolated=isolated)
+            sock.set_link(link.index, port_data=data)
+        except OSError as err:
             raise CNIError(
                 INTERNAL, f"failed to setup hairpin mode for {port}: {links.strerror(err)}"
             ) from None
-        if not (vlan or trunk):
-            return
-        if not preserve_default_vlan:
-            for vid in port_vlans(ipr, link.index):
-                _vlan(ipr, "del", link.index, vid, 0, port)
+    if vlan or trunk:
+        _port_vlans(port, link.index, vlan, trunk or [], preserve_default_vlan)
+
+
+def _port_vlans(port: str, index: int, vlan: int, trunk: list, preserve_default: bool) -> None:
+    """Access VLAN and trunk of a host port (VLAN filtering is rare: pyroute2 does this)."""
+    with netlink.session(None) as ipr:
+        if not preserve_default:
+            for vid in port_vlans(ipr, index):
+                _vlan(ipr, "del", index, vid, 0, port)
         if vlan:
-            _vlan(ipr, "add", link.index, vlan, VLAN_PVID | VLAN_UNTAGGED, port)
+            _vlan(ipr, "add", index, vlan, VLAN_PVID | VLAN_UNTAGGED, port)
         for vid in trunk:
-            _vlan(ipr, "add", link.index, vid, 0, port)
+            _vlan(ipr, "add", index, vid, 0, port)
         if not vlan:
-            _vlan(ipr, "add", link.index, 1, VLAN_PVID | VLAN_UNTAGGED, port)
+            _vlan(ipr, "add", index, 1, VLAN_PVID | VLAN_UNTAGGED, port)
 
 
 def _vlan(ipr, action: str, index: int, vid: int, flags: int, port: str) -> None:
@@ -152,13 +142,13 @@ def port_vlans(ipr, index: int) -> list:
 def wait_port_up(port: str) -> None:
     """The host end must reach oper-state UP (the bridge port left the blocking states)."""
     state = "unknown"
-    for wait_ms in PORT_UP_WAITS:
-        time.sleep(wait_ms / 1000)
-        with netlink.session(None) as ipr:
-            msgs = ipr.get_links(ifname=port)
-        state = (msgs[0].get("IFLA_OPERSTATE") if msgs else "") or "unknown"
-        if state == "UP":
-            return
+    with RouteSocket() as sock:
+        for wait_ms in PORT_UP_WAITS:
+            time.sleep(wait_ms / 1000)
+            link = sock.link(port)
+            state = link.operstate if link else "unknown"
+            if state == "UP":
+                return
     raise CNIError(INTERNAL, f"bridge port in error state: {state.lower()}")
 
 
@@ -172,12 +162,12 @@ def ensure_address(device: str, gateway: str, prefixlen: int, force: bool) -> No
     """
     wanted = ipaddress.ip_interface(f"{gateway}/{prefixlen}")
     family = 2 if wanted.version == 4 else 10
-    with netlink.session(None) as ipr:
-        link = links.find(ipr, device)
+    with RouteSocket() as sock:
+        link = sock.link(device)
         if link is None:
             raise CNIError(INTERNAL, f'could not lookup "{device}": link not found')
-        for msg in ipr.get_addr(index=link.index, family=family):
-            have = ipaddress.ip_interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+        for address, length, _ in sock.address_flags(link.index, family):
+            have = ipaddress.ip_interface(f"{address}/{length}")
             if have == wanted:
                 return
             overlaps = wanted.ip in have.network or have.ip in wanted.network
@@ -191,22 +181,20 @@ def ensure_address(device: str, gateway: str, prefixlen: int, force: bool) -> No
                     "network a different bridge or subnet",
                 )
             try:
-                ipr.addr(
-                    "del", index=link.index, address=str(have.ip), prefixlen=have.network.prefixlen
-                )
-            except Exception as err:
+                sock.delete_address(link.index, address, length)
+            except OSError as err:
                 raise CNIError(
                     INTERNAL, f'could not remove IP address from "{device}": {links.strerror(err)}'
                 ) from None
         try:
-            ipr.addr("add", index=link.index, address=str(wanted.ip), prefixlen=prefixlen)
-        except Exception as err:
-            if links.error_code(err) != errno.EEXIST:
+            sock.add_address(link.index, str(wanted.ip), prefixlen)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
                 raise CNIError(
                     INTERNAL,
                     f'could not add IP address {wanted} to "{device}": {links.strerror(err)}',
                 ) from None
-        _set(ipr, link.index, "set bridge's mac", address=link.mac)
+        _set(sock, link.index, "set bridge's mac", mac=link.mac)
 
 
 def enable_forwarding(version: int) -> None:
@@ -219,7 +207,8 @@ def enable_forwarding(version: int) -> None:
 
 
 def current_mac(name: str) -> str:
-    link = links.lookup(None, name)
+    with RouteSocket() as sock:
+        link = sock.link(name)
     return link.mac if link else ""
 
 

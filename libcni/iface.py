@@ -5,11 +5,14 @@ interface, bring it up, wait for IPv6 duplicate address detection when a v6 gate
 used, then add the routes (gateway from the route, else the first gateway of the same family).
 """
 
+import errno
 import ipaddress
 import time
 
-from . import netlink, netns, sysctl
+from . import netns, sysctl
 from .errors import INTERNAL, CNIError
+from .links import strerror
+from .rtnl import RouteSocket
 
 DAD_POLL = 0.05
 DAD_TIMEOUT = 5.0
@@ -31,25 +34,23 @@ def _enable_ipv6(ifname: str) -> None:
         pass  # old kernels lack the key; upstream ignores this too
 
 
-def _wait_for_dad(ipr, index: int, ifname: str) -> None:
+def _wait_for_dad(sock, index: int, ifname: str) -> None:
     deadline = time.monotonic() + DAD_TIMEOUT
     while True:
         tentative = False
-        for msg in ipr.get_addr(index=index, family=10):
-            flags = msg.get("IFA_FLAGS") or msg["flags"]
+        for address, _, flags in sock.address_flags(index, 10):
             if flags & IFA_F_DADFAILED:
                 raise CNIError(
                     INTERNAL,
-                    f"IPv6 duplicate address detection failed on {ifname} "
-                    f"for {msg.get('IFA_ADDRESS')}",
+                    f"IPv6 duplicate address detection failed on {ifname} for {address}",
                 )
             if flags & IFA_F_TENTATIVE:
                 tentative = True
         if not tentative:
             return
         if time.monotonic() > deadline:
-            link = ipr.get_links(index)[0]
-            if link.get("IFLA_OPERSTATE") == "UP":
+            link = sock.link(ifname)
+            if link is not None and link.operstate == "UP":
                 raise CNIError(
                     INTERNAL,
                     f"timed out waiting for IPv6 addresses on {ifname} "
@@ -83,52 +84,47 @@ def configure(netns_path: str, ifname: str, result) -> None:
     if wants_v6:
         with netns.entered(netns_path):
             _enable_ipv6(ifname)
-    with netlink.session(netns_path) as ipr:
-        index = netlink.link_index(ipr, ifname)
-        if index is None:
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
+        if link is None:
             raise CNIError(INTERNAL, f'failed to lookup "{ifname}": link not found')
         for entry in mine:
             iface = ipaddress.ip_interface(entry["address"])
             try:
-                ipr.addr(
-                    "add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
-                )
-            except Exception as err:
-                if getattr(err, "code", None) != 17:  # EEXIST: already configured is fine
+                sock.add_address(link.index, str(iface.ip), iface.network.prefixlen)
+            except OSError as err:
+                if err.errno != errno.EEXIST:  # already configured is fine
                     raise CNIError(
-                        INTERNAL, f'failed to add IP addr {entry["address"]} to "{ifname}": {err}'
+                        INTERNAL,
+                        f'failed to add IP addr {entry["address"]} to "{ifname}": {strerror(err)}',
                     ) from None
-        netlink.set_link_state(ipr, index, up=True)
+        sock.set_link(link.index, up=True)
         gateways = {4: None, 6: None}
         for entry in result.ips:
             if entry.get("gateway"):
                 version = ipaddress.ip_address(entry["gateway"]).version
                 gateways[version] = gateways[version] or entry["gateway"]
         if gateways[6] is not None and wants_v6:
-            _wait_for_dad(ipr, index, ifname)
+            _wait_for_dad(sock, link.index, ifname)
         for route in result.routes:
             dst = ipaddress.ip_network(route["dst"], strict=False)
             gateway = route.get("gw") or gateways[dst.version]
-            # proto boot (3) is what upstream's netlink library leaves on routes it adds.
-            spec = {
-                "dst": str(dst.network_address),
-                "dst_len": dst.prefixlen,
-                "oif": index,
-                "proto": 3,
-            }
-            if gateway:
-                spec["gateway"] = gateway
+            extra: dict = {}
             if route.get("priority"):
-                spec["priority"] = route["priority"]
+                extra["priority"] = route["priority"]
             if route.get("table") is not None:
-                spec["table"] = route["table"]
+                extra["table"] = route["table"]
             if route.get("scope") is not None:
-                spec["scope"] = route["scope"]
+                extra["scope"] = route["scope"]
             try:
-                ipr.route("append", family=2 if dst.version == 4 else 10, **spec)
-            except Exception as err:
-                if getattr(err, "code", None) == 17:
+                sock.route(
+                    "add", str(dst.network_address), dst.prefixlen, oif=link.index,
+                    gateway=gateway or "", **extra,
+                )  # fmt: skip
+            except OSError as err:
+                if err.errno == errno.EEXIST:
                     continue
                 raise CNIError(
-                    INTERNAL, f"failed to add route '{_route_text(route, gateway, ifname)}': {err}"
+                    INTERNAL,
+                    f"failed to add route '{_route_text(route, gateway, ifname)}': {strerror(err)}",
                 ) from None

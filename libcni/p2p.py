@@ -9,95 +9,57 @@ as an on-link /32 (/128) and the subnet via that gateway. Host side: the gateway
 import errno
 import ipaddress
 
-from . import links, netlink
 from .errors import INTERNAL, CNIError
+from .links import strerror
+from .rtnl import RouteSocket
 
 RT_SCOPE_LINK, RT_SCOPE_HOST, RT_SCOPE_NOWHERE = 253, 254, 255
 
 
-def _family(version: int) -> int:
-    return 2 if version == 4 else 10
-
-
-def _route(ipr, action: str, what: str, **spec) -> None:
-    if action == "add":
-        spec.setdefault("proto", 3)  # boot: what upstream's netlink library leaves on its routes
+def _route(sock, action: str, what: str, dst: str, dst_len: int, **spec) -> None:
     try:
-        ipr.route(action, **spec)
-    except Exception as err:
-        if action == "add" and links.error_code(err) == errno.EEXIST:
+        sock.route(action, dst, dst_len, append=False, **spec)
+    except OSError as err:
+        if action == "add" and err.errno == errno.EEXIST:
             return
-        raise CNIError(
-            INTERNAL, f"failed to {action} route {what}: {links.strerror(err)}"
-        ) from None
+        raise CNIError(INTERNAL, f"failed to {action} route {what}: {strerror(err)}") from None
+
+
+def _index(sock, name: str) -> int:
+    link = sock.link(name)
+    if link is None:
+        raise CNIError(INTERNAL, f'failed to look up "{name}": link not found')
+    return link.index
 
 
 def route_container(netns_path: str, ifname: str, ips: list) -> None:
-    with netlink.session(netns_path) as ipr:
-        index = netlink.link_index(ipr, ifname)
-        if index is None:
-            raise CNIError(INTERNAL, f'failed to look up "{ifname}": link not found')
+    with RouteSocket(netns_path) as sock:
+        index = _index(sock, ifname)
         for entry in ips:
             iface = ipaddress.ip_interface(entry["address"])
-            gateway = entry["gateway"]
-            net, host_len, family = iface.network, iface.max_prefixlen, _family(iface.version)
-            base = {"family": family, "oif": index}
-            _route(
-                ipr,
-                "del",
-                f"{net} dev {ifname}",
-                dst=str(net.network_address),
-                dst_len=net.prefixlen,
-                # Match whatever scope and protocol the kernel gave its connected route.
-                scope=RT_SCOPE_NOWHERE,
-                proto=0,
-                **base,
-            )
-            _route(
-                ipr,
-                "add",
-                f"{gateway}/{host_len} dev {ifname}",
-                dst=gateway,
-                dst_len=host_len,
-                scope=RT_SCOPE_LINK,
-                prefsrc=str(iface.ip),
-                **base,
-            )
-            _route(
-                ipr,
-                "add",
-                f"{net} via {gateway} dev {ifname}",
-                dst=str(net.network_address),
-                dst_len=net.prefixlen,
-                gateway=gateway,
-                prefsrc=str(iface.ip),
-                **base,
-            )
+            gateway, net, host_len = entry["gateway"], iface.network, iface.max_prefixlen
+            subnet = str(net.network_address)
+            # Scope "nowhere" and protocol 0 match the kernel's connected route, whatever it has.
+            _route(sock, "del", f"{net} dev {ifname}", subnet, net.prefixlen, oif=index,
+                   scope=RT_SCOPE_NOWHERE, protocol=0)  # fmt: skip
+            _route(sock, "add", f"{gateway}/{host_len} dev {ifname}", gateway, host_len,
+                   oif=index, scope=RT_SCOPE_LINK, prefsrc=str(iface.ip))  # fmt: skip
+            _route(sock, "add", f"{net} via {gateway} dev {ifname}", subnet, net.prefixlen,
+                   oif=index, gateway=gateway, prefsrc=str(iface.ip))  # fmt: skip
 
 
 def route_host(host_veth: str, ips: list) -> None:
-    with netlink.session(None) as ipr:
-        index = netlink.link_index(ipr, host_veth)
-        if index is None:
-            raise CNIError(INTERNAL, f'failed to lookup "{host_veth}": link not found')
+    with RouteSocket() as sock:
+        index = _index(sock, host_veth)
         for entry in ips:
             iface = ipaddress.ip_interface(entry["address"])
             host_len = iface.max_prefixlen
             try:
-                ipr.addr("add", index=index, address=entry["gateway"], prefixlen=host_len)
-            except Exception as err:
+                sock.add_address(index, entry["gateway"], host_len)
+            except OSError as err:
                 raise CNIError(
                     INTERNAL,
-                    f"failed to add IP addr {entry['gateway']}/{host_len} to veth: "
-                    f"{links.strerror(err)}",
+                    f"failed to add IP addr {entry['gateway']}/{host_len} to veth: {strerror(err)}",
                 ) from None
-            _route(
-                ipr,
-                "add",
-                f"{iface.ip}/{host_len} dev {host_veth}",
-                family=_family(iface.version),
-                oif=index,
-                dst=str(iface.ip),
-                dst_len=host_len,
-                scope=RT_SCOPE_HOST,
-            )
+            _route(sock, "add", f"{iface.ip}/{host_len} dev {host_veth}", str(iface.ip),
+                   host_len, oif=index, scope=RT_SCOPE_HOST)  # fmt: skip

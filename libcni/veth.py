@@ -1,13 +1,15 @@
 """veth pairs for bridge and ptp (upstream's ip.SetupVeth): the container end is created inside
 the container netns under CNI_IFNAME, its peer is born directly in the host netns (the one the
-plugin runs in) under a random `vethXXXXXXXX` name.
+plugin runs in) under a random `vethXXXXXXXX` name. Spoken through libcni.rtnl: this runs on
+every ADD and must not pay for pyroute2.
 """
 
 import errno
 import os
 
-from . import links, netlink, netns, sysctl
+from . import links, netns, sysctl
 from .errors import INTERNAL, CNIError
+from .rtnl import RouteSocket
 
 NAME_ATTEMPTS = 10
 
@@ -21,77 +23,69 @@ def create(netns_path: str, ifname: str, *, mtu: int = 0, mac: str = "", host_na
     """
     host_fd = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        for _ in range(NAME_ATTEMPTS):
-            peer = host_name or links.temp_name()
-            if _make_pair(netns_path, ifname, peer, host_fd, mtu, mac):
-                break
-            if host_name or links.lookup(netns_path, ifname) is not None:
-                raise CNIError(
-                    INTERNAL,
-                    f'container veth name ("{ifname}") peer provided ("{peer}") already exists',
-                    f'an interface named "{ifname}" already exists in the container netns'
-                    if not host_name
-                    else f'an interface named "{peer}" already exists in the host netns',
-                )
-        else:
-            raise CNIError(INTERNAL, "failed to find a unique veth name")
+        with RouteSocket(netns_path) as inside:
+            for _ in range(NAME_ATTEMPTS):
+                peer = host_name or links.temp_name()
+                if _make_pair(inside, ifname, peer, host_fd, mtu, mac):
+                    break
+                if host_name or inside.link(ifname) is not None:
+                    where = "host" if host_name else "container"
+                    raise CNIError(
+                        INTERNAL,
+                        f'container veth name ("{ifname}") peer provided ("{peer}") already exists',
+                        f'an interface named "{peer if host_name else ifname}" already exists '
+                        f"in the {where} netns",
+                    )
+            else:
+                raise CNIError(INTERNAL, "failed to find a unique veth name")
+            container = inside.link(ifname)
     finally:
         os.close(host_fd)
-    with netlink.session(None) as ipr:
-        host = links.find(ipr, peer)
+    with RouteSocket() as here:
+        host = here.link(peer)
         if host is None:
             raise CNIError(INTERNAL, f'failed to lookup "{peer}" in the host netns')
         try:
-            ipr.link("set", index=host.index, state="up")
-        except Exception as err:
+            here.set_link(host.index, up=True)
+        except OSError as err:
             raise CNIError(INTERNAL, f'failed to set "{peer}" up: {links.strerror(err)}') from None
     # Router advertisements arriving on a host port must not configure the host.
     try:
         sysctl.write(sysctl.iface_key("ipv6", peer, "accept_ra"), "0")
     except OSError:
         pass
-    container = links.lookup(netns_path, ifname)
     return (
         {"name": peer, "mac": host.mac},
         {"name": ifname, "mac": container.mac if container else "", "sandbox": netns_path},
     )
 
 
-def _make_pair(netns_path: str, ifname: str, peer: str, host_fd: int, mtu: int, mac: str) -> bool:
+def _make_pair(sock, ifname: str, peer: str, host_fd: int, mtu: int, mac: str) -> bool:
     """False on EEXIST (either name taken); other failures are errors."""
-    peer_spec: dict = {"ifname": peer, "net_ns_fd": host_fd}
-    spec: dict = {"ifname": ifname, "kind": "veth", "peer": peer_spec}
-    if mtu:
-        spec["mtu"] = peer_spec["mtu"] = mtu
-    if mac:
-        spec["address"] = mac
-    with netlink.session(netns_path) as ipr:
-        try:
-            ipr.link("add", **spec)
-        except Exception as err:
-            if links.error_code(err) == errno.EEXIST:
-                return False
-            raise CNIError(INTERNAL, f"failed to make veth pair: {links.strerror(err)}") from None
+    try:
+        sock.add_link(
+            ifname, "veth", mtu=mtu, mac=mac,
+            peer=RouteSocket.veth_peer(peer, netns_fd=host_fd, mtu=mtu),
+        )  # fmt: skip
+    except OSError as err:
+        if err.errno == errno.EEXIST:
+            return False
+        raise CNIError(INTERNAL, f"failed to make veth pair: {links.strerror(err)}") from None
     return True
 
 
 def peer_index(netns_path: str, ifname: str) -> int | None:
     """The host-side ifindex of the container's veth (IFLA_LINK), None if it is not a veth."""
-    with netlink.session(netns_path) as ipr:
-        msgs = ipr.get_links(ifname=ifname)
-    if not msgs:
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
+    if link is None or link.kind != "veth":
         return None
-    info = msgs[0].get("IFLA_LINKINFO")
-    if info is None or info.get("IFLA_INFO_KIND") != "veth":
-        return None
-    return msgs[0].get("IFLA_LINK")
+    return link.peer
 
 
 def delete_collecting_addresses(netns_path: str, ifname: str) -> list | None:
     """Delete the container end (its peer goes with it); return its global addresses as
     "ip/prefix" strings, [] when the link was already gone, None when the netns is gone."""
-    from .rtnl import RouteSocket
-
     if not netns.exists(netns_path):
         return None
     try:

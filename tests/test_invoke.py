@@ -152,3 +152,49 @@ def test_clean_environ_without_original_library_path():
 
 def test_clean_environ_keeps_a_users_library_path_when_not_frozen():
     assert invoke.clean_environ({"LD_LIBRARY_PATH": "/opt/lib"}) == {"LD_LIBRARY_PATH": "/opt/lib"}
+
+
+def test_a_sibling_hard_link_of_the_frozen_program_is_recognised(tmp_path, monkeypatch):
+    import sys
+
+    import libcni
+    from libcni import invoke
+
+    program = tmp_path / "pycni"
+    program.write_bytes(b"\x7fELF")
+    os.link(program, tmp_path / "host-local")
+    (tmp_path / "copy").write_bytes(b"\x7fELF")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(program))
+    monkeypatch.setattr(libcni, "SIBLINGS", {"host-local": "ipam.host_local"})
+    assert invoke.sibling_module(str(tmp_path / "host-local")) == "ipam.host_local"
+    assert invoke.sibling_module(str(tmp_path / "copy")) is None
+    monkeypatch.setattr(sys, "frozen", False)
+    assert invoke.sibling_module(str(tmp_path / "host-local")) is None
+
+
+def test_in_process_sibling_answers_like_the_executable(tmp_path, monkeypatch, source_bin):
+    import io
+    import json
+    import sys
+
+    import libcni
+    from libcni import invoke
+
+    conf = {"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "static",
+            "addresses": [{"address": "10.9.0.5/24", "gateway": "10.9.0.1"}]}}  # fmt: skip
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/var/run/netns/x",
+           "CNI_IFNAME": "eth0", "CNI_PATH": source_bin, "PATH": "/usr/bin:/bin"}  # fmt: skip
+    stdin = json.dumps(conf).encode()
+    executed = invoke.run(os.path.join(source_bin, "static"), env, stdin, io.StringIO())
+    program = os.path.join(source_bin, "static")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", program)
+    monkeypatch.setattr(libcni, "SIBLINGS", {"static": "ipam.static"})
+    assert invoke.sibling_module(program) == "ipam.static"
+    in_process = invoke.run(program, env, stdin, io.StringIO())
+    assert in_process == executed
+    bad = json.dumps(dict(conf, ipam={"type": "static", "addresses": [{"address": "x"}]}))
+    with pytest.raises(invoke.CNIError) as err:
+        invoke.run(program, env, bad.encode(), io.StringIO())
+    assert err.value.code != 0 and "x" in err.value.msg
