@@ -77,7 +77,7 @@ def sibling_module(plugin_path: str) -> str | None:
     return libcni.SIBLINGS.get(os.path.basename(plugin_path))
 
 
-def _run_in_process(module_name: str, env: dict, stdin_data: bytes, stderr) -> tuple:
+def _run_in_process(module_name: str, env: dict, stdin_data: bytes, stderr) -> tuple | None:
     import importlib
     import io
 
