@@ -26,6 +26,10 @@ PLUGINS = {
     "cnitool": "libcni.cnitool",
 }
 
+# Plugins that accept only newer spec versions (as upstream); all others accept every version.
+# tests/test_startup_imports.py checks this against each module's own skel.Plugin.
+MIN_VERSION = {"bandwidth": "0.3.0", "firewall": "0.4.0"}
+
 # The preloaded fork-server; it serves every name in PLUGINS except these.
 DAEMON = "pycni-daemon"
 NOT_FORWARDED = ("cnitool",)
@@ -45,6 +49,15 @@ def run(name: str, argv: list | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if name not in NOT_FORWARDED and os.environ.get("CNI_COMMAND") == "VERSION":
+        # Runtimes probe every plugin with VERSION (podman: 8 times per container): answer it
+        # before importing the plugin, its libcni modules or the daemon client.
+        from libcni import gojson, version
+
+        supported = version.starting_from(MIN_VERSION.get(name, version.ALL[0]))
+        sys.stdout.write(gojson.version_info(version.CURRENT, supported))
+        sys.stdout.flush()
+        return 0
     if name not in NOT_FORWARDED:
         from libcni import fastpath
 

@@ -96,10 +96,11 @@ def test_errors_are_byte_identical_with_and_without_daemon(plugin_dir, daemon):
     assert fast.returncode == 1 and daemon.served() == 1
 
 
-def test_version_through_daemon(plugin_dir, daemon):
+def test_version_is_answered_without_the_daemon(plugin_dir, daemon):
+    # A round trip would cost more than the answer: VERSION never goes to the daemon.
     plain = run_plugin(plugin_dir, "loopback", "VERSION")
     fast = run_plugin(plugin_dir, "loopback", "VERSION", env=via(daemon))
-    assert plain.stdout == fast.stdout and daemon.served() == 1
+    assert plain.stdout == fast.stdout and daemon.served() == 0
 
 
 def test_worker_runs_in_the_callers_network_namespace(plugin_dir, daemon, netns):

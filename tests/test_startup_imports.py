@@ -32,9 +32,13 @@ print(json.dumps({{"code": code, "out": captured.getvalue(), "modules": sorted(s
 
 def version_imports(name: str, command: str = "VERSION") -> dict:
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command}
-    proc = subprocess.run([sys.executable, "-I", "-c", PROBE.format(repo=REPO, build=BUILD,
-                                                                    name=name)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", PROBE.format(repo=REPO, build=BUILD, name=name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.splitlines()[-1])
 
@@ -49,6 +53,22 @@ def test_version_imports_nothing_heavy(name):
 
 
 def test_the_probe_lists_real_imports():
-    # The listing is the interpreter's own: modules VERSION does need show up in it.
+    # The listing is the interpreter's own: modules VERSION does need show up in it. VERSION
+    # is answered before the plugin's module is imported at all.
     modules = version_imports("loopback")["modules"]
-    assert "json" in modules and "libcni.skel" in modules and "plugins.loopback" in modules
+    assert "libcni.gojson" in modules and "multicall" in modules
+    assert "plugins.loopback" not in modules and "libcni.skel" not in modules
+
+
+@pytest.mark.parametrize("name", PLUGINS)
+def test_early_version_answer_equals_the_plugins_own(name):
+    """multicall's early VERSION (its MIN_VERSION table) says what the module's skel says."""
+    import importlib
+    import io
+
+    from libcni import skel
+
+    module = importlib.import_module(TABLE["PLUGINS"][name])
+    out = io.StringIO()
+    skel.dispatch(module.PLUGIN, {"CNI_COMMAND": "VERSION"}, io.BytesIO(b"{}"), out, io.StringIO())
+    assert version_imports(name)["out"] == out.getvalue()
