@@ -272,7 +272,8 @@ def check_bridge(result, bridge: str, promisc: bool) -> None:
     entry = next((i for i in result.interfaces if i.get("name") == bridge), None)
     if entry is None:
         raise CNIError(INTERNAL, f"CNI created bridge {bridge} in host namespace was not found")
-    link = links.lookup(None, bridge)
+    with RouteSocket() as sock:
+        link = sock.link(bridge)
     if link is None:
         raise CNIError(INTERNAL, f"Error: Bridge interface {bridge} not found")
     if link.kind != "bridge":
@@ -287,23 +288,18 @@ def check_bridge(result, bridge: str, promisc: bool) -> None:
         )
 
 
-def check_host_port(result, bridge: str, netns_path: str, container_link) -> None:
+def check_host_port(result, bridge: str, container_link) -> None:
     """Some host veth of the prevResult is the container veth's peer and a port of `bridge`."""
-    from . import veth
-
-    peer = veth.peer_index(netns_path, container_link.name)
-    with netlink.session(None) as ipr:
-        br = links.find(ipr, bridge)
+    with RouteSocket() as sock:
+        br = sock.link(bridge)
         for entry in result.interfaces:
-            if entry.get("sandbox") or entry.get("name") == bridge:
+            name = entry.get("name", "")
+            if entry.get("sandbox") or name == bridge or len(name.encode()) > 15:
                 continue
-            link = links.find(ipr, entry.get("name", ""))
-            if link is None or link.kind != "veth" or link.index != peer:
+            link = sock.link(name)
+            if link is None or link.kind != "veth" or link.index != container_link.peer:
                 continue
             if br is None or link.master != br.index:
-                raise CNIError(
-                    INTERNAL,
-                    f"Interface {link.name} is not a port of bridge {bridge}",
-                )
+                raise CNIError(INTERNAL, f"Interface {link.name} is not a port of bridge {bridge}")
             return
     raise CNIError(INTERNAL, f"CNI veth created for bridge {bridge} was not found")

@@ -683,10 +683,16 @@ def container_interface(result, ifname: str, netns_path: str) -> dict:
     )
 
 
-def check_interface(netns_path: str, entry: dict, kind: str | None) -> Link:
-    """Our interface exists in the container, is a `kind` link and has the recorded MAC."""
+def check_interface(netns_path: str, entry: dict, kind: str | None):
+    """Our interface exists in the container, is a `kind` link and has the recorded MAC.
+
+    Returns the rtnl.Link; plugins that also compare kind-specific data (a macvlan's mode)
+    read it with kind_data()."""
+    from .rtnl import RouteSocket
+
     name = entry.get("name", "")
-    link = lookup(netns_path, name)
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(name) if name and len(name.encode()) <= 15 else None
     if link is None:
         raise CNIError(INTERNAL, f"Container Interface name in prevResult: {name} not found")
     if kind is not None and link.kind != kind:
@@ -703,6 +709,12 @@ def check_interface(netns_path: str, entry: dict, kind: str | None) -> Link:
     return link
 
 
+def kind_data(netns_path: str, name: str) -> dict:
+    """IFLA_INFO_DATA of a link as pyroute2 decodes it ({"IFLA_MACVLAN_MODE": "bridge"})."""
+    found = lookup(netns_path, name)
+    return found.data if found is not None else {}
+
+
 def _ips_for(result, ifname: str) -> list:
     ours = []
     for entry in result.ips:
@@ -716,12 +728,14 @@ def _ips_for(result, ifname: str) -> list:
 
 def check_addresses(netns_path: str, ifname: str, result, connected_route: bool = True) -> None:
     """Every prevResult address of our interface is on it, with its subnet route."""
-    with netlink.session(netns_path) as ipr:
-        link = find(ipr, ifname)
+    from .rtnl import RouteSocket
+
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
         if link is None:
             raise CNIError(INTERNAL, f"Cannot find container link {ifname}")
-        present = set(netlink.link_addresses(ipr, link.index))
-        routes = _route_set(ipr) if connected_route else set()
+        present = set(sock.addresses(link.index))
+        routes = _route_set(sock) if connected_route else set()
     for entry in _ips_for(result, ifname):
         iface = ipaddress.ip_interface(entry["address"])
         if f"{iface.ip}/{iface.network.prefixlen}" not in present:
@@ -736,18 +750,12 @@ def check_addresses(netns_path: str, ifname: str, result, connected_route: bool 
             )
 
 
-def _route_set(ipr) -> set:
-    """(dst, table, gateway) of every unicast route in the netns; multipath hops each count."""
+def _route_set(sock) -> set:
+    """(dst, table, gateway) of every route in the netns; multipath hops each count."""
     found = set()
     for family in (AF_INET, AF_INET6):
-        zero = "0.0.0.0" if family == AF_INET else "::"
-        for route in ipr.get_routes(family=family):
-            dst = f"{route.get('RTA_DST') or zero}/{route['dst_len']}"
+        for dst, table, gateways in sock.routes(family):
             dst = str(ipaddress.ip_network(dst, strict=False))
-            table = _table(route)
-            gateways = [route.get("RTA_GATEWAY")]
-            for hop in route.get("RTA_MULTIPATH") or []:
-                gateways.append(hop.get("RTA_GATEWAY"))
             for gateway in gateways:
                 found.add((dst, table, str(ipaddress.ip_address(gateway)) if gateway else None))
     return found
@@ -755,10 +763,12 @@ def _route_set(ipr) -> set:
 
 def check_routes(netns_path: str, routes: list) -> None:
     """Every prevResult route exists in its table (main unless it names one)."""
+    from .rtnl import RouteSocket
+
     if not routes:
         return
-    with netlink.session(netns_path) as ipr:
-        present = _route_set(ipr)
+    with RouteSocket(netns_path) as sock:
+        present = _route_set(sock)
     for route in routes:
         dst = str(ipaddress.ip_network(route["dst"], strict=False))
         table = route.get("table") or MAIN_TABLE

@@ -30,6 +30,7 @@ IFLA_BR_VLAN_FILTERING = 7
 IFLA_BRPORT_MODE, IFLA_BRPORT_ISOLATED = 4, 33
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 4, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6, 7, 15
+RTA_MULTIPATH = 9
 RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_UNIVERSE = 254, 1, 0
 RTPROT_BOOT = 3  # what upstream's netlink library leaves on the routes it adds
 IFF_UP, IFF_PROMISC = 0x1, 0x100
@@ -91,6 +92,20 @@ def _show_ip(family: int, raw: bytes) -> str:
 
 def _mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
+
+
+def _next_hop_gateways(family: int, data: bytes) -> list:
+    """Gateways of an RTA_MULTIPATH list of rtnexthop records."""
+    gateways = []
+    offset = 0
+    while offset + 8 <= len(data):
+        length = struct.unpack_from("=H", data, offset)[0]
+        if length < 8:
+            break
+        attrs = _attrs(data[offset + 8 : offset + length])
+        gateways.append(_show_ip(family, attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None)
+        offset += _align(length)
+    return gateways
 
 
 class Link:
@@ -344,6 +359,24 @@ class RouteSocket:
         rtm = _RTMSG.pack(family, dst_len, 0, 0, small_table, protocol, scope, RTN_UNICAST, 0)
         flags = NLM_F_ACK | NLM_F_CREATE | (NLM_F_APPEND if append else NLM_F_EXCL)
         self._request(RTM_NEWROUTE, flags, rtm + attrs)
+
+    def routes(self, family: int) -> list:
+        """(dst "net/len", table, [gateway or None per next hop]) of every route of `family`."""
+        found = []
+        body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        for msg_type, payload in self._request(RTM_GETROUTE, NLM_F_DUMP, body):
+            fam, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(payload)
+            if msg_type != RTM_NEWROUTE or fam != family:
+                continue
+            attrs = _attrs(payload[_RTMSG.size :])
+            zero = "0.0.0.0" if family == AF_INET else "::"
+            dst = _show_ip(family, attrs[RTA_DST]) if RTA_DST in attrs else zero
+            if RTA_TABLE in attrs:
+                table = struct.unpack("=I", attrs[RTA_TABLE])[0]
+            gateways = [_show_ip(family, attrs[RTA_GATEWAY]) if RTA_GATEWAY in attrs else None]
+            gateways += _next_hop_gateways(family, attrs.get(RTA_MULTIPATH, b""))
+            found.append((f"{dst}/{dst_len}", table, gateways))
+        return found
 
     def addresses(self, index: int) -> list:
         """Every address on the link as "ip/prefix", IPv4 first."""

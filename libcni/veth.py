@@ -74,15 +74,6 @@ def _make_pair(sock, ifname: str, peer: str, host_fd: int, mtu: int, mac: str) -
     return True
 
 
-def peer_index(netns_path: str, ifname: str) -> int | None:
-    """The host-side ifindex of the container's veth (IFLA_LINK), None if it is not a veth."""
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(ifname)
-    if link is None or link.kind != "veth":
-        return None
-    return link.peer
-
-
 def delete_collecting_addresses(netns_path: str, ifname: str) -> list | None:
     """Delete the container end (its peer goes with it); return its global addresses as
     "ip/prefix" strings, [] when the link was already gone, None when the netns is gone."""

@@ -221,7 +221,7 @@ def check(call: skel.Call) -> None:
     container = links.container_interface(previous, call.ifname, call.netns)
     bridging.check_bridge(previous, conf.bridge, conf.promiscMode)
     link = links.check_interface(call.netns, container, "veth")
-    bridging.check_host_port(previous, conf.bridge, call.netns, link)
+    bridging.check_host_port(previous, conf.bridge, link)
     if kind:
         links.check_addresses(call.netns, call.ifname, previous)
     links.check_routes(call.netns, previous.routes)

@@ -116,9 +116,9 @@ def check(call: skel.Call) -> None:
     entry = links.container_interface(previous, call.ifname, call.netns)
     if conf.master:  # the prevResult is ours now, so only a configured master can be checked
         links.require_master(call.netns if conf.linkInContainer else None, conf.master)
-    link = links.check_interface(call.netns, entry, "ipvlan")
+    links.check_interface(call.netns, entry, "ipvlan")
     names = {number: name for name, number in MODES.items()}
-    actual = names.get(link.data.get("IFLA_IPVLAN_MODE", -1))
+    actual = names.get(links.kind_data(call.netns, call.ifname).get("IFLA_IPVLAN_MODE", -1))
     if actual != mode:
         raise CNIError(
             INTERNAL, f"Container IPVlan mode {actual} does not match expected value: {mode}"

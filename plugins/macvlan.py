@@ -111,8 +111,8 @@ def check(call: skel.Call) -> None:
     if previous is None:
         raise CNIError(INTERNAL, "required prevResult missing")
     entry = links.container_interface(previous, call.ifname, call.netns)
-    link = links.check_interface(call.netns, entry, "macvlan")
-    actual = link.data.get("IFLA_MACVLAN_MODE")
+    links.check_interface(call.netns, entry, "macvlan")
+    actual = links.kind_data(call.netns, call.ifname).get("IFLA_MACVLAN_MODE")
     if actual != mode_of(conf):
         expected = mode_of(conf)
         raise CNIError(

@@ -109,7 +109,7 @@ def check(call: skel.Call) -> None:
         raise CNIError(INTERNAL, "vlan: Required prevResult missing")
     entry = links.container_interface(previous, call.ifname, call.netns)
     link = links.check_interface(call.netns, entry, "vlan")
-    actual = link.data.get("IFLA_VLAN_ID")
+    actual = links.kind_data(call.netns, call.ifname).get("IFLA_VLAN_ID")
     if actual != conf.vlanId:
         raise CNIError(
             INTERNAL,
