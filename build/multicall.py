@@ -21,6 +21,7 @@ PLUGINS = {
     "vlan": "plugins.vlan",
     "dummy": "plugins.dummy",
     "portmap": "meta.portmap",
+    "tuning": "meta.tuning",
     "host-local": "ipam.host_local",
     "static": "ipam.static",
     "cnitool": "libcni.cnitool",

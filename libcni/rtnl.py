@@ -22,7 +22,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x200, 0x400, 0x800
 NLA_F_NESTED = 0x8000
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_TXQLEN = 1, 3, 4, 5, 10, 13
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD = 16, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
@@ -33,7 +33,7 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC, RTA_TABLE = 1, 4, 5, 6
 RTA_MULTIPATH = 9
 RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_UNIVERSE = 254, 1, 0
 RTPROT_BOOT = 3  # what upstream's netlink library leaves on the routes it adds
-IFF_UP, IFF_PROMISC = 0x1, 0x100
+IFF_UP, IFF_PROMISC, IFF_ALLMULTI = 0x1, 0x100, 0x200
 OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
 _NLMSGHDR = struct.Struct("=IHHII")
@@ -118,6 +118,7 @@ class Link:
         self.name = attrs.get(IFLA_IFNAME, b"\0")[:-1].decode()
         self.mac = _mac(attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else ""
         self.mtu = struct.unpack("=I", attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
+        self.txqlen = struct.unpack("=I", attrs[IFLA_TXQLEN])[0] if IFLA_TXQLEN in attrs else 0
         self.master = struct.unpack("=I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else None
         self.peer = struct.unpack("=i", attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else None
         state = attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else 0
@@ -261,11 +262,17 @@ class RouteSocket:
         *,
         up: bool | None = None,
         promisc: bool | None = None,
+        allmulti: bool | None = None,
         master: int | None = None,
         mac: str = "",
+        mtu: int = 0,
+        txqlen: int | None = None,
         port_data: bytes = b"",
     ) -> None:
         flags = change = 0
+        if allmulti is not None:
+            flags |= IFF_ALLMULTI if allmulti else 0
+            change |= IFF_ALLMULTI
         if up is not None:
             flags |= IFF_UP if up else 0
             change |= IFF_UP
@@ -277,6 +284,10 @@ class RouteSocket:
             attrs += _attr(IFLA_MASTER, _u32(master))
         if mac:
             attrs += _attr(IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")))
+        if mtu:
+            attrs += _attr(IFLA_MTU, _u32(mtu))
+        if txqlen is not None:
+            attrs += _attr(IFLA_TXQLEN, _u32(txqlen))
         if port_data:
             info = _attr(IFLA_INFO_SLAVE_KIND, b"bridge") + _nested(IFLA_INFO_SLAVE_DATA, port_data)
             attrs += _nested(IFLA_LINKINFO, info)
