@@ -22,6 +22,7 @@ PLUGINS = {
     "dummy": "plugins.dummy",
     "portmap": "meta.portmap",
     "tuning": "meta.tuning",
+    "bandwidth": "meta.bandwidth",
     "host-local": "ipam.host_local",
     "static": "ipam.static",
     "cnitool": "libcni.cnitool",

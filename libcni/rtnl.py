@@ -23,7 +23,7 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
 NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x200, 0x400, 0x800
 NLA_F_NESTED = 0x8000
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_TXQLEN = 1, 3, 4, 5, 10, 13
-IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NET_NS_FD = 16, 18, 28
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 16, 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BR_VLAN_FILTERING = 7
@@ -118,6 +118,7 @@ class Link:
         self.name = attrs.get(IFLA_IFNAME, b"\0")[:-1].decode()
         self.mac = _mac(attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else ""
         self.mtu = struct.unpack("=I", attrs[IFLA_MTU])[0] if IFLA_MTU in attrs else 0
+        self.alias = attrs.get(IFLA_IFALIAS, b"").rstrip(b"\0").decode()
         self.txqlen = struct.unpack("=I", attrs[IFLA_TXQLEN])[0] if IFLA_TXQLEN in attrs else 0
         self.master = struct.unpack("=I", attrs[IFLA_MASTER])[0] if IFLA_MASTER in attrs else None
         self.peer = struct.unpack("=i", attrs[IFLA_LINK])[0] if IFLA_LINK in attrs else None
@@ -205,6 +206,15 @@ class RouteSocket:
                 return Link.parse(payload)
         return None
 
+    def link_by_index(self, index: int) -> Link | None:
+        try:
+            replies = self._request(RTM_GETLINK, 0, _IFINFOMSG.pack(0, 0, index, 0, 0))
+        except OSError as err:
+            if err.errno == 19:  # ENODEV
+                return None
+            raise
+        return next((Link.parse(p) for t, p in replies if t == RTM_NEWLINK), None)
+
     def links(self) -> list:
         body = _IFINFOMSG.pack(0, 0, 0, 0, 0)
         return [Link.parse(p) for t, p in self._request(RTM_GETLINK, NLM_F_DUMP, body)
@@ -267,6 +277,7 @@ class RouteSocket:
         mac: str = "",
         mtu: int = 0,
         txqlen: int | None = None,
+        alias: str | None = None,
         port_data: bytes = b"",
     ) -> None:
         flags = change = 0
@@ -288,6 +299,8 @@ class RouteSocket:
             attrs += _attr(IFLA_MTU, _u32(mtu))
         if txqlen is not None:
             attrs += _attr(IFLA_TXQLEN, _u32(txqlen))
+        if alias is not None:
+            attrs += _attr(IFLA_IFALIAS, alias.encode())
         if port_data:
             info = _attr(IFLA_INFO_SLAVE_KIND, b"bridge") + _nested(IFLA_INFO_SLAVE_DATA, port_data)
             attrs += _nested(IFLA_LINKINFO, info)
