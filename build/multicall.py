@@ -23,6 +23,7 @@ PLUGINS = {
     "portmap": "meta.portmap",
     "tuning": "meta.tuning",
     "bandwidth": "meta.bandwidth",
+    "firewall": "meta.firewall",
     "host-local": "ipam.host_local",
     "static": "ipam.static",
     "cnitool": "libcni.cnitool",

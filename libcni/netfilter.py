@@ -159,3 +159,8 @@ def run_quietly(argv: list) -> str:
     except OSError:
         return ""
     return proc.stdout if proc.returncode == 0 else ""
+
+
+def run_checked(argv: list, stdin: str = "") -> str:
+    """Run a command; its stdout, or a CNIError carrying its stderr."""
+    return _run(argv, stdin)
