@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="-n 50 loopback"`.
 BENCH_ARGS ?=
 
-.PHONY: all deps build srcbin test test-fast lint release bench print-python clean distclean
+.PHONY: all deps build srcbin test test-vm test-fast lint release bench print-python clean distclean
 
 all: build
 
@@ -29,6 +29,10 @@ srcbin:
 # The whole suite, from source and frozen, against the real kernel in test-owned namespaces.
 test: build
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Only the kernel tests that boot Debian's kernel under qemu (vlan, ipvlan, dummy, bridge VLANs).
+test-vm: build
+	$(PY) -m pytest tests/test_kernel_vm.py $(PYTEST_ARGS)
 
 # Iterating without a frozen build: source tests only.
 test-fast:

@@ -1,5 +1,5 @@
 """vlan on this machine: config validation, DEL/STATUS behaviour, and a clear error when the
-kernel has no 8021q. Creating vlan links is exercised in the VM (tests/vm/guest)."""
+kernel has no 8021q. Creating vlan links is exercised in the VM (tests/test_kernel_vm.py)."""
 
 import os
 import subprocess
