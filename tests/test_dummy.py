@@ -1,5 +1,6 @@
 """dummy on this machine: config validation, DEL/STATUS behaviour, and a clear error when the
-kernel has no dummy module. Creating dummy links is exercised in the VM (tests/test_kernel_vm.py)."""
+kernel has no dummy module. Creating dummy links is exercised in the VM
+(tests/test_kernel_vm.py)."""
 
 import os
 import subprocess
