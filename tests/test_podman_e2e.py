@@ -106,6 +106,31 @@ def test_published_ports(node):
     assert fetch(node.external, f"http://{NODE_ADDRESS}:18082/") == ""  # bound to 127.0.0.1
 
 
+def test_published_udp_port(node):
+    node.podman("network", "create", "--subnet", "10.89.13.0/24", "udpnet")
+    node.run_container("echo", "--network", "udpnet", "-p", "15353:5353/udp",
+                       command=("udpecho", "5353"))  # fmt: skip
+    code = ("import socket, sys\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "u.settimeout(3)\nu.sendto(b'hi', (sys.argv[1], 15353))\n"
+            "print(u.recvfrom(100)[0].decode())")  # fmt: skip
+    proc = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            os.path.basename(node.external),
+            "python3",
+            "-c",
+            code,
+            NODE_ADDRESS,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.stdout.strip() == f"udp from {EXTERNAL_ADDRESS}", proc.stderr
+
+
 def test_subnet_gateway_range_static_ip_and_mac(node):
     node.podman("network", "create", "--subnet", "10.89.3.0/24", "--gateway", "10.89.3.254",
                 "--ip-range", "10.89.3.128/25", "net3")  # fmt: skip

@@ -124,6 +124,10 @@ class PodmanNode:
                 os.symlink("busybox", os.path.join(rootfs, "bin", applet))
         with open(os.path.join(rootfs, "www", "index.html"), "w") as f:
             f.write("pod\n")
+        # busybox has no UDP server: a tiny static one, compiled here (gcc, libc6-dev).
+        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udpecho.c")
+        subprocess.run(["gcc", "-static", "-O2", "-o", os.path.join(rootfs, "bin", "udpecho"),
+                        source], check=True)  # fmt: skip
         tarball = os.path.join(self.work, "rootfs.tar")
         subprocess.run(["tar", "-C", rootfs, "-cf", tarball, "."], check=True)
         self.podman("import", "--change", "CMD=/bin/sh", tarball, IMAGE)
