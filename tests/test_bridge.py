@@ -357,3 +357,24 @@ def test_add_by_one_del_by_the_other_leaves_nothing(plugin_dir, go_bin, node, ad
     assert done.returncode == 0, done
     assert node.host_veths() == [] and node.nat_rules() == ""
     assert node.reservations("brnet") == []
+
+
+def test_enabledad_turns_ipv6_dad_on_in_the_pod(plugin_dir, node):
+    pod = node.pod()
+    node.add(plugin_dir, conf(node, enabledad=True), pod)
+    assert ns_exec(pod, "cat", "/proc/sys/net/ipv6/conf/eth0/accept_dad").strip() == "1"
+    assert ns_exec(pod, "cat", "/proc/sys/net/ipv6/conf/eth0/enhanced_dad").strip() == "1"
+
+
+def test_config_dns_replaces_the_ipam_dns(plugin_dir, node):
+    pod = node.pod()
+    dns = {"nameservers": ["10.44.0.53"], "search": ["cluster.local"], "options": ["ndots:5"]}
+    result = node.add(plugin_dir, conf(node, dns=dns), pod)
+    assert result["dns"] == dns
+
+
+def test_mac_from_args_cni_beats_cni_args(plugin_dir, node):
+    pod = node.pod()
+    config = conf(node, args={"cni": {"mac": "0a:58:0a:2c:00:0c"}})
+    node.add(plugin_dir, config, pod, args="IgnoreUnknown=1;MAC=0a:58:0a:2c:00:0d")
+    assert link(pod)["address"] == "0a:58:0a:2c:00:0c"

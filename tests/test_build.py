@@ -42,8 +42,9 @@ exit 0
 
 
 def run(argv, env=None, stdin=b"", cwd=None):
-    return subprocess.run(argv, env={} if env is None else env, input=stdin,
-                          capture_output=True, cwd=cwd, timeout=60)
+    return subprocess.run(
+        argv, env={} if env is None else env, input=stdin, capture_output=True, cwd=cwd, timeout=60
+    )
 
 
 def about(program, env=None, cwd=None):
@@ -97,8 +98,11 @@ def test_one_shared_runtime_dir(frozen_bin):
 @pytest.mark.frozen
 @pytest.mark.parametrize("name", CNI_PLUGINS)
 def test_version_output(frozen_bin, name):
-    proc = run([os.path.join(frozen_bin, name)], env={"CNI_COMMAND": "VERSION"},
-               stdin=b'{"cniVersion": "1.0.0"}')
+    proc = run(
+        [os.path.join(frozen_bin, name)],
+        env={"CNI_COMMAND": "VERSION"},
+        stdin=b'{"cniVersion": "1.0.0"}',
+    )
     assert proc.returncode == 0, proc
     assert proc.stderr == b""
     answer = json.loads(proc.stdout)
@@ -153,13 +157,23 @@ def test_cnitool_starts_plugins_with_the_callers_environment(
     plugins.mkdir()
     netconf.mkdir()
     log = env_dump_plugin(str(plugins))
-    (netconf / "10-envdump.conflist").write_text(json.dumps(
-        {"cniVersion": "1.0.0", "name": "envdump", "plugins": [{"type": "envdump"}]}))
+    (netconf / "10-envdump.conflist").write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": "envdump", "plugins": [{"type": "envdump"}]})
+    )
     env = {"PATH": "/usr/bin:/bin", "NETCONFPATH": str(netconf), "CNI_PATH": str(plugins)}
     if callers_library_path:
         env["LD_LIBRARY_PATH"] = callers_library_path
-    proc = run([os.path.join(frozen_bin, "cnitool"), "--cache-dir", str(tmp_path / "cache"),
-                "add", "envdump", "/proc/self/ns/net"], env=env)
+    proc = run(
+        [
+            os.path.join(frozen_bin, "cnitool"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "add",
+            "envdump",
+            "/proc/self/ns/net",
+        ],
+        env=env,
+    )
     assert proc.returncode == 0, proc
     child = read_env(log)
     assert_no_bundle_leak(child, os.path.join(frozen_bin, "_internal"))
@@ -170,11 +184,21 @@ def test_cnitool_starts_plugins_with_the_callers_environment(
 @pytest.mark.frozen
 def test_delegated_ipam_gets_the_callers_environment(frozen_bin, tmp_path, netns):
     log = env_dump_plugin(str(tmp_path), "envdump-ipam")
-    conf = {"cniVersion": "1.0.0", "name": "envnet", "type": "dummy",
-            "ipam": {"type": "envdump-ipam"}}
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "DEL",
-           "CNI_CONTAINERID": "ctr-env", "CNI_NETNS": netns, "CNI_IFNAME": "eth0",
-           "CNI_PATH": str(tmp_path), "LD_LIBRARY_PATH": "/opt/site-libs"}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "envnet",
+        "type": "dummy",
+        "ipam": {"type": "envdump-ipam"},
+    }
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "CNI_COMMAND": "DEL",
+        "CNI_CONTAINERID": "ctr-env",
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(tmp_path),
+        "LD_LIBRARY_PATH": "/opt/site-libs",
+    }
     run([os.path.join(frozen_bin, "dummy")], env=env, stdin=json.dumps(conf).encode())
     child = read_env(log)
     assert_no_bundle_leak(child, os.path.join(frozen_bin, "_internal"))
@@ -185,9 +209,16 @@ def test_delegated_ipam_gets_the_callers_environment(frozen_bin, tmp_path, netns
 @pytest.mark.frozen
 def test_release_tarball_extracts_and_runs(frozen_bin, tmp_path):
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "build", "release.py"), "--dist", frozen_bin,
-         "--outdir", str(tmp_path / "out")],
-        capture_output=True, timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO, "build", "release.py"),
+            "--dist",
+            frozen_bin,
+            "--outdir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc
     (tarball,) = os.listdir(tmp_path / "out")
@@ -199,27 +230,32 @@ def test_release_tarball_extracts_and_runs(frozen_bin, tmp_path):
     assert len(links) >= len(PROGRAMS)  # stored once, every other name a hard link
     fresh = tmp_path / "opt-cni-bin"
     fresh.mkdir()
-    subprocess.run(["tar", "-C", str(fresh), "-xzf", str(tmp_path / "out" / tarball)],
-                   check=True)
+    subprocess.run(["tar", "-C", str(fresh), "-xzf", str(tmp_path / "out" / tarball)], check=True)
     assert os.stat(fresh / "loopback").st_ino == os.stat(fresh / "pycni").st_ino
     text = about(str(fresh / "loopback"), cwd=tmp_path)
     assert "CNI loopback plugin" in text and VERSION in text
-    proc = run([str(fresh / "loopback")], env={"CNI_COMMAND": "VERSION"},
-               stdin=b'{"cniVersion": "1.0.0"}')
+    proc = run(
+        [str(fresh / "loopback")], env={"CNI_COMMAND": "VERSION"}, stdin=b'{"cniVersion": "1.0.0"}'
+    )
     assert proc.returncode == 0 and json.loads(proc.stdout)["cniVersion"] == "1.1.0", proc
 
 
 def test_dropping_the_bundle_environment_restores_the_callers():
     drop = TABLE["drop_bundle_environment"]
     frozen_env = {name: "x" for name in BUNDLE_VARIABLES}
-    frozen_env.update(PATH="/bin", CNI_COMMAND="ADD",
-                      LD_LIBRARY_PATH="/opt/cni/bin/_internal:/opt/site-libs",
-                      LD_LIBRARY_PATH_ORIG="/opt/site-libs")
+    frozen_env.update(
+        PATH="/bin",
+        CNI_COMMAND="ADD",
+        LD_LIBRARY_PATH="/opt/cni/bin/_internal:/opt/site-libs",
+        LD_LIBRARY_PATH_ORIG="/opt/site-libs",
+    )
     drop(frozen_env)
-    assert frozen_env == {"PATH": "/bin", "CNI_COMMAND": "ADD",
-                          "LD_LIBRARY_PATH": "/opt/site-libs"}
+    assert frozen_env == {"PATH": "/bin", "CNI_COMMAND": "ADD", "LD_LIBRARY_PATH": "/opt/site-libs"}
 
-    frozen_env = {"_PYI_ARCHIVE_FILE": "/opt/cni/bin/loopback",
-                  "LD_LIBRARY_PATH": "/opt/cni/bin/_internal", "PATH": "/bin"}
+    frozen_env = {
+        "_PYI_ARCHIVE_FILE": "/opt/cni/bin/loopback",
+        "LD_LIBRARY_PATH": "/opt/cni/bin/_internal",
+        "PATH": "/bin",
+    }
     drop(frozen_env)
     assert frozen_env == {"PATH": "/bin"}

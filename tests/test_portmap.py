@@ -248,3 +248,13 @@ def test_same_rules_as_go_and_cross_deletion(plugin_dir, go_bin, node, adder, de
     done = portmap(dirs[deleter], node, "DEL", with_prev(conf, prev), pod)
     assert done.returncode == 0, done
     assert portmap_rules(node) == ""
+
+
+def test_udp_conntrack_entries_to_a_mapped_port_are_cleared(plugin_dir, node):
+    # A flow to the host port seen before the mapping existed would keep bypassing the DNAT.
+    ns_exec(node.host, "conntrack", "-I", "-p", "udp", "-s", "192.168.200.2", "-d",
+            EXTERNAL_HOST_SIDE, "--sport", "4000", "--dport", "15353", "-t", "120")  # fmt: skip
+    stale = ["conntrack", "-L", "-p", "udp", "--orig-port-dst", "15353"]
+    assert "15353" in ns_exec(node.host, *stale, check=False)
+    attach(plugin_dir, node, node.pod())
+    assert "15353" not in ns_exec(node.host, *stale, check=False)

@@ -59,9 +59,10 @@ def test_pods_reach_the_host_and_each_other_through_it(plugin_dir, node):
     assert pings(pods[1], f"{SUBNET}.2")
 
 
-def test_ipmasq_reaches_external_and_del_removes_everything(plugin_dir, node):
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_ipmasq_reaches_external_and_del_removes_everything(plugin_dir, node, backend):
     pod = node.pod()
-    config = conf(node, ipMasq=True)
+    config = conf(node, ipMasq=True, ipMasqBackend=backend)
     result = node.add(plugin_dir, config, pod)
     assert pings(pod, EXTERNAL)
     for _ in range(2):
@@ -166,3 +167,11 @@ def test_add_by_one_del_by_the_other_leaves_nothing(plugin_dir, go_bin, node, ad
     assert done.returncode == 0, done
     assert node.host_veths() == [] and node.nat_rules() == ""
     assert node.reservations("ptpnet") == []
+
+
+def test_status_forwards_to_ipam(plugin_dir, node):
+    config = conf(node, f"{SUBNET}.0/30", cniVersion="1.1.0")
+    assert node.run(plugin_dir, "STATUS", config).returncode == 0
+    node.add(plugin_dir, config, node.pod())  # a /30 has one free address
+    done = node.run(plugin_dir, "STATUS", config)
+    assert done.returncode == 1 and done.json["code"] == 50
