@@ -41,8 +41,10 @@ NOT_FORWARDED = ("cnitool",)
 def run(name: str, argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if name == DAEMON:
+        import libcni
         from libcni import zygote
 
+        libcni.SIBLINGS = PLUGINS  # a worker's IPAM delegation runs in the worker itself
         return zygote.main({k: v for k, v in PLUGINS.items() if k not in NOT_FORWARDED})
     module_name = PLUGINS.get(name)
     if module_name is None:

@@ -5,15 +5,17 @@ call. We pass it our standard streams, our network and mount namespaces and our 
 descriptors (SCM_RIGHTS), plus argv and the environment; the worker runs the plugin exactly as
 this process would have, writing straight to our stdout/stderr, and sends back the exit status.
 When there is no daemon (or it runs other code) the caller runs the plugin in-process: the
-executable always works on its own. Only the standard library's socket/struct/json are used here.
+executable always works on its own. The client speaks with `_socket` and `struct` only and
+encodes its header without json: this path runs before every forwarded plugin call.
 """
 
 import os
 import sys
 
 DEFAULT_SOCKET = "/run/pycni/pycni.sock"
-PROTOCOL = 1
+PROTOCOL = 2
 LENGTH_FORMAT = "!I"  # the header's length prefix
+AF_UNIX, SOCK_STREAM, SOCK_CLOEXEC, SOL_SOCKET, SCM_RIGHTS = 1, 1, 0o2000000, 1, 1
 
 # Replies from the daemon.
 STATUS = b"S"  # followed by a 4-byte signed exit status
@@ -41,6 +43,37 @@ def build_id() -> str:
     return f"{PYCNI_VERSION}:{stamp}"
 
 
+def encode_header(protocol: int, build: str, name: str, argv: list, env) -> bytes:
+    """NUL-separated key/value pairs: protocol, build, name, then one `argv` pair per argument
+    and one `env` pair ("KEY=value") per variable. Neither argv nor the environment can hold
+    a NUL, so no escaping is needed."""
+    pairs = [("protocol", str(protocol)), ("build", build), ("name", name)]
+    pairs += [("argv", arg) for arg in argv]
+    pairs += [("env", f"{key}={value}") for key, value in env.items()]
+    return "".join(f"{key}\0{value}\0" for key, value in pairs).encode("utf-8", "surrogateescape")
+
+
+def decode_header(data: bytes) -> dict | None:
+    """The request dict of a header (None when malformed)."""
+    words = data.decode("utf-8", "surrogateescape").split("\0")
+    if len(words) % 2 != 1 or words[-1] != "":
+        return None
+    request: dict = {"argv": [], "env": {}}
+    for key, value in zip(words[0:-1:2], words[1:-1:2], strict=True):
+        if key == "argv":
+            request["argv"].append(value)
+        elif key == "env":
+            name, sep, text = value.partition("=")
+            if not sep:
+                return None
+            request["env"][name] = text
+        elif key in ("protocol", "build", "name"):
+            request[key] = int(value) if key == "protocol" and value.isdigit() else value
+        else:
+            return None
+    return request
+
+
 def _recv_exactly(sock, count: int) -> bytes:
     data = b""
     while len(data) < count:
@@ -56,11 +89,10 @@ def forward(name: str, argv: list, env=os.environ) -> int | None:
     path = socket_path(env)
     if not os.path.exists(path):
         return None  # the common case without a daemon costs one stat()
-    import json
-    import socket
     import struct
+    from _socket import socket
 
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC)
     opened = []
     sent = False
     try:
@@ -71,17 +103,11 @@ def forward(name: str, argv: list, env=os.environ) -> int | None:
         for ns_path in ("/proc/thread-self/ns/net", "/proc/thread-self/ns/mnt"):
             opened.append(os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC))
         opened.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-        header = json.dumps(
-            {
-                "protocol": PROTOCOL,
-                "build": build_id(),
-                "name": name,
-                "argv": list(argv),
-                "env": dict(env),
-            }
-        ).encode()
-        socket.send_fds(
-            sock, [struct.pack(LENGTH_FORMAT, len(header)) + header], [0, 1, 2, *opened]
+        header = encode_header(PROTOCOL, build_id(), name, list(argv), env)
+        fds = [0, 1, 2, *opened]
+        sock.sendmsg(
+            [struct.pack(LENGTH_FORMAT, len(header)) + header],
+            [(SOL_SOCKET, SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))],
         )
         sent = True
         kind = _recv_exactly(sock, 1)

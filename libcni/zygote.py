@@ -11,7 +11,6 @@ Security: the socket lives in a root-only directory and every peer's credentials
 (SO_PEERCRED): only the daemon's own uid may submit calls.
 """
 
-import json
 import os
 import signal
 import socket
@@ -48,11 +47,8 @@ def _recv_request(conn):
         if not chunk:
             return None, fds
         data += chunk
-    try:
-        request = json.loads(data)
-    except ValueError:
-        return None, fds
-    if not isinstance(request, dict) or len(fds) != 6:
+    request = fastpath.decode_header(data)
+    if request is None or len(fds) != 6:
         return None, fds
     return request, fds
 

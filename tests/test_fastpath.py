@@ -191,11 +191,9 @@ def test_daemon_survives_a_killed_worker(plugin_dir, daemon, netns):
 
 
 def test_stale_build_is_refused_and_daemon_exits(plugin_dir, daemon, netns):
-    import json
+    from libcni import fastpath
 
-    header = json.dumps(
-        {"protocol": 1, "build": "some-other-build", "name": "loopback", "argv": [], "env": {}}
-    ).encode()
+    header = fastpath.encode_header(fastpath.PROTOCOL, "some-other-build", "loopback", [], {})
     fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]
     try:
         reply = raw_request(daemon.socket, struct.pack("!I", len(header)) + header, fds)
