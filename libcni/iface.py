@@ -14,7 +14,7 @@ from .errors import INTERNAL, CNIError
 from .links import strerror
 from .rtnl import RouteSocket
 
-DAD_POLL = 0.05
+DAD_POLL = 0.05  # upstream's interval; we start at 5 ms and double up to it
 DAD_TIMEOUT = 5.0
 IFA_F_TENTATIVE = 0x40
 IFA_F_DADFAILED = 0x08
@@ -36,6 +36,7 @@ def _enable_ipv6(ifname: str) -> None:
 
 def _wait_for_dad(sock, index: int, ifname: str) -> None:
     deadline = time.monotonic() + DAD_TIMEOUT
+    pause = 0.005
     while True:
         tentative = False
         for address, _, flags in sock.address_flags(index, 10):
@@ -57,7 +58,8 @@ def _wait_for_dad(sock, index: int, ifname: str) -> None:
                     "to leave the tentative state",
                 )
             return
-        time.sleep(DAD_POLL)
+        time.sleep(pause)
+        pause = min(pause * 2, DAD_POLL)
 
 
 def _route_text(route: dict, gateway, ifname: str) -> str:
