@@ -339,7 +339,8 @@ def k8s_chain(side: Side) -> list:
                                              "egressRate": 100_000_000, "egressBurst": 1_000_000}}},
             {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
             {"type": "firewall", "backend": "iptables"}]}
-        return run_chain(side, conflist, ns.new(), host_netns=host)
+        # No CHECK: Go 1.1.1's portmap CHECK fails for an IPv4-only pod (it looks for ipv6).
+        return run_chain(side, conflist, ns.new(), host_netns=host, check=False)
 
 
 PARALLEL = 50

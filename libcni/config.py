@@ -170,3 +170,12 @@ class NetConf(Struct):
     args: dict = {}
     runtimeConfig: dict = {}
     prevResult: dict = None  # type: ignore[assignment]
+
+
+def dns_if_set(conf) -> dict | None:
+    """The config's `dns` when any field is set (bridge and ptp then replace the IPAM's)."""
+    dns = conf.dns
+    if dns is None or not (dns.nameservers or dns.search or dns.options or dns.domain):
+        return None
+    return {"nameservers": dns.nameservers, "domain": dns.domain, "search": dns.search,
+            "options": dns.options}  # fmt: skip

@@ -143,12 +143,20 @@ def where(netns_path: str | None) -> str:
     return f'container netns "{netns_path}"' if netns_path else "host netns"
 
 
-def lookup(netns_path: str | None, name: str) -> Link | None:
-    with netlink.session(netns_path) as ipr:
-        return find(ipr, name)
+def lookup(netns_path: str | None, name: str):
+    """The rtnl.Link called `name` in the netns (None: this one), or None."""
+    from .rtnl import RouteSocket
+
+    if not name or len(name.encode()) > 15:
+        return None
+    try:
+        with RouteSocket(netns_path) as sock:
+            return sock.link(name)
+    except OSError as err:
+        raise CNIError(INTERNAL, f'failed to look up "{name}": {strerror(err)}') from None
 
 
-def require_master(netns_path: str | None, master: str) -> Link:
+def require_master(netns_path: str | None, master: str):
     """The parent link of a macvlan/ipvlan/vlan: in the host netns, or the container's."""
     link = lookup(netns_path, master)
     if link is None:
@@ -162,43 +170,67 @@ def require_master(netns_path: str | None, master: str) -> Link:
 
 def default_route_interface(netns_path: str | None = None) -> str:
     """The interface of the first default route (IPv4, then IPv6) in the main table."""
-    with netlink.session(netns_path) as ipr:
-        for family in (AF_INET, AF_INET6):
-            for route in ipr.get_routes(family=family):
-                if route["dst_len"] != 0 or _table(route) != MAIN_TABLE:
-                    continue
-                oif = route.get("RTA_OIF")
-                if oif is None:
-                    hops = route.get("RTA_MULTIPATH") or []
-                    oif = hops[0]["oif"] if hops else None
-                if oif:
-                    return ipr.get_links(oif)[0].get("IFLA_IFNAME")
-    raise CNIError(
-        INTERNAL,
-        "no default route interface found",
-        f'the {where(netns_path)} has no default route; set "master" in the config',
-    )
+    from .rtnl import RouteSocket
 
-
-def _table(route) -> int:
-    return route.get("RTA_TABLE") or route["table"]
+    with RouteSocket(netns_path) as sock:
+        oif = sock.default_route_oif()
+        link = sock.link_by_index(oif) if oif else None
+    if link is None:
+        raise CNIError(
+            INTERNAL,
+            "no default route interface found",
+            f'the {where(netns_path)} has no default route; set "master" in the config',
+        )
+    return link.name
 
 
 # -- creating and removing -----------------------------------------------------------------
 
 
-def _register_kinds(ipr) -> None:
-    """Teach pyroute2 the macvlan broadcast-queue attributes it does not know yet."""
-    from pyroute2.netlink.rtnl.ifinfmsg import macvx_data
+# IFLA_INFO_DATA of the child link kinds: attribute numbers, and the macvlan mode values.
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
+IFLA_MACVLAN_MODE, IFLA_MACVLAN_BC_QUEUE_LEN = 1, 7
+IFLA_IPVLAN_MODE = 1
+IFLA_VLAN_ID = 1
 
-    class MacvlanData(macvx_data):
-        nla_map = tuple(macvx_data.nla_map) + (
-            ("IFLA_MACVLAN_BC_QUEUE_LEN", "uint32"),
-            ("IFLA_MACVLAN_BC_QUEUE_LEN_USED", "uint32"),
-            ("IFLA_MACVLAN_BC_CUTOFF", "int32"),
-        )
 
-    ipr.register_link_kind(module={"macvlan": MacvlanData})
+def _kind_data(kind: str, settings: dict) -> bytes:
+    import struct
+
+    from .rtnl import _attr
+
+    data = b""
+    if kind == "macvlan":
+        data += _attr(IFLA_MACVLAN_MODE, struct.pack("=I", MACVLAN_MODES[settings["macvlan_mode"]]))
+        if settings.get("macvlan_bc_queue_len"):
+            data += _attr(
+                IFLA_MACVLAN_BC_QUEUE_LEN, struct.pack("=I", settings["macvlan_bc_queue_len"])
+            )
+    elif kind == "ipvlan":
+        data += _attr(IFLA_IPVLAN_MODE, struct.pack("=H", settings["ipvlan_mode"]))
+    elif kind == "vlan":
+        data += _attr(IFLA_VLAN_ID, struct.pack("=H", settings["vlan_id"]))
+    return data
+
+
+def kind_data(netns_path: str, name: str) -> dict:
+    """The kind-specific settings of a link, named as pyroute2 names them
+    ({"IFLA_MACVLAN_MODE": "bridge"}, {"IFLA_IPVLAN_MODE": 0}, {"IFLA_VLAN_ID": 100})."""
+    import struct
+
+    link = lookup(netns_path, name)
+    if link is None:
+        return {}
+    data = link.info_data
+    if link.kind == "macvlan" and IFLA_MACVLAN_MODE in data:
+        mode = struct.unpack("=I", data[IFLA_MACVLAN_MODE])[0]
+        names = {value: key for key, value in MACVLAN_MODES.items()}
+        return {"IFLA_MACVLAN_MODE": names.get(mode, str(mode))}
+    if link.kind == "ipvlan" and IFLA_IPVLAN_MODE in data:
+        return {"IFLA_IPVLAN_MODE": struct.unpack("=H", data[IFLA_IPVLAN_MODE][:2])[0]}
+    if link.kind == "vlan" and IFLA_VLAN_ID in data:
+        return {"IFLA_VLAN_ID": struct.unpack("=H", data[IFLA_VLAN_ID][:2])[0]}
+    return {}
 
 
 def _create_error(kind: str, err, explain: dict | None) -> CNIError:
@@ -213,13 +245,13 @@ def create_child(
     kind: str,
     netns_path: str,
     ifname: str,
-    master: Link,
+    master,
     *,
     master_in_container: bool = False,
     mtu: int = 0,
     mac: str = "",
     explain: dict | None = None,
-    **kind_data,
+    **settings,
 ) -> dict:
     """Create a `kind` link on `master` inside the container netns and name it `ifname`.
 
@@ -227,41 +259,39 @@ def create_child(
     host link called like CNI_IFNAME never clashes. Returns the result interface entry.
     `explain` maps an errno of the create call to a hint for the operator.
     """
-    spec = dict(ifname=temp_name(), kind=kind, link=master.index, **kind_data)
-    if mtu:
-        spec["mtu"] = mtu
-    if mac:
-        spec["address"] = mac
+    from .rtnl import RouteSocket
+
+    temp = temp_name()
+    data = _kind_data(kind, settings)
     try:
         if master_in_container:
-            with netlink.session(netns_path) as ipr:
-                _register_kinds(ipr)
-                ipr.link("add", **spec)
+            with RouteSocket(netns_path) as sock:
+                sock.add_link(temp, kind, mtu=mtu, mac=mac, data=data, parent=master.index)
         else:
             target = netns.open_netns(netns_path)
             try:
-                with netlink.session() as ipr:
-                    _register_kinds(ipr)
-                    ipr.link("add", net_ns_fd=target, **spec)
+                with RouteSocket() as sock:
+                    sock.add_link(temp, kind, mtu=mtu, mac=mac, data=data, parent=master.index,
+                                  netns_fd=target)  # fmt: skip
             finally:
                 os.close(target)
-    except CNIError:
-        raise
-    except Exception as err:
+    except OSError as err:
         raise _create_error(kind, err, explain) from None
-    return _rename_new_link(netns_path, spec["ifname"], ifname, kind)
+    return _rename_new_link(netns_path, temp, ifname, kind)
 
 
 def create_in(netns_path: str, ifname: str, kind: str) -> dict:
     """Create a standalone link (dummy) directly under its final name in the netns."""
-    with netlink.session(netns_path) as ipr:
+    from .rtnl import RouteSocket
+
+    with RouteSocket(netns_path) as sock:
         try:
-            ipr.link("add", ifname=ifname, kind=kind)
-        except Exception as err:
+            sock.add_link(ifname, kind)
+        except OSError as err:
             raise _create_error(
                 kind, err, {errno.EEXIST: _name_taken(ifname, netns_path)}
             ) from None
-        link = find(ipr, ifname)
+        link = sock.link(ifname)
     return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
 
 
@@ -270,19 +300,24 @@ def _name_taken(ifname: str, netns_path: str) -> str:
 
 
 def _rename_new_link(netns_path: str, temp: str, ifname: str, kind: str) -> dict:
-    with netlink.session(netns_path) as ipr:
-        link = find(ipr, temp)
+    from .rtnl import RouteSocket
+
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(temp)
         if link is None:
             raise CNIError(INTERNAL, f'failed to find the new {kind} "{temp}" in {netns_path}')
         try:
-            ipr.link("set", index=link.index, ifname=ifname)
-        except Exception as err:
-            _quietly(ipr.link, "del", index=link.index)
-            details = _name_taken(ifname, netns_path) if error_code(err) == errno.EEXIST else ""
+            sock.set_link(link.index, name=ifname)
+        except OSError as err:
+            try:
+                sock.delete_link(link.index)
+            except OSError:
+                pass
+            details = _name_taken(ifname, netns_path) if err.errno == errno.EEXIST else ""
             raise CNIError(
                 INTERNAL, f'failed to rename {kind} to "{ifname}": {strerror(err)}', details
             ) from None
-        link = find(ipr, ifname)
+        link = sock.link(ifname)
     return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
 
 
@@ -326,13 +361,15 @@ def deleted_on_failure(netns_path: str, ifname: str):
 
 
 def set_up(netns_path: str, ifname: str) -> None:
-    with netlink.session(netns_path) as ipr:
-        link = find(ipr, ifname)
+    from .rtnl import RouteSocket
+
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
         if link is None:
             raise CNIError(INTERNAL, f'failed to find interface "{ifname}" in {netns_path}')
         try:
-            ipr.link("set", index=link.index, state="up")
-        except Exception as err:
+            sock.set_link(link.index, up=True)
+        except OSError as err:
             raise CNIError(INTERNAL, f'failed to set "{ifname}" up: {strerror(err)}') from None
 
 
@@ -707,12 +744,6 @@ def check_interface(netns_path: str, entry: dict, kind: str | None):
             INTERNAL, f"Interface {name} Mac {mac} doesn't match container Mac: {link.mac}"
         )
     return link
-
-
-def kind_data(netns_path: str, name: str) -> dict:
-    """IFLA_INFO_DATA of a link as pyroute2 decodes it ({"IFLA_MACVLAN_MODE": "bridge"})."""
-    found = lookup(netns_path, name)
-    return found.data if found is not None else {}
 
 
 def _ips_for(result, ifname: str) -> list:

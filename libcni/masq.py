@@ -127,7 +127,23 @@ def _nft_masq_rules() -> list:
     return netfilter.nft_rules("chain", "inet", NFT_TABLE, NFT_CHAIN)
 
 
+def setup_undoably(undo, backend: str, network: str, call, result) -> None:
+    """ADD's masquerade for every result address, registered first in the ADD's rollback."""
+    addresses = [ip["address"] for ip in result.ips]
+    undo.push(teardown, network, call.ifname, call.container_id, addresses)
+    setup(backend, network, call.ifname, call.container_id, addresses)
+
+
 # -- teardown ------------------------------------------------------------------------------
+
+
+def teardown_for_del(network: str, call, addresses: list | None) -> None:
+    """DEL's teardown: the addresses found on the deleted link, else the cached prevResult's.
+    Beyond upstream, the rules go even when the netns (and so the addresses) are gone."""
+    if not addresses:
+        previous = call.prev_result()
+        addresses = [ip["address"] for ip in previous.ips] if previous else None
+    teardown(network, call.ifname, call.container_id, addresses)
 
 
 def teardown(network: str, ifname: str, container_id: str, addresses: list | None = None) -> None:

@@ -126,6 +126,7 @@ class Link:
         self.operstate = OPER_STATES[state] if state < len(OPER_STATES) else "UNKNOWN"
         info = _attrs(attrs.get(IFLA_LINKINFO, b""))
         self.kind = info.get(IFLA_INFO_KIND, b"\0").rstrip(b"\0").decode()
+        self.info_data = _attrs(info.get(IFLA_INFO_DATA, b""))  # raw, by attribute number
 
     @property
     def up(self) -> bool:
@@ -229,9 +230,16 @@ class RouteSocket:
         mac: str = "",
         data: bytes = b"",
         peer: bytes = b"",
+        parent: int | None = None,
+        netns_fd: int | None = None,
     ) -> None:
-        """RTM_NEWLINK with NLM_F_EXCL: EEXIST (OSError) when the name is taken."""
+        """RTM_NEWLINK with NLM_F_EXCL: EEXIST (OSError) when the name is taken. `parent` is
+        the lower link of a macvlan/ipvlan/vlan; `netns_fd` creates the link in that netns."""
         attrs = _attr(IFLA_IFNAME, _cstr(name))
+        if parent is not None:
+            attrs += _attr(IFLA_LINK, _u32(parent))
+        if netns_fd is not None:
+            attrs += _attr(IFLA_NET_NS_FD, _u32(netns_fd))
         if mtu:
             attrs += _attr(IFLA_MTU, _u32(mtu))
         if mac:
@@ -278,6 +286,7 @@ class RouteSocket:
         mtu: int = 0,
         txqlen: int | None = None,
         alias: str | None = None,
+        name: str = "",
         port_data: bytes = b"",
     ) -> None:
         flags = change = 0
@@ -290,7 +299,7 @@ class RouteSocket:
         if promisc is not None:
             flags |= IFF_PROMISC if promisc else 0
             change |= IFF_PROMISC
-        attrs = b""
+        attrs = _attr(IFLA_IFNAME, _cstr(name)) if name else b""
         if master is not None:
             attrs += _attr(IFLA_MASTER, _u32(master))
         if mac:
@@ -401,6 +410,24 @@ class RouteSocket:
             gateways += _next_hop_gateways(family, attrs.get(RTA_MULTIPATH, b""))
             found.append((f"{dst}/{dst_len}", table, gateways))
         return found
+
+    def default_route_oif(self) -> int | None:
+        """The output interface of the first default route (IPv4, then IPv6) in the main table."""
+        for family in (AF_INET, AF_INET6):
+            body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+            for msg_type, payload in self._request(RTM_GETROUTE, NLM_F_DUMP, body):
+                fam, dst_len, _, _, table, _, _, _, _ = _RTMSG.unpack_from(payload)
+                attrs = _attrs(payload[_RTMSG.size :])
+                if RTA_TABLE in attrs:
+                    table = struct.unpack("=I", attrs[RTA_TABLE])[0]
+                if msg_type != RTM_NEWROUTE or fam != family or dst_len or table != RT_TABLE_MAIN:
+                    continue
+                if RTA_OIF in attrs:
+                    return struct.unpack("=I", attrs[RTA_OIF])[0]
+                hops = attrs.get(RTA_MULTIPATH, b"")
+                if len(hops) >= 8:
+                    return struct.unpack_from("=i", hops, 4)[0]
+        return None
 
     def addresses(self, index: int) -> list:
         """Every address on the link as "ip/prefix", IPv4 first."""

@@ -6,7 +6,7 @@ isolation, VLANs or a MAC spoof check. Without IPAM the container gets a plain L
 """
 
 from libcni import bridging, iface, ipam, links, masq, netns, skel, spoofcheck, sysctl, veth
-from libcni.config import NetConf, Struct
+from libcni.config import NetConf, Struct, dns_if_set
 from libcni.errors import INTERNAL, CNIError, config_error
 from libcni.result import Result, parse_dns
 
@@ -134,17 +134,16 @@ def add(call: skel.Call) -> Result:
             if conf.isGateway:
                 serve_gateways(conf, gateways, result)
             if conf.ipMasq:
-                addresses = [ip["address"] for ip in result.ips]
-                undo.push(masq.teardown, conf.name, call.ifname, call.container_id, addresses)
-                masq.setup(backend, conf.name, call.ifname, call.container_id, addresses)
+                masq.setup_undoably(undo, backend, conf.name, call, result)
         elif not conf.disableContainerInterface:
             links.set_up(call.netns, call.ifname)
         if not conf.disableContainerInterface:
             bridging.wait_port_up(host["name"])
     result.interfaces[1]["mac"] = bridging.current_mac(host["name"])
     result.interfaces[0]["mac"] = bridging.current_mac(conf.bridge)
-    if dns_set(conf):
-        result.dns = parse_dns(vars(conf.dns))
+    dns = dns_if_set(conf)
+    if dns is not None:
+        result.dns = parse_dns(dns)
     return result
 
 
@@ -178,11 +177,6 @@ def serve_gateways(conf: BridgeConf, gateways: dict, result: Result) -> None:
             bridging.enable_forwarding(version)
 
 
-def dns_set(conf: BridgeConf) -> bool:
-    dns = conf.dns
-    return dns is not None and bool(dns.nameservers or dns.search or dns.options or dns.domain)
-
-
 def delete(call: skel.Call) -> None:
     conf = load_conf(call)
     kind = ipam.type_of(conf)
@@ -201,11 +195,7 @@ def delete(call: skel.Call) -> None:
         except CNIError as err:
             call.log(f"spoofcheck teardown: {err}")
     if kind and conf.ipMasq:
-        # Beyond upstream: the rules go even when the netns is already gone.
-        if not addresses:
-            previous = call.prev_result()
-            addresses = [ip["address"] for ip in previous.ips] if previous else None
-        masq.teardown(conf.name, call.ifname, call.container_id, addresses)
+        masq.teardown_for_del(conf.name, call, addresses)
     if failure is not None:
         raise failure
 

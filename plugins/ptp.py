@@ -6,7 +6,7 @@ host route per container address, and optionally masquerades.
 """
 
 from libcni import bridging, iface, ipam, links, masq, p2p, skel, veth
-from libcni.config import NetConf
+from libcni.config import NetConf, dns_if_set
 from libcni.errors import INTERNAL, CNIError, config_error
 from libcni.result import Result, ip_version, parse_dns
 
@@ -53,12 +53,10 @@ def add(call: skel.Call) -> Result:
         p2p.route_container(call.netns, call.ifname, result.ips)
         p2p.route_host(host["name"], result.ips)
         if conf.ipMasq:
-            addresses = [ip["address"] for ip in result.ips]
-            undo.push(masq.teardown, conf.name, call.ifname, call.container_id, addresses)
-            masq.setup(backend, conf.name, call.ifname, call.container_id, addresses)
-    dns = conf.dns
-    if dns is not None and (dns.nameservers or dns.search or dns.options or dns.domain):
-        result.dns = parse_dns(vars(dns))
+            masq.setup_undoably(undo, backend, conf.name, call, result)
+    dns = dns_if_set(conf)
+    if dns is not None:
+        result.dns = parse_dns(dns)
     return result
 
 
@@ -72,11 +70,7 @@ def delete(call: skel.Call) -> None:
             failure = err  # still remove the link and the rules, then report
     addresses = veth.delete_collecting_addresses(call.netns, call.ifname) if call.netns else None
     if conf.ipMasq:
-        # Beyond upstream: rules go even when the netns (and so the addresses) are gone.
-        if not addresses:
-            previous = call.prev_result()
-            addresses = [ip["address"] for ip in previous.ips] if previous else None
-        masq.teardown(conf.name, call.ifname, call.container_id, addresses)
+        masq.teardown_for_del(conf.name, call, addresses)
     if failure is not None:
         raise failure
 
