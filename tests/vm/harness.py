@@ -125,6 +125,13 @@ mkdir -p /newroot/run/netns /newroot/var/tmp /newroot/var/lib /newroot/lib/modul
 ln -s /run /newroot/var/run
 mount --bind /lower{modules} /newroot/lib/modules/{version}
 mkdir -p /newroot/results && mount --bind /results /newroot/results
+# A checkout under /tmp, /run or /var (CI's may be) was hidden by the fresh tmpfs: put it back,
+# writable through its own overlay.
+case "{cwd}" in /tmp/*|/run/*|/var/*)
+    mkdir -p /upper/repo-up /upper/repo-work /newroot{cwd}
+    layers=lowerdir=/lower{cwd},upperdir=/upper/repo-up,workdir=/upper/repo-work
+    mount -t overlay overlay -o "$layers" /newroot{cwd}
+esac
 echo booted > /results/booted
 chroot /newroot /bin/sh -c 'cd {cwd} && exec /bin/sh /results/command.sh' \
     > /results/stdout 2> /results/stderr
