@@ -17,9 +17,10 @@ import time
 NODE_ADDRESS, EXTERNAL_ADDRESS = "192.168.210.1", "192.168.210.2"
 IMAGE = "localhost/pycni-busybox:test"
 
-HOLDER = r"""
-set -e
-mount --make-rprivate /
+# `ip netns exec` remounted /sys without cgroups. On a cgroup v1 machine (these development
+# machines): the v1 hierarchies and name=systemd, but not cgroup2 (crun refuses the hybrid);
+# on a unified (v2-only) machine, Debian bookworm's default: the one cgroup2 hierarchy.
+CGROUP_V1 = r"""
 mount -t tmpfs tmpfs /sys/fs/cgroup
 while read -r name hierarchy _ enabled; do
     case "$name" in "#"*) continue;; esac
@@ -30,6 +31,13 @@ while read -r name hierarchy _ enabled; do
 done < /proc/cgroups
 mkdir -p /sys/fs/cgroup/systemd
 mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+"""
+CGROUP_V2 = "mount -t cgroup2 cgroup2 /sys/fs/cgroup\n"
+
+HOLDER = r"""
+set -e
+mount --make-rprivate /
+{cgroups}
 for d in /var/lib/containers /var/lib/cni /run/netns /run/containers /run/libpod /var/tmp; do
     mkdir -p "$d" && mount -t tmpfs tmpfs "$d"
 done
@@ -37,6 +45,12 @@ ip link set lo up
 echo ready
 exec sleep 100000
 """
+
+
+def unified_cgroups() -> bool:
+    kind = subprocess.run(["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], capture_output=True,
+                          text=True).stdout.strip()  # fmt: skip
+    return kind == "cgroup2fs"
 
 
 def _containers_conf(work: str, plugin_dir: str) -> str:
@@ -77,7 +91,8 @@ class PodmanNode:
                 f.write(text)
         self._join_external()
         self.holder = subprocess.Popen(
-            ["ip", "netns", "exec", os.path.basename(self.node), "sh", "-c", HOLDER],
+            ["ip", "netns", "exec", os.path.basename(self.node), "sh", "-c",
+             HOLDER.replace("{cgroups}", CGROUP_V2 if unified_cgroups() else CGROUP_V1)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         if self.holder.stdout.readline().strip() != "ready":
