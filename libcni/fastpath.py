@@ -1,6 +1,6 @@
 """Client side of the preloaded fast path: hand this plugin call to the pycni daemon if it runs.
 
-The daemon (libcni.zygote) has every plugin and pyroute2 imported already and forks a worker per
+The daemon (libcni.zygote) has every plugin imported already and forks a worker per
 call. We pass it our standard streams, our network and mount namespaces and our cwd as file
 descriptors (SCM_RIGHTS), plus argv and the environment; the worker runs the plugin exactly as
 this process would have, writing straight to our stdout/stderr, and sends back the exit status.

@@ -1,9 +1,9 @@
 """Links the main plugins make, find, move and remove (upstream's pkg/ip link helpers and the
 per-plugin create/rename steps), plus the CHECK comparisons they share.
 
-Everything works on netns *paths*: a netlink socket is opened inside the namespace that holds
-the link (libcni.netlink.session), so the calling thread stays in its own netns. pyroute2 is
-imported lazily, by the sessions and by the few helpers that need its classes.
+Everything works on netns paths (or fds): an rtnetlink socket (libcni.rtnl.RouteSocket) is
+opened inside the namespace that holds the link, so the calling thread stays in its own netns.
+No pyroute2 here: these run on every ADD and DEL.
 """
 
 import errno
@@ -12,8 +12,9 @@ import os
 import sys
 from contextlib import contextmanager
 
-from . import netlink, netns, sysctl
+from . import netns, sysctl
 from .errors import INTERNAL, CNIError
+from .rtnl import Link
 
 MAIN_TABLE = 254
 AF_INET, AF_INET6 = 2, 10
@@ -94,56 +95,29 @@ def requested_mac(call, config_mac: str, runtime_mac: str) -> str:
 # -- looking links up ----------------------------------------------------------------------
 
 
-class Link:
-    """The parts of an RTM_NEWLINK message the plugins look at."""
-
-    def __init__(self, msg) -> None:
-        self.index: int = msg["index"]
-        self.flags: int = msg["flags"]
-        self.name: str = msg.get("IFLA_IFNAME") or ""
-        self.mac: str = msg.get("IFLA_ADDRESS") or ""
-        self.mtu: int = msg.get("IFLA_MTU") or 0
-        self.alias: str = msg.get("IFLA_IFALIAS") or ""
-        self.master: int | None = msg.get("IFLA_MASTER")
-        info = msg.get("IFLA_LINKINFO")
-        self.kind: str = (info.get("IFLA_INFO_KIND") if info is not None else None) or ""
-        data = info.get("IFLA_INFO_DATA") if info is not None else None
-        self.data: dict = {}
-        if data is not None and hasattr(data, "get"):
-            self.data = {item[0]: item[1] for item in data.get("attrs", [])}
-
-    @property
-    def up(self) -> bool:
-        return bool(self.flags & IFF_UP)
-
-
-def find(ipr, name: str) -> Link | None:
-    """The link called `name` in the session's netns, or None."""
+def find(sock, name: str) -> Link | None:
+    """The rtnl.Link called `name` in the socket's netns, or None."""
     if not name or len(name.encode()) > 15:
         return None
     try:
-        msgs = ipr.get_links(ifname=name)
-    except Exception as err:
-        if error_code(err) == errno.ENODEV:
-            return None
+        return sock.link(name)
+    except OSError as err:
         raise CNIError(INTERNAL, f'failed to look up "{name}": {strerror(err)}') from None
-    return Link(msgs[0]) if msgs else None
 
 
 def lookup_by_mac(netns_path: str | None, mac: str) -> Link | None:
     """The first link (by index) whose MAC is `mac` (canonical form)."""
-    with netlink.session(netns_path) as ipr:
-        for msg in ipr.get_links():
-            if (msg.get("IFLA_ADDRESS") or "").lower() == mac:
-                return Link(msg)
-    return None
+    from .rtnl import RouteSocket
+
+    with RouteSocket(netns_path) as sock:
+        return next((link for link in sock.links() if link.mac.lower() == mac), None)
 
 
 def where(netns_path: str | None) -> str:
     return f'container netns "{netns_path}"' if netns_path else "host netns"
 
 
-def lookup(netns_path: str | None, name: str):
+def lookup(netns_path: str | None, name: str) -> Link | None:
     """The rtnl.Link called `name` in the netns (None: this one), or None."""
     from .rtnl import RouteSocket
 
@@ -156,7 +130,7 @@ def lookup(netns_path: str | None, name: str):
         raise CNIError(INTERNAL, f'failed to look up "{name}": {strerror(err)}') from None
 
 
-def require_master(netns_path: str | None, master: str):
+def require_master(netns_path: str | None, master: str) -> Link:
     """The parent link of a macvlan/ipvlan/vlan: in the host netns, or the container's."""
     link = lookup(netns_path, master)
     if link is None:
@@ -469,7 +443,9 @@ def create_tap(
                 _make_tap(temp, flags, owner, group)
         except OSError as err:
             raise CNIError(INTERNAL, f"failed to create tap: {strerror(err)}") from None
-    with netlink.session(netns_path) as ipr:
+    from .rtnl import RouteSocket
+
+    with RouteSocket(netns_path) as ipr:
         link = find(ipr, temp)
         if link is None:
             raise CNIError(INTERNAL, f'failed to find the new tap "{temp}" in {netns_path}')
@@ -498,16 +474,24 @@ def create_tap(
                 )
             _step(ipr, link.index, "set tap interface up", state="up")
         except BaseException:
-            _quietly(ipr.link, "del", index=link.index)
+            _quietly(ipr.delete_link, link.index)
             raise
         link = find(ipr, ifname)
     return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
 
 
-def _step(ipr, index: int, what: str, **changes) -> None:
+# pyroute2-style change names (kept by the callers) -> RouteSocket.set_link keywords.
+_CHANGES = {"mtu": "mtu", "address": "mac", "ifname": "name", "master": "master",
+            "ifalias": "alias", "net_ns_fd": "netns_fd"}  # fmt: skip
+
+
+def _step(sock, index: int, what: str, **changes) -> None:
+    settings = {_CHANGES[k]: v for k, v in changes.items() if k != "state"}
+    if "state" in changes:
+        settings["up"] = changes["state"] == "up"
     try:
-        ipr.link("set", index=index, **changes)
-    except Exception as err:
+        sock.set_link(index, **settings)
+    except OSError as err:
         details = ""
         if error_code(err) == errno.EEXIST and "ifname" in changes:
             details = f'an interface named "{changes["ifname"]}" already exists there'
@@ -574,16 +558,10 @@ def temporary_netns():
         os.close(box["fd"])
 
 
-@contextmanager
-def _fd_session(fd: int):
-    with netns.entered(fd):
-        from pyroute2 import IPRoute
+def _fd_session(fd: int | None):
+    from .rtnl import RouteSocket
 
-        ipr = IPRoute()
-    try:
-        yield ipr
-    finally:
-        ipr.close()
+    return RouteSocket(fd)
 
 
 def _move(session_factory, name: str, target_fd: int, what: str) -> None:
@@ -592,10 +570,10 @@ def _move(session_factory, name: str, target_fd: int, what: str) -> None:
         if link is None:
             raise CNIError(INTERNAL, f'failed to find "{name}" to move it {what}')
         try:
-            ipr.link("set", index=link.index, net_ns_fd=target_fd)
-        except Exception as err:
+            ipr.set_link(link.index, netns_fd=target_fd)
+        except OSError as err:
             details = ""
-            if error_code(err) == errno.EEXIST:
+            if err.errno == errno.EEXIST:
                 details = f'an interface named "{name}" already exists {what}'
             raise CNIError(
                 INTERNAL, f'failed to move "{name}" {what}: {strerror(err)}', details
@@ -619,9 +597,9 @@ def move_in(host_name: str, netns_path: str, ifname: str) -> dict:
     here = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
     container = netns.open_netns(netns_path)
     try:
-        host = lambda: netlink.session(None)  # noqa: E731
+        host = lambda: _fd_session(None)  # noqa: E731
         inside = lambda: _fd_session(container)  # noqa: E731
-        with netlink.session(None) as ipr:
+        with _fd_session(None) as ipr:
             link = find(ipr, host_name)
         if link is None:
             raise CNIError(INTERNAL, f'failed to find host device "{host_name}"')

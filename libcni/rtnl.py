@@ -141,8 +141,8 @@ class Link:
 class RouteSocket:
     """One NETLINK_ROUTE socket, living in the netns it was opened in."""
 
-    def __init__(self, netns_path: str | None = None):
-        if netns_path:
+    def __init__(self, netns_path: str | int | None = None):
+        if netns_path is not None and netns_path != "":
             with netns.entered(netns_path):
                 self.sock = self._open()
         else:
@@ -287,6 +287,7 @@ class RouteSocket:
         txqlen: int | None = None,
         alias: str | None = None,
         name: str = "",
+        netns_fd: int | None = None,
         port_data: bytes = b"",
     ) -> None:
         flags = change = 0
@@ -300,6 +301,8 @@ class RouteSocket:
             flags |= IFF_PROMISC if promisc else 0
             change |= IFF_PROMISC
         attrs = _attr(IFLA_IFNAME, _cstr(name)) if name else b""
+        if netns_fd is not None:
+            attrs += _attr(IFLA_NET_NS_FD, _u32(netns_fd))
         if master is not None:
             attrs += _attr(IFLA_MASTER, _u32(master))
         if mac:
