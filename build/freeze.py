@@ -28,6 +28,7 @@ REPO = os.path.dirname(HERE)
 WORK = os.path.join(HERE, "work")
 EXECUTABLE = "pycni"
 SOURCE_PACKAGES = ("libcni", "plugins", "ipam", "meta")
+FAST_PATH_MODULES = ("libcni.fastpath.daemon", "libcni.fastpath.client")
 
 # PyInstaller adds these runtime hooks whenever inspect/pkgutil/multiprocessing are reachable;
 # together they cost ~55 ms at every start and none of our programs needs them (PERFORMANCE.md).
@@ -123,7 +124,7 @@ def write_spec(plugins: dict) -> str:
     with open(spec, "w") as f:
         f.write(
             SPEC.format(
-                modules=sorted(set(plugins.values()) | {"libcni.zygote", "libcni.fastpath"}),
+                modules=sorted(set(plugins.values()) | set(FAST_PATH_MODULES)),
                 packages=(*packages, "netaddr"),
                 entry=os.path.join(HERE, "multicall.py"),
                 pathex=[REPO, HERE],

@@ -3,7 +3,7 @@
 Frozen, `build/dist/bin/<name>` are hard links of one PyInstaller executable sharing one
 `_internal/` runtime; from source, `build/srcbin.py` writes small launchers that call `run()`.
 Only the chosen plugin's module is imported, so start-up stays small. When the pycni daemon
-(libcni.zygote) is running, a plugin call is handed to it instead (libcni.fastpath).
+(libcni.fastpath.daemon) is running, a plugin call is handed to it instead (libcni.fastpath.client).
 """
 
 import os
@@ -11,22 +11,22 @@ import sys
 
 # Executable name -> module with a main(). Add a plugin here and it is frozen and launched.
 PLUGINS = {
-    "loopback": "plugins.loopback",
-    "bridge": "plugins.bridge",
-    "ptp": "plugins.ptp",
-    "macvlan": "plugins.macvlan",
-    "host-device": "plugins.host_device",
-    "tap": "plugins.tap",
-    "ipvlan": "plugins.ipvlan",
-    "vlan": "plugins.vlan",
-    "dummy": "plugins.dummy",
-    "portmap": "meta.portmap",
-    "tuning": "meta.tuning",
-    "bandwidth": "meta.bandwidth",
-    "firewall": "meta.firewall",
-    "host-local": "ipam.host_local",
-    "static": "ipam.static",
-    "cnitool": "libcni.cnitool",
+    "loopback": "plugins.loopback.loopback",
+    "bridge": "plugins.bridge.bridge",
+    "ptp": "plugins.ptp.ptp",
+    "macvlan": "plugins.macvlan.macvlan",
+    "host-device": "plugins.host_device.host_device",
+    "tap": "plugins.tap.tap",
+    "ipvlan": "plugins.ipvlan.ipvlan",
+    "vlan": "plugins.vlan.vlan",
+    "dummy": "plugins.dummy.dummy",
+    "portmap": "meta.portmap.portmap",
+    "tuning": "meta.tuning.tuning",
+    "bandwidth": "meta.bandwidth.bandwidth",
+    "firewall": "meta.firewall.firewall",
+    "host-local": "ipam.host_local.host_local",
+    "static": "ipam.static.static",
+    "cnitool": "libcni.runtime.cnitool",
 }
 
 # Plugins that accept only newer spec versions (as upstream); all others accept every version.
@@ -42,7 +42,7 @@ def run(name: str, argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if name == DAEMON:
         import libcni
-        from libcni import zygote
+        from libcni.fastpath import daemon as zygote
 
         libcni.SIBLINGS = PLUGINS  # a worker's IPAM delegation runs in the worker itself
         return zygote.main({k: v for k, v in PLUGINS.items() if k not in NOT_FORWARDED})
@@ -57,14 +57,14 @@ def run(name: str, argv: list | None = None) -> int:
     if name not in NOT_FORWARDED and os.environ.get("CNI_COMMAND") == "VERSION":
         # Runtimes probe every plugin with VERSION (podman: 8 times per container): answer it
         # before importing the plugin, its libcni modules or the daemon client.
-        from libcni import gojson, version
+        from libcni.protocol import gojson, version
 
         supported = version.starting_from(MIN_VERSION.get(name, version.ALL[0]))
         sys.stdout.write(gojson.version_info(version.CURRENT, supported))
         sys.stdout.flush()
         return 0
     if name not in NOT_FORWARDED:
-        from libcni import fastpath
+        from libcni.fastpath import client as fastpath
 
         status = fastpath.forward(name, argv)
         if status is not None:
@@ -81,7 +81,7 @@ def drop_bundle_environment(environ) -> None:
     at _internal/, _PYI_* bookkeeping), so that every program we start (ip, iptables, a
     delegated plugin) runs with the caller's environment and never loads the bundle's
     libraries. The dynamic loader read LD_LIBRARY_PATH when we started; this only affects
-    children. libcni.invoke.clean_environ does the same for an explicit env dict."""
+    children. libcni.delegation.invoke.clean_environ does the same for an explicit env dict."""
     for key in [k for k in environ if k.startswith("_PYI_")]:
         del environ[key]
     original = environ.pop("LD_LIBRARY_PATH_ORIG", None)

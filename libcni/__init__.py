@@ -8,5 +8,5 @@ module is imported only by the verb that needs it.
 PYCNI_VERSION = "0.1.0"
 
 # Executable name -> module of every plugin in this program (build/multicall.py fills it in).
-# A delegation to a sibling that is this very executable runs in-process (libcni.invoke).
+# A delegation to a sibling that is this very executable runs in-process (libcni.delegation.invoke).
 SIBLINGS: dict = {}

@@ -7,9 +7,9 @@ import stat
 
 import pytest
 
-from libcni import cache
-from libcni.errors import CNIError
-from libcni.netlist import RuntimeConf
+from libcni.protocol.errors import CNIError
+from libcni.runtime import cache
+from libcni.runtime.netlist import RuntimeConf
 
 RESULT_100 = {
     "cniVersion": "1.0.0",

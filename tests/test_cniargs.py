@@ -2,8 +2,8 @@
 
 import pytest
 
-from libcni.cniargs import parse
-from libcni.errors import CNIError
+from libcni.protocol.cniargs import parse
+from libcni.protocol.errors import CNIError
 
 
 def test_empty_gives_nothing():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from libcni import config
-from libcni.errors import CNIError
+from libcni.protocol import config
+from libcni.protocol.errors import CNIError
 
 
 class Sub(config.Struct):

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from libcni import conflist
-from libcni.errors import INVALID_NETWORK_CONFIG, CNIError
+from libcni.protocol.errors import INVALID_NETWORK_CONFIG, CNIError
+from libcni.runtime import conflist
 
 
 def write(directory, filename, obj) -> str:

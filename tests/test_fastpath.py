@@ -191,7 +191,7 @@ def test_daemon_survives_a_killed_worker(plugin_dir, daemon, netns):
 
 
 def test_stale_build_is_refused_and_daemon_exits(plugin_dir, daemon, netns):
-    from libcni import fastpath
+    from libcni.fastpath import client as fastpath
 
     header = fastpath.encode_header(fastpath.PROTOCOL, "some-other-build", "loopback", [], {})
     fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(6)]

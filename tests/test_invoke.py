@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from libcni import invoke, skel
-from libcni.errors import CNIError
+from libcni.delegation import invoke
+from libcni.protocol import skel
+from libcni.protocol.errors import CNIError
 
 
 def write_plugin(directory, name, body):
@@ -158,7 +159,7 @@ def test_a_sibling_hard_link_of_the_frozen_program_is_recognised(tmp_path, monke
     import sys
 
     import libcni
-    from libcni import invoke
+    from libcni.delegation import invoke
 
     program = tmp_path / "pycni"
     program.write_bytes(b"\x7fELF")
@@ -166,8 +167,8 @@ def test_a_sibling_hard_link_of_the_frozen_program_is_recognised(tmp_path, monke
     (tmp_path / "copy").write_bytes(b"\x7fELF")
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", str(program))
-    monkeypatch.setattr(libcni, "SIBLINGS", {"host-local": "ipam.host_local"})
-    assert invoke.sibling_module(str(tmp_path / "host-local")) == "ipam.host_local"
+    monkeypatch.setattr(libcni, "SIBLINGS", {"host-local": "ipam.host_local.host_local"})
+    assert invoke.sibling_module(str(tmp_path / "host-local")) == "ipam.host_local.host_local"
     assert invoke.sibling_module(str(tmp_path / "copy")) is None
     monkeypatch.setattr(sys, "frozen", False)
     assert invoke.sibling_module(str(tmp_path / "host-local")) is None
@@ -179,7 +180,7 @@ def test_in_process_sibling_answers_like_the_executable(tmp_path, monkeypatch, s
     import sys
 
     import libcni
-    from libcni import invoke
+    from libcni.delegation import invoke
 
     conf = {"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "static",
             "addresses": [{"address": "10.9.0.5/24", "gateway": "10.9.0.1"}]}}  # fmt: skip
@@ -190,8 +191,8 @@ def test_in_process_sibling_answers_like_the_executable(tmp_path, monkeypatch, s
     program = os.path.join(source_bin, "static")
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "executable", program)
-    monkeypatch.setattr(libcni, "SIBLINGS", {"static": "ipam.static"})
-    assert invoke.sibling_module(program) == "ipam.static"
+    monkeypatch.setattr(libcni, "SIBLINGS", {"static": "ipam.static.static"})
+    assert invoke.sibling_module(program) == "ipam.static.static"
     in_process = invoke.run(program, env, stdin, io.StringIO())
     assert in_process == executed
     bad = json.dumps(dict(conf, ipam={"type": "static", "addresses": [{"address": "x"}]}))

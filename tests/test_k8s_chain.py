@@ -1,5 +1,6 @@
-"""A Kubernetes-like network list run through libcni's list functions (libcni.netlist.Runtime),
-the way containerd runs it: bridge + host-local, portmap, bandwidth, tuning, firewall.
+"""A Kubernetes-like network list run through libcni's list functions
+(libcni.runtime.netlist.Runtime), the way containerd runs it: bridge + host-local, portmap,
+bandwidth, tuning, firewall.
 
 The runtime runs inside a test "host" netns (see l3node.Node); pods are further namespaces.
 """
@@ -23,7 +24,7 @@ RATE = 8_000_000
 DRIVER = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-from libcni import conflist, netlist
+from libcni.runtime import conflist, netlist
 plugin_dir, list_path, cache_dir, verb, cid, netns, caps = sys.argv[2:9]
 runtime = netlist.Runtime([plugin_dir], cache_dir=cache_dir)
 network = conflist.list_from_file(list_path)

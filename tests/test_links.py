@@ -1,4 +1,4 @@
-"""libcni.links helpers, called in-process against namespaces the tests own (always by path,
+"""libcni.kernel.links helpers, called in-process against namespaces the tests own (always by path,
 so nothing ever happens in the test runner's own netns)."""
 
 import os
@@ -7,9 +7,9 @@ import re
 import pytest
 from conftest import ns_exec
 
-from libcni import links
-from libcni.errors import CNIError
-from libcni.result import Result
+from libcni.kernel import links
+from libcni.protocol.errors import CNIError
+from libcni.protocol.result import Result
 
 
 def test_temp_name_is_veth_and_eight_hex_digits():

@@ -11,9 +11,9 @@ import pytest
 import recording_plugin
 from conftest import ip_json
 
-from libcni import cache, conflist
-from libcni.errors import CNIError
-from libcni.netlist import (
+from libcni.protocol.errors import CNIError
+from libcni.runtime import cache, conflist
+from libcni.runtime.netlist import (
     GCFailed,
     PluginFailed,
     Runtime,

@@ -6,8 +6,8 @@ import threading
 import pytest
 from conftest import ns_exec
 
-from libcni import netns as nsmod
-from libcni.errors import CNIError
+from libcni.kernel import netns as nsmod
+from libcni.protocol.errors import CNIError
 
 
 def current():

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from libcni import version
-from libcni.errors import CNIError
-from libcni.result import Result, convert
+from libcni.protocol import version
+from libcni.protocol.errors import CNIError
+from libcni.protocol.result import Result, convert
 
 FULL_C = {
     "cniVersion": "1.1.0",

@@ -2,7 +2,7 @@
 
 from conftest import ns_exec
 
-from libcni.rtnl import RouteSocket
+from libcni.kernel.rtnl import RouteSocket
 
 
 def test_missing_link_is_none(netns):

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from libcni import skel
-from libcni.errors import CNIError
-from libcni.result import Result
+from libcni.protocol import skel
+from libcni.protocol.errors import CNIError
+from libcni.protocol.result import Result
 
 FULL_ENV = {
     "CNI_COMMAND": "ADD",

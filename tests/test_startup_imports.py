@@ -56,8 +56,8 @@ def test_the_probe_lists_real_imports():
     # The listing is the interpreter's own: modules VERSION does need show up in it. VERSION
     # is answered before the plugin's module is imported at all.
     modules = version_imports("loopback")["modules"]
-    assert "libcni.gojson" in modules and "multicall" in modules
-    assert "plugins.loopback" not in modules and "libcni.skel" not in modules
+    assert "libcni.protocol.gojson" in modules and "multicall" in modules
+    assert "plugins.loopback.loopback" not in modules and "libcni.protocol.skel" not in modules
 
 
 @pytest.mark.parametrize("name", PLUGINS)
@@ -66,7 +66,7 @@ def test_early_version_answer_equals_the_plugins_own(name):
     import importlib
     import io
 
-    from libcni import skel
+    from libcni.protocol import skel
 
     module = importlib.import_module(TABLE["PLUGINS"][name])
     out = io.StringIO()

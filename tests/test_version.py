@@ -2,8 +2,8 @@
 
 import pytest
 
-from libcni import version
-from libcni.errors import CNIError
+from libcni.protocol import version
+from libcni.protocol.errors import CNIError
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,48 @@
+"""Delegated IPAM as main plugins use it: allocate, undo on failure, release, check, status, gc."""
+
+from contextlib import contextmanager
+
+from libcni.delegation.invoke import delegate
+from libcni.protocol.errors import INTERNAL, CNIError
+
+
+def type_of(conf) -> str:
+    """The configured IPAM plugin name, "" when the config has no (or an empty) `ipam`."""
+    section = getattr(conf, "ipam", None)
+    return section.type if section is not None else ""
+
+
+def forward(call, conf, command: str) -> None:
+    """STATUS or GC of a main plugin: the configured IPAM (if any) holds the state to report."""
+    kind = type_of(conf)
+    if kind:
+        delegate(call, kind, command)
+
+
+def add(call, ipam_type: str):
+    """IPAM ADD; a result without addresses is an error, as upstream."""
+    result = delegate(call, ipam_type, "ADD")
+    if not result.ips:
+        raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
+    return result
+
+
+def delete(call, ipam_type: str) -> None:
+    delegate(call, ipam_type, "DEL")
+
+
+def check(call, ipam_type: str) -> None:
+    delegate(call, ipam_type, "CHECK")
+
+
+@contextmanager
+def released_on_failure(call, ipam_type: str):
+    """Wrap the rest of an ADD: if it fails, give the addresses back before the error goes out."""
+    try:
+        yield
+    except BaseException:
+        try:
+            delete(call, ipam_type)
+        except CNIError as err:
+            call.log(f"rollback: releasing the IPAM allocation failed too: {err}")
+        raise

@@ -1,0 +1,207 @@
+"""IP masquerade for bridge and ptp (`ipMasq`): traffic from a container's addresses to anywhere
+outside their subnet leaves the node with the node's address.
+
+Both backends write exactly what upstream writes, so a node upgraded from (or downgraded to)
+the Go plugins deletes what the other made:
+- iptables: nat chain `CNI-<sha512(net+cid)>` with ACCEPT for the subnet and MASQUERADE for
+  non-multicast destinations, jumped to from POSTROUTING for `-s <ip>`, every rule commented
+  `name: "<net>" id: "<cid>"`.
+- nftables: table `inet cni_plugins_masquerade`, one rule per address in chain `masq_checks`,
+  commented `<H(net)>-<H(ifname:cid)>, net: .., if: .., id: ..`.
+Beyond upstream: teardown needs no addresses (iptables rules are found by their jump target),
+so a DEL whose netns is gone still cleans up; and GC removes what containers no longer valid
+left behind.
+"""
+
+import ipaddress
+
+from libcni.netfilter import batch as netfilter
+from libcni.protocol.errors import INVALID_NETWORK_CONFIG, CNIError
+from libcni.protocol.names import hashed_name, sha512_hex
+
+BACKENDS = ("iptables", "nftables")
+NFT_TABLE = "cni_plugins_masquerade"
+NFT_CHAIN = "masq_checks"
+NFT_TABLE_COMMENT = "Masquerading for plugins from github.com/containernetworking/plugins"
+NFT_CHAIN_COMMENT = (
+    "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet"
+)
+NFT_COMMENT_MAX = 128
+MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+
+
+def choose_backend(configured: str) -> str:
+    """`ipMasqBackend`, or upstream's default: iptables unless only nft is on the node."""
+    if configured:
+        if configured not in BACKENDS:
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f'unknown ipmasq backend "{configured}"',
+                'use "iptables" or "nftables", or leave it out to pick automatically',
+            )
+        return configured
+    if not netfilter.have("iptables-restore") and netfilter.have("nft"):
+        return "nftables"
+    return "iptables"
+
+
+# -- names ---------------------------------------------------------------------------------
+
+
+def chain_name(network: str, container_id: str) -> str:
+    return hashed_name("CNI-", network, container_id)
+
+
+def iptables_comment(network: str, container_id: str) -> str:
+    return f"name: {netfilter.quote(network)} id: {netfilter.quote(container_id)}"
+
+
+def nft_prefix(network: str, ifname: str, container_id: str) -> str:
+    return sha512_hex(network)[:16] + "-" + sha512_hex(f"{ifname}:{container_id}")[:16]
+
+
+def nft_comment(network: str, ifname: str, container_id: str) -> str:
+    plain = [s.replace('"', "") for s in (network, ifname, container_id)]
+    text = f"{nft_prefix(network, ifname, container_id)}, net: {plain[0]}, if: {plain[1]}, "
+    return (text + f"id: {plain[2]}")[:NFT_COMMENT_MAX]
+
+
+# -- setup ---------------------------------------------------------------------------------
+
+
+def setup(backend: str, network: str, ifname: str, container_id: str, addresses: list) -> None:
+    """Masquerade for `addresses` ("ip/prefix" strings) of one attachment."""
+    interfaces = [ipaddress.ip_interface(a) for a in addresses]
+    if backend == "nftables":
+        _setup_nft(network, ifname, container_id, interfaces)
+        return
+    for family in (4, 6):
+        mine = [i for i in interfaces if i.version == family]
+        if mine:
+            _setup_iptables(family, network, container_id, mine)
+
+
+def _setup_iptables(family: int, network: str, container_id: str, interfaces: list) -> None:
+    chain = chain_name(network, container_id)
+    comment = netfilter.quote(iptables_comment(network, container_id))
+    table = netfilter.save(family, "nat")
+    present = set(table.rules)
+    lines = [] if chain in table.chains else [f":{chain} - [0:0]"]
+    for iface in interfaces:
+        host_len = 32 if family == 4 else 128
+        # The order and spelling of iptables-save, so "already there" is a string compare.
+        wanted = [
+            f"-A {chain} -d {iface.network} -m comment --comment {comment} -j ACCEPT",
+            f"-A {chain} ! -d {MULTICAST[family]} -m comment --comment {comment} -j MASQUERADE",
+            f"-A POSTROUTING -s {iface.ip}/{host_len} -m comment --comment {comment} -j {chain}",
+        ]
+        lines += [rule for rule in wanted if rule not in present and rule not in lines]
+    netfilter.restore(family, "nat", lines)
+
+
+def _setup_nft(network: str, ifname: str, container_id: str, interfaces: list) -> None:
+    prefix = nft_prefix(network, ifname, container_id)
+    stale = [r for r in _nft_masq_rules() if r.get("comment", "").startswith(prefix)]
+    where = f"inet {NFT_TABLE}"
+    comment = netfilter.nft_string(nft_comment(network, ifname, container_id))
+    script = [
+        f"add table {where} {{ comment {netfilter.nft_string(NFT_TABLE_COMMENT)} ; }}",
+        f"add chain {where} {NFT_CHAIN} {{ comment {netfilter.nft_string(NFT_CHAIN_COMMENT)} ; }}",
+        f"add chain {where} postrouting {{ type nat hook postrouting priority srcnat ; }}",
+        f"flush chain {where} postrouting",
+        f"add rule {where} postrouting ip daddr == {MULTICAST[4]} return",
+        f"add rule {where} postrouting ip6 daddr == {MULTICAST[6]} return",
+        f"add rule {where} postrouting goto {NFT_CHAIN}",
+    ]
+    script += [f"delete rule {where} {NFT_CHAIN} handle {r['handle']}" for r in stale]
+    for iface in interfaces:
+        ip = "ip" if iface.version == 4 else "ip6"
+        script.append(
+            f"add rule {where} {NFT_CHAIN} {ip} saddr == {iface.ip} "
+            f"{ip} daddr != {iface.network} masquerade comment {comment}"
+        )
+    netfilter.nft_script("\n".join(script) + "\n")
+
+
+def _nft_masq_rules() -> list:
+    return netfilter.nft_rules("chain", "inet", NFT_TABLE, NFT_CHAIN)
+
+
+def setup_undoably(undo, backend: str, network: str, call, result) -> None:
+    """ADD's masquerade for every result address, registered first in the ADD's rollback."""
+    addresses = [ip["address"] for ip in result.ips]
+    undo.push(teardown, network, call.ifname, call.container_id, addresses)
+    setup(backend, network, call.ifname, call.container_id, addresses)
+
+
+# -- teardown ------------------------------------------------------------------------------
+
+
+def teardown_for_del(network: str, call, addresses: list | None) -> None:
+    """DEL's teardown: the addresses found on the deleted link, else the cached prevResult's.
+    Beyond upstream, the rules go even when the netns (and so the addresses) are gone."""
+    if not addresses:
+        previous = call.prev_result()
+        addresses = [ip["address"] for ip in previous.ips] if previous else None
+    teardown(network, call.ifname, call.container_id, addresses)
+
+
+def teardown(network: str, ifname: str, container_id: str, addresses: list | None = None) -> None:
+    """Remove the attachment's masquerade in both backends; absent rules are not an error.
+
+    `addresses` only narrows which IP families to look at; None looks at both.
+    """
+    families = {4, 6}
+    if addresses:
+        families = {ipaddress.ip_interface(a).version for a in addresses}
+    chain = chain_name(network, container_id)
+    for family in sorted(families):
+        _drop_iptables_chains(family, {chain})
+    prefix = nft_prefix(network, ifname, container_id)
+    _drop_nft_rules(lambda comment: comment.startswith(prefix))
+
+
+def _drop_iptables_chains(family: int, chains: set) -> None:
+    table = netfilter.save(family, "nat")
+    lines = [
+        "-D" + rule[2:]
+        for rule in table.rules_of("POSTROUTING")
+        if netfilter.target_of(rule) in chains
+    ]
+    for chain in sorted(chains & table.chains):
+        lines += [f"-F {chain}", f"-X {chain}"]
+    netfilter.restore(family, "nat", lines)
+
+
+def _drop_nft_rules(doomed) -> None:
+    rules = [r for r in _nft_masq_rules() if doomed(r.get("comment", ""))]
+    if rules:
+        where = f"inet {NFT_TABLE}"
+        netfilter.nft_script(
+            "".join(f"delete rule {where} {NFT_CHAIN} handle {r['handle']}\n" for r in rules)
+        )
+
+
+# -- GC ------------------------------------------------------------------------------------
+
+
+def gc(network: str, valid: list) -> None:
+    """Remove this network's masquerade for attachments not in `valid` [(cid, ifname)]."""
+    valid_chains = {chain_name(network, cid) for cid, _ in valid}
+    for family in (4, 6):
+        table = netfilter.save(family, "nat")
+        ours = set()
+        for rule in table.rules_of("POSTROUTING"):
+            target = netfilter.target_of(rule) or ""
+            comment = netfilter.comment_of(rule) or ""
+            if _names_network(comment, network) and target.startswith("CNI-"):
+                ours.add(target)
+        if ours - valid_chains:
+            _drop_iptables_chains(family, ours - valid_chains)
+    network_hash = sha512_hex(network)[:16] + "-"
+    valid_comments = {nft_comment(network, ifname, cid) for cid, ifname in valid}
+    _drop_nft_rules(lambda c: c.startswith(network_hash) and c not in valid_comments)
+
+
+def _names_network(comment: str, network: str) -> bool:
+    return comment.startswith(f"name: {netfilter.quote(network)} id: ")

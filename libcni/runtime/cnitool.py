@@ -1,0 +1,433 @@
+"""cnitool: run a CNI network list against a network namespace, the way a runtime would.
+
+Compatible with upstream's cnitool (same environment variables, same derived container ID,
+same cache), plus a few things that make it pleasant by hand: a config file in place of a
+network name, throwaway namespaces, flags for what upstream only takes from the
+environment, readable output, and errors that say what their code means.
+"""
+
+import os
+import sys
+
+from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, CNIError
+
+DEFAULT_NETCONFPATH = "/etc/cni/net.d"
+DEFAULT_CNI_PATH = "/opt/cni/bin"
+NETNS_DIRS = ("/var/run/netns", "/run/netns")
+COMMANDS = ("add", "check", "del", "gc", "status", "version")
+
+USAGE = "cnitool [options] {add|check|del|gc|status|version} NETWORK [NETNS]"
+
+DESCRIPTION = """\
+Attach a network namespace to a CNI network, check it, detach it, or ask the network's
+plugins for garbage collection, status and versions.
+
+commands:
+  add NETWORK NETNS     run ADD on every plugin of NETWORK in order; print the result
+  check NETWORK NETNS   run CHECK with the cached result (cniVersion 0.4.0+)
+  del NETWORK NETNS     run DEL on every plugin in reverse order; forget the cached result
+  gc NETWORK            delete every cached attachment of NETWORK not named with --valid,
+                        then run GC on each plugin (cniVersion 1.1.0+)
+  status NETWORK        run STATUS on each plugin (cniVersion 1.1.0+)
+  version [NETWORK]     the CNI versions each plugin of NETWORK supports (no NETWORK:
+                        cnitool's own)
+
+NETWORK is a network name from the config directory, or a path to a .conflist/.conf/.json
+file (anything containing a "/"). NETNS is a netns path, or a name in /var/run/netns."""
+
+EPILOG = """\
+environment:
+  NETCONFPATH   config directory (default /etc/cni/net.d)
+  CNI_PATH      ':'-separated plugin directories (default /opt/cni/bin)
+  CNI_IFNAME    interface name when --ifname is not given (default eth0)
+  CNI_ARGS      KEY=VALUE;KEY=VALUE passed to plugins as CNI_ARGS
+  CAP_ARGS      JSON object of capability arguments (see --capability-args)
+
+The container ID is derived from the netns path (cnitool-<sha512 prefix>), as upstream
+cnitool does, so add and del of the same path meet in the cache.
+On error the CNI error JSON is printed on stdout, an explanation on stderr; exit status 1."""
+
+
+class Output:
+    """Prints results and errors: Go's byte layout with --raw, indented for people otherwise."""
+
+    def __init__(self, stdout, stderr, pretty: bool):
+        self.stdout = stdout
+        self.stderr = stderr
+        self.pretty = pretty
+
+    def json(self, obj, sort_keys: bool = False) -> None:
+        if self.pretty:
+            import json
+
+            self.stdout.write(json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False))
+            self.stdout.write("\n")
+        else:
+            from libcni.protocol.gojson import indent
+
+            self.stdout.write(indent(obj, sort_keys=sort_keys))
+
+    def result(self, result) -> None:
+        from libcni.protocol import version as versions
+
+        sort = versions.family(result.cni_version) is versions.FAMILY_C
+        self.json(result.to_version(result.cni_version), sort_keys=sort)
+
+    def note(self, text: str) -> None:
+        self.stderr.write(f"cnitool: {text}\n")
+
+    def error(self, err: CNIError, action: str) -> None:
+        from libcni.protocol.errors import explain
+
+        self.json(err.to_dict())
+        self.note(f"{action} failed: {err}")
+        self.stderr.write(f"error {err.code}: {explain(err.code)}\n")
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+def container_id_for(netns_path: str) -> str:
+    """Upstream cnitool's container ID: the first 10 bytes of sha512(netns path), in hex."""
+    import hashlib
+
+    return "cnitool-" + hashlib.sha512(netns_path.encode()).digest()[:10].hex()
+
+
+def parse_cni_args(text: str) -> list:
+    """CNI_ARGS into [(key, value)]; every piece must be KEY=VALUE with both non-empty."""
+    pairs = []
+    for piece in text.split(";"):
+        parts = piece.split("=")
+        if len(parts) != 2 or not parts[0] or not parts[1]:
+            raise CNIError(
+                INVALID_ENVIRONMENT,
+                f'invalid CNI_ARGS pair "{piece}"',
+                'CNI_ARGS must be KEY=VALUE pairs separated by ";" (values cannot contain "=")',
+            )
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def parse_capability_args(text: str, source: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise CNIError(INVALID_ENVIRONMENT, f"{source} is not valid JSON: {err}") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CNIError(
+            INVALID_ENVIRONMENT,
+            f"{source} must be a JSON object",
+            'e.g. {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}',
+        )
+    return value
+
+
+def netns_path(arg: str) -> str:
+    """A netns argument as an absolute path: bare names live in /var/run/netns."""
+    if "/" not in arg:
+        return os.path.join(NETNS_DIRS[0], arg)
+    return os.path.abspath(arg)
+
+
+def _parser():
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="cnitool",
+        usage=USAGE,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", choices=COMMANDS, metavar="COMMAND")
+    parser.add_argument("network", nargs="?", metavar="NETWORK")
+    parser.add_argument("netns", nargs="?", metavar="NETNS")
+    parser.add_argument("--conf", metavar="FILE", help="use this config file instead of NETWORK")
+    parser.add_argument("-i", "--ifname", help="interface name (default: $CNI_IFNAME or eth0)")
+    parser.add_argument(
+        "--container-id", help="container ID (default: derived from the netns path)"
+    )
+    parser.add_argument(
+        "--cache-dir", default=None, help="result cache directory (default: /var/lib/cni)"
+    )
+    parser.add_argument(
+        "--capability-args",
+        metavar="JSON",
+        help="capability arguments as a JSON object (overrides $CAP_ARGS)",
+    )
+    parser.add_argument(
+        "--netns-create",
+        action="store_true",
+        help="add: create NETNS (a name; generated when omitted) first; del: remove it afterwards",
+    )
+    parser.add_argument(
+        "--valid",
+        action="append",
+        metavar="CONTAINERID/IFNAME",
+        help="gc: an attachment to keep (repeatable); without it every cached attachment "
+        "of NETWORK is deleted",
+    )
+    style = parser.add_mutually_exclusive_group()
+    style.add_argument(
+        "--pretty", action="store_true", default=None, help="indented output (default on a tty)"
+    )
+    style.add_argument(
+        "--raw",
+        action="store_false",
+        dest="pretty",
+        default=None,
+        help="upstream cnitool's exact output bytes (default when not a tty)",
+    )
+    return parser
+
+
+class Invocation:
+    """Everything one cnitool run needs, decoded from argv and the environment."""
+
+    def __init__(self, opts, environ, parser):
+        self.opts = opts
+        self.environ = environ
+        self.parser = parser
+        self.command = opts.command
+        self.network_arg = opts.network
+        self.netns_arg = opts.netns
+        if opts.conf is not None:
+            if opts.netns is not None:
+                parser.error("with --conf, give only COMMAND and NETNS")
+            self.network_arg, self.netns_arg = None, opts.network
+        if self.network_arg is None and opts.conf is None and self.command != "version":
+            parser.error(f"{self.command} needs a NETWORK (a name or a config file path)")
+        if opts.netns_create and self.command not in ("add", "del"):
+            parser.error("--netns-create is for add and del")
+        if opts.valid and self.command != "gc":
+            parser.error("--valid is for gc")
+        if self.command in ("add", "check") and not self.netns_arg and not opts.netns_create:
+            parser.error(f"{self.command} needs a NETNS (a netns path or a name in /var/run/netns)")
+        if self.command == "del" and not self.netns_arg and not opts.container_id:
+            parser.error("del needs a NETNS (or --container-id)")
+        if opts.netns_create and self.command == "del" and not self.netns_arg:
+            parser.error("del --netns-create needs the NETNS to remove")
+
+    def load(self):
+        from libcni.runtime import conflist
+
+        if self.opts.conf is not None:
+            return conflist.load_file(self.opts.conf)
+        if "/" in self.network_arg:
+            return conflist.load_file(self.network_arg)
+        directory = self.environ.get("NETCONFPATH") or DEFAULT_NETCONFPATH
+        return conflist.load_network(directory, self.network_arg)
+
+    def runtime_conf(self, netns: str):
+        from libcni.runtime.netlist import RuntimeConf
+
+        capability_text = self.opts.capability_args
+        source = "--capability-args"
+        if capability_text is None:
+            capability_text, source = self.environ.get("CAP_ARGS", ""), "CAP_ARGS"
+        capability_args = parse_capability_args(capability_text, source) if capability_text else {}
+        cni_args_text = self.environ.get("CNI_ARGS", "")
+        ifname = self.opts.ifname or self.environ.get("CNI_IFNAME") or "eth0"
+        return RuntimeConf(
+            container_id=self.opts.container_id or container_id_for(netns),
+            netns=netns,
+            ifname=ifname,
+            args=parse_cni_args(cni_args_text) if cni_args_text else [],
+            capability_args=capability_args,
+        )
+
+    def runtime(self, stderr):
+        from libcni.runtime import cache
+        from libcni.runtime.netlist import Runtime
+
+        cni_path = self.environ.get("CNI_PATH")
+        if cni_path is None:
+            cni_path = DEFAULT_CNI_PATH
+        return Runtime(
+            cni_path.split(":"),
+            cache_dir=self.opts.cache_dir or cache.DEFAULT_DIR,
+            environ=self.environ,
+            stderr=stderr,
+        )
+
+    def valid_attachments(self):
+        if self.opts.valid is None:
+            return None
+        pairs = []
+        for text in self.opts.valid:
+            container_id, slash, ifname = text.partition("/")
+            if not slash or not container_id or not ifname:
+                self.parser.error(f"--valid wants CONTAINERID/IFNAME, got {text!r}")
+            pairs.append((container_id, ifname))
+        return pairs
+
+
+# -- throwaway namespaces -------------------------------------------------------------------
+
+
+def _netns_name(path: str) -> str:
+    directory, name = os.path.split(path)
+    if directory not in NETNS_DIRS or not name:
+        raise CNIError(
+            INVALID_ENVIRONMENT,
+            f"--netns-create manages namespaces in /var/run/netns only, not {path}",
+            "give a bare name such as ctr1",
+        )
+    return name
+
+
+def _ip_netns(verb: str, name: str) -> None:
+    import subprocess
+
+    from libcni.delegation.invoke import clean_environ
+
+    proc = subprocess.run(
+        ["ip", "netns", verb, name],
+        capture_output=True,
+        text=True,
+        env=clean_environ(os.environ),
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise CNIError(
+            INTERNAL, f"ip netns {verb} {name} failed: {proc.stderr.strip() or proc.returncode}"
+        )
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _add(inv: Invocation, out: Output, netlist) -> None:
+    runtime = inv.runtime(out.stderr)
+    created = None
+    if inv.opts.netns_create:
+        if not inv.netns_arg:
+            import secrets
+
+            inv.netns_arg = "cnitool-" + secrets.token_hex(4)
+        path = netns_path(inv.netns_arg)
+        created = _netns_name(path)
+        if os.path.exists(path):
+            raise CNIError(
+                INVALID_ENVIRONMENT,
+                f"network namespace {path} already exists",
+                "drop --netns-create to use it",
+            )
+        _ip_netns("add", created)
+        out.note(f"created network namespace {path}")
+    path = netns_path(inv.netns_arg)
+    rt = inv.runtime_conf(path)
+    try:
+        result = runtime.add(netlist, rt)
+    except CNIError:
+        if created:
+            # Undo what the failed ADD may have left (host-side state, IPAM) before the
+            # namespace goes away, as a runtime would.
+            try:
+                runtime.delete(netlist, rt)
+            except CNIError as err:
+                out.note(f"cleanup DEL after the failed add also failed: {err}")
+            _ip_netns("delete", created)
+            out.note(f"removed network namespace {path}")
+        raise
+    out.result(result)
+
+
+def _del(inv: Invocation, out: Output, netlist) -> None:
+    path = netns_path(inv.netns_arg) if inv.netns_arg else ""
+    name = _netns_name(path) if inv.opts.netns_create else None
+    inv.runtime(out.stderr).delete(netlist, inv.runtime_conf(path))
+    if name and os.path.exists(path):
+        _ip_netns("delete", name)
+        out.note(f"removed network namespace {path}")
+
+
+def _check(inv: Invocation, out: Output, netlist) -> None:
+    inv.runtime(out.stderr).check(netlist, inv.runtime_conf(netns_path(inv.netns_arg)))
+
+
+def _gc(inv: Invocation, out: Output, netlist) -> None:
+    deleted = inv.runtime(out.stderr).gc(netlist, inv.valid_attachments())
+    for container_id, ifname in deleted:
+        out.note(f"deleted stale attachment {container_id} {ifname}")
+
+
+def _status(inv: Invocation, out: Output, netlist) -> None:
+    asked = inv.runtime(out.stderr).status(netlist)
+    if not asked:
+        out.note(
+            f'network "{netlist.name}" has cniVersion "{netlist.cni_version}"; '
+            "STATUS needs 1.1.0 or newer, no plugin was asked"
+        )
+
+
+def _version(inv: Invocation, out: Output) -> int:
+    from libcni import PYCNI_VERSION
+    from libcni.protocol import version as versions
+
+    if inv.network_arg is None and inv.opts.conf is None:
+        out.json(
+            {
+                "cniVersion": versions.CURRENT,
+                "supportedVersions": list(versions.ALL),
+                "pycniVersion": PYCNI_VERSION,
+            }
+        )
+        return 0
+    netlist = inv.load()
+    runtime = inv.runtime(out.stderr)
+    wanted = netlist.cni_version or "0.1.0"
+    report = []
+    unsupported = []
+    for plugin in netlist.plugins:
+        path = runtime.find(plugin.type)
+        supported = runtime.version_info(plugin.type)
+        report.append({"type": plugin.type, "path": path, "supportedVersions": supported})
+        if wanted not in supported:
+            unsupported.append(plugin.type)
+    out.json({"name": netlist.name, "cniVersion": netlist.cni_version, "plugins": report})
+    for plugin_type in unsupported:
+        out.note(f'plugin {plugin_type} does not support config version "{wanted}"')
+    return 1 if unsupported else 0
+
+
+RUNNERS = {"add": _add, "check": _check, "del": _del, "gc": _gc, "status": _status}
+
+
+def run(argv, environ, stdout, stderr) -> int:
+    parser = _parser()
+    if not argv:
+        parser.print_usage(stderr)
+        stderr.write("run 'cnitool --help' for the commands and options\n")
+        return 2
+    try:
+        opts = parser.parse_intermixed_args(argv)
+        inv = Invocation(opts, environ, parser)
+    except SystemExit as exit_request:
+        return int(exit_request.code or 0)
+    pretty = opts.pretty if opts.pretty is not None else stdout.isatty()
+    out = Output(stdout, stderr, pretty)
+    try:
+        if inv.command == "version":
+            return _version(inv, out)
+        netlist = inv.load()
+        RUNNERS[inv.command](inv, out, netlist)
+        return 0
+    except CNIError as err:
+        out.error(err, inv.command)
+        return 1
+
+
+def main(argv=None) -> int:
+    code = run(sys.argv[1:] if argv is None else argv, os.environ, sys.stdout, sys.stderr)
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

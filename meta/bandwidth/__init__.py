@@ -1,0 +1,1 @@
+"""The bandwidth plugin: its config and verbs, and what only it uses."""

@@ -1,0 +1,115 @@
+"""bandwidth: rate-limit a container's traffic on the host side of its veth, chained after a
+veth-based main plugin (bridge, ptp). Ingress (into the container) is a tbf on the host veth;
+egress goes through an ifb device `bwp<hash>` with its own tbf.
+"""
+
+from libcni.protocol import names, skel
+from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.errors import INTERNAL, CNIError, config_error
+from libcni.protocol.result import Result
+from libcni.protocol.version import starting_from
+from meta.bandwidth import tc
+
+KEYS = ("ingressRate", "ingressBurst", "egressRate", "egressBurst")
+MAX_BURST_BYTES = 2**32 - 1
+
+
+class BandwidthEntry(Struct):
+    ingressRate: int = 0
+    ingressBurst: int = 0
+    egressRate: int = 0
+    egressBurst: int = 0
+
+
+class RuntimeConfig(Struct):
+    bandwidth: BandwidthEntry = None  # type: ignore[assignment]
+
+
+class BandwidthConf(NetConf, BandwidthEntry):
+    runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
+
+
+def limits(call: skel.Call) -> BandwidthEntry | None:
+    """The top-level limits, or the runtime's `bandwidth` capability when none are set."""
+    conf = call.load(BandwidthConf)
+    entry: BandwidthEntry = conf
+    if not any(getattr(conf, key) for key in KEYS):
+        runtime = conf.runtimeConfig.bandwidth if conf.runtimeConfig is not None else None
+        entry = runtime if runtime is not None else conf
+    for key in KEYS:
+        if getattr(entry, key) < 0:
+            raise config_error(f"{key} must not be negative: {getattr(entry, key)}")
+    for direction in ("ingress", "egress"):
+        rate, burst = getattr(entry, direction + "Rate"), getattr(entry, direction + "Burst")
+        if rate and not burst:
+            raise config_error("if rate is set, burst must also be set")
+        if burst and not rate:
+            raise config_error("if burst is set, rate must also be set")
+        if burst // 8 >= MAX_BURST_BYTES:
+            raise config_error("burst cannot be more than 4GB")
+    return entry if any(getattr(entry, key) for key in KEYS) else None
+
+
+def ifb_name(call: skel.Call) -> str:
+    return names.hashed_name("bwp", call.network_name, call.container_id, 15)
+
+
+def owner(call: skel.Call) -> str:
+    # Set as the ifb's alias, so GC knows the network and container it belongs to.
+    return f"cni-bandwidth {call.network_name} {call.container_id}"
+
+
+def buckets(entry: BandwidthEntry) -> tuple:
+    ingress = tc.Tbf(entry.ingressRate, entry.ingressBurst) if entry.ingressRate else None
+    egress = tc.Tbf(entry.egressRate, entry.egressBurst) if entry.egressRate else None
+    return ingress, egress
+
+
+def add(call: skel.Call) -> Result:
+    entry = limits(call)
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "must be called as chained plugin")
+    if entry is None:
+        return previous
+    host_veth = tc.host_peer(call.netns, call.ifname, previous)
+    ingress, egress = buckets(entry)
+    ifb = tc.shape(host_veth, ifb_name(call), owner(call), ingress, egress)
+    if ifb is not None:
+        previous.add_interface(**ifb)
+    return previous
+
+
+def delete(call: skel.Call) -> None:
+    call.load(BandwidthConf)
+    tc.remove_ifb(ifb_name(call))
+
+
+def check(call: skel.Call) -> None:
+    entry = limits(call)
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "must be called as a chained plugin")
+    if entry is None:
+        return
+    host_veth = tc.host_peer(call.netns, call.ifname, previous)
+    tc.check(host_veth, ifb_name(call), *buckets(entry))
+
+
+def gc(call: skel.Call) -> None:
+    keep = {container_id for container_id, _ in call.valid_attachments()}
+    tc.collect_ifbs(f"cni-bandwidth {call.network_name} ", keep)
+
+
+PLUGIN = skel.Plugin(
+    "bandwidth", add=add, delete=delete, check=check, gc=gc,
+    supported_versions=starting_from("0.3.0"),
+)  # fmt: skip
+
+
+def main() -> int:
+    return skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

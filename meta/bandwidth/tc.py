@@ -1,0 +1,246 @@
+"""Traffic control for bandwidth, spoken over rtnetlink with the standard library
+(libcni.kernel.rtnl): token-bucket (tbf) qdiscs, the ingress qdisc, and a match-all u32 filter
+redirecting a host veth's ingress to an ifb device.
+
+The tbf numbers are computed exactly as upstream's Go plugin does (float maths truncated to
+uint32, wrapping like amd64 Go), so a CHECK by either side accepts what the other created.
+"""
+
+import struct
+
+from libcni.kernel.rtnl import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    _attr,
+    _attrs,
+    _cstr,
+    _nested,
+)
+
+RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC, RTM_NEWTFILTER = 36, 37, 38, 44
+TCA_KIND, TCA_OPTIONS = 1, 2
+TCA_TBF_PARMS, TCA_TBF_RATE64 = 1, 4
+TCA_U32_CLASSID, TCA_U32_SEL, TCA_U32_ACT = 1, 5, 7
+TCA_ACT_KIND, TCA_ACT_OPTIONS, TCA_MIRRED_PARMS = 1, 2, 2
+TCA_EGRESS_REDIR, TC_ACT_STOLEN, TC_U32_TERMINAL = 1, 4, 1
+TC_H_ROOT, TC_H_INGRESS = 0xFFFFFFFF, 0xFFFFFFF1
+INGRESS_HANDLE, TBF_HANDLE, FLOW_1_1 = 0xFFFF0000, 0x00010000, 0x00010001
+ETH_P_ALL_BE = 0x0300  # htons(ETH_P_ALL)
+TIME_UNITS_PER_SEC = 1_000_000
+LATENCY_USEC = 25_000.0  # upstream's fixed 25 ms
+UINT32 = 0xFFFFFFFF
+
+_TCMSG = struct.Struct("=BxHiIII")
+_RATESPEC = struct.Struct("=BBHhHI")
+_TBF_QOPT = struct.Struct("=12s12sIII")
+_U32_SEL = struct.Struct("=BBBxHHhhI")
+_U32_KEY = struct.Struct("=IIii")
+_MIRRED = struct.Struct("=IIiiiiI")
+
+
+def _u32(value: float) -> int:
+    """Go's uint32(float64) on amd64: truncate toward zero, keep the low 32 bits."""
+    return int(value) & UINT32
+
+
+def tick_in_usec(psched: str = "/proc/net/psched") -> float:
+    with open(psched) as f:
+        t2us, us2t, _, clock_res = (int(part, 16) for part in f.read().split()[:4])
+    if clock_res == 1_000_000_000:
+        clock_res = TIME_UNITS_PER_SEC
+    return t2us / us2t * (clock_res / TIME_UNITS_PER_SEC)
+
+
+class Tbf:
+    """tbf parameters for a rate and burst given in bits, as upstream's createTBF sets them."""
+
+    def __init__(self, rate_bits: int, burst_bits: int, tick: float | None = None):
+        tick = tick_in_usec() if tick is None else tick
+        self.rate = rate_bits // 8  # bytes per second
+        burst = _u32(burst_bits // 8)
+        self.buffer = _u32(_u32(burst * TIME_UNITS_PER_SEC / self.rate) * tick)
+        self.limit = (_u32(self.rate * LATENCY_USEC / TIME_UNITS_PER_SEC) + burst) & UINT32
+
+    def options(self) -> bytes:
+        rate = _RATESPEC.pack(0, 0, 0, 0, 0, min(self.rate, UINT32))
+        parms = _TBF_QOPT.pack(rate, b"\0" * 12, self.limit, self.buffer, 0)
+        attrs = _attr(TCA_TBF_PARMS, parms)
+        if self.rate > UINT32:
+            attrs += _attr(TCA_TBF_RATE64, struct.pack("=Q", self.rate))
+        return attrs
+
+
+def _tcmsg(index: int, handle: int, parent: int, info: int = 0) -> bytes:
+    return _TCMSG.pack(0, 0, index, handle, parent, info)
+
+
+def add_tbf(sock, index: int, tbf: Tbf) -> None:
+    """`tc qdisc add dev <index> root handle 1: tbf ...`"""
+    body = _tcmsg(index, TBF_HANDLE, TC_H_ROOT)
+    body += _attr(TCA_KIND, _cstr("tbf")) + _nested(TCA_OPTIONS, tbf.options())
+    sock._request(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+
+def add_ingress(sock, index: int) -> None:
+    """`tc qdisc add dev <index> handle ffff: ingress`"""
+    body = _tcmsg(index, INGRESS_HANDLE, TC_H_INGRESS) + _attr(TCA_KIND, _cstr("ingress"))
+    sock._request(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+
+def add_redirect(sock, index: int, target: int) -> None:
+    """u32 match-all filter (prio 1, protocol all, flowid 1:1) on the ingress qdisc whose
+    action is `mirred egress redirect dev <target>` (packet stolen)."""
+    selector = _U32_SEL.pack(TC_U32_TERMINAL, 0, 1, 0, 0, 0, 0, 0) + _U32_KEY.pack(0, 0, 0, 0)
+    mirred = _MIRRED.pack(0, 0, TC_ACT_STOLEN, 0, 0, TCA_EGRESS_REDIR, target)
+    action = _attr(TCA_ACT_KIND, _cstr("mirred"))
+    action += _nested(TCA_ACT_OPTIONS, _attr(TCA_MIRRED_PARMS, mirred))
+    options = _attr(TCA_U32_CLASSID, struct.pack("=I", FLOW_1_1))
+    options += _attr(TCA_U32_SEL, selector) + _nested(TCA_U32_ACT, _nested(1, action))
+    body = _tcmsg(index, 0, INGRESS_HANDLE, (1 << 16) | ETH_P_ALL_BE)
+    body += _attr(TCA_KIND, _cstr("u32")) + _nested(TCA_OPTIONS, options)
+    sock._request(RTM_NEWTFILTER, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+
+
+def qdiscs(sock, index: int) -> list:
+    """(kind, handle, parent, tbf (rate, limit, buffer) or None) of the link's qdiscs."""
+    found = []
+    for _, payload in sock._request(RTM_GETQDISC, NLM_F_DUMP, _tcmsg(0, 0, 0)):
+        _, _, owner, handle, parent, _ = _TCMSG.unpack_from(payload)
+        if owner != index:
+            continue
+        attrs = _attrs(payload[_TCMSG.size :])
+        kind = attrs.get(TCA_KIND, b"\0").rstrip(b"\0").decode()
+        params = None
+        if kind == "tbf":
+            options = _attrs(attrs.get(TCA_OPTIONS, b""))
+            if TCA_TBF_PARMS in options:
+                rate, _, limit, buffer, _ = _TBF_QOPT.unpack_from(options[TCA_TBF_PARMS])
+                rate = _RATESPEC.unpack(rate)[-1]
+                if TCA_TBF_RATE64 in options:
+                    rate = struct.unpack("=Q", options[TCA_TBF_RATE64])[0]
+                params = (rate, limit, buffer)
+        found.append((kind, handle, parent, params))
+    return found
+
+
+# -- bandwidth's host side -----------------------------------------------------------------
+
+
+def host_peer(netns_path: str, ifname: str, result) -> str:
+    """The host end of the container's veth, which must be listed in the result."""
+    from libcni.kernel.rtnl import RouteSocket
+    from libcni.protocol.errors import INTERNAL, CNIError
+
+    if not result.interfaces:
+        raise CNIError(INTERNAL, "no interfaces provided")
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
+    if link is None or link.kind != "veth" or not link.peer:
+        raise CNIError(
+            INTERNAL,
+            f"container interface {ifname} has no veth peer",
+            "bandwidth shapes veth-based networks (bridge, ptp, ...), not macvlan or ipvlan",
+        )
+    with RouteSocket() as sock:
+        peer = sock.link_by_index(link.peer)
+    listed = {i.get("name") for i in result.interfaces if not i.get("sandbox")}
+    if peer is None or peer.name not in listed:
+        raise CNIError(INTERNAL, "no veth peer of container interface found in host ns")
+    return peer.name
+
+
+def shape(host_veth: str, ifb: str, owner: str, ingress: Tbf | None, egress: Tbf | None):
+    """Limit what enters the container (tbf on the host veth) and what leaves it (host veth
+    ingress redirected to `ifb`, tbf there). Returns the ifb's result entry or None. Undone
+    entirely if a step fails."""
+    import errno as errnos
+
+    from libcni.kernel.links import strerror
+    from libcni.kernel.rtnl import RouteSocket
+    from libcni.protocol.errors import INTERNAL, CNIError
+
+    made_ifb = None
+    with RouteSocket() as sock:
+        host = sock.link(host_veth)
+        try:
+            if ingress is not None:
+                add_tbf(sock, host.index, ingress)
+            if egress is None:
+                return None
+            sock.add_link(ifb, "ifb", mtu=host.mtu)
+            made_ifb = sock.link(ifb)
+            # Upstream sets txqueuelen 0 on purpose (see its ifb_creator.go); the alias names
+            # the owner for GC (the kernel applies an alias only on a change, not at creation).
+            sock.set_link(made_ifb.index, up=True, txqlen=0, alias=owner)
+            add_ingress(sock, host.index)
+            add_redirect(sock, host.index, made_ifb.index)
+            add_tbf(sock, made_ifb.index, egress)
+            return {"name": ifb, "mac": sock.link(ifb).mac}
+        except OSError as err:
+            for kind, handle, parent, _ in qdiscs(sock, host.index):
+                if (kind, handle) in (("tbf", TBF_HANDLE), ("ingress", INGRESS_HANDLE)):
+                    _quietly(sock, RTM_DELQDISC, _tcmsg(host.index, handle, parent))
+            if made_ifb is not None:
+                _quietly_delete(sock, made_ifb.index)
+            what = "ifb device already exists" if err.errno == errnos.EEXIST else strerror(err)
+            raise CNIError(INTERNAL, f"failed to set up bandwidth limits: {what}") from None
+
+
+def _quietly(sock, kind: int, body: bytes) -> None:
+    try:
+        sock._request(kind, NLM_F_ACK, body)
+    except OSError:
+        pass
+
+
+def _quietly_delete(sock, index: int) -> None:
+    try:
+        sock.delete_link(index)
+    except OSError:
+        pass
+
+
+def remove_ifb(name: str) -> None:
+    from libcni.kernel.rtnl import RouteSocket
+
+    with RouteSocket() as sock:
+        link = sock.link(name)
+        if link is not None and link.kind == "ifb":
+            _quietly_delete(sock, link.index)
+
+
+def check(host_veth: str, ifb: str, ingress: Tbf | None, egress: Tbf | None) -> None:
+    from libcni.kernel.rtnl import RouteSocket
+    from libcni.protocol.errors import INTERNAL, CNIError
+
+    with RouteSocket() as sock:
+        for device, wanted in ((host_veth, ingress), (ifb, egress)):
+            if wanted is None:
+                continue
+            link = sock.link(device)
+            if link is None:
+                raise CNIError(INTERNAL, f"get ifb device: {device} not found")
+            tbfs = [p for kind, _, parent, p in qdiscs(sock, link.index)
+                    if kind == "tbf" and parent == TC_H_ROOT]  # fmt: skip
+            if not tbfs:
+                raise CNIError(INTERNAL, "Failed to find qdisc", f"no root tbf on {device}")
+            rate, limit, buffer = tbfs[0]
+            for name, have, want in (("Rate", rate, wanted.rate), ("Limit", limit, wanted.limit),
+                                     ("Buffer", buffer, wanted.buffer)):  # fmt: skip
+                if have != want:
+                    raise CNIError(
+                        INTERNAL, f"{name} doesn't match", f"{device}: {have}, expected {want}"
+                    )
+
+
+def collect_ifbs(owner_prefix: str, keep: set) -> None:
+    """GC: delete our ifbs (alias `<owner_prefix><containerID>`) whose container is not kept."""
+    from libcni.kernel.rtnl import RouteSocket
+
+    with RouteSocket() as sock:
+        for link in sock.links():
+            if link.kind == "ifb" and link.alias.startswith(owner_prefix):
+                if link.alias[len(owner_prefix) :] not in keep:
+                    _quietly_delete(sock, link.index)

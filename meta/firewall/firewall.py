@@ -1,0 +1,162 @@
+"""firewall: let a container's traffic through the node's FORWARD path (for nodes whose policy
+drops forwarded traffic), optionally isolating bridges from each other (`ingressPolicy`).
+
+Backends: iptables and firewalld as upstream, plus nftables. An empty `backend` picks like
+upstream: firewalld when it runs on the system bus, else iptables.
+"""
+
+from libcni.protocol import skel
+from libcni.protocol.config import NetConf
+from libcni.protocol.errors import INTERNAL, CNIError, config_error
+from libcni.protocol.result import Result
+from libcni.protocol.version import starting_from
+from meta.firewall import rules as fwrules
+
+BACKENDS = ("iptables", "firewalld", "nftables")
+POLICIES = ("", "open", "same-bridge", "isolated")
+
+
+class FirewallConf(NetConf):
+    backend: str = ""
+    iptablesAdminChainName: str = ""
+    firewalldZone: str = ""
+    ingressPolicy: str = ""
+
+
+def load_conf(call: skel.Call) -> FirewallConf:
+    conf = call.load(FirewallConf)
+    if conf.backend not in ("", *BACKENDS):
+        raise config_error(
+            f'unknown firewall backend "{conf.backend}"',
+            'use "iptables", "firewalld" or "nftables", or leave it empty to pick automatically',
+        )
+    if conf.ingressPolicy not in POLICIES:
+        raise config_error(f'unknown ingress policy: "{conf.ingressPolicy}"',
+                           "use open, same-bridge or isolated")  # fmt: skip
+    conf.backend = conf.backend or ("firewalld" if fwrules.firewalld_running() else "iptables")
+    conf.iptablesAdminChainName = conf.iptablesAdminChainName or "CNI-ADMIN"
+    conf.firewalldZone = conf.firewalldZone or "trusted"
+    return conf
+
+
+def addresses(result: Result) -> dict:
+    """{family: ["ip/32", ...]} of every address in the result (any interface, as upstream)."""
+    found: dict = {4: [], 6: []}
+    for entry in result.ips:
+        family, cidr = fwrules.host_cidr(entry["address"])
+        found[family].append(cidr)
+    return found
+
+
+def prev_result(call: skel.Call) -> Result:
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "missing prevResult from earlier plugin")
+    return previous
+
+
+def add(call: skel.Call) -> Result:
+    conf = load_conf(call)
+    previous = prev_result(call)
+    by_family = addresses(previous)
+    if conf.backend == "firewalld":
+        for cidr in by_family[4] + by_family[6]:
+            try:
+                fwrules.firewalld_call("addSource", conf.firewalldZone, cidr)
+            except CNIError as err:
+                if "ZONE_ALREADY_SET" not in err.msg:
+                    raise
+    elif conf.backend == "nftables":
+        cidrs = by_family[4] + by_family[6]
+        fwrules.setup_nft(cidrs, conf.iptablesAdminChainName, conf.name, call.container_id,
+                          call.ifname)  # fmt: skip
+    else:
+        for family, cidrs in by_family.items():
+            if cidrs:
+                fwrules.setup_iptables(family, cidrs, conf.iptablesAdminChainName)
+    if conf.ingressPolicy in ("same-bridge", "isolated"):
+        isolate(conf, previous, by_family)
+    return previous
+
+
+def isolate(conf: FirewallConf, previous: Result, by_family: dict) -> None:
+    """Bridge isolation, always raw netfilter (even with firewalld), as upstream."""
+    if not previous.interfaces or not previous.interfaces[0].get("name"):
+        raise CNIError(
+            INTERNAL,
+            f'interface needs to be set for ingress policy "{conf.ingressPolicy}", '
+            'make sure to chain "firewall" plugin with "bridge"',
+        )
+    bridge = previous.interfaces[0]["name"]
+    isolated = conf.ingressPolicy == "isolated"
+    if conf.backend == "nftables":
+        fwrules.isolate_nft(bridge, isolated)
+        return
+    for family, cidrs in by_family.items():
+        if cidrs:
+            fwrules.isolate_iptables(family, bridge, isolated)
+
+
+def delete(call: skel.Call) -> None:
+    conf = load_conf(call)
+    previous = call.prev_result()
+    if conf.backend == "nftables":
+        fwrules.teardown_nft(conf.name, call.container_id, call.ifname)
+        return
+    if previous is None:
+        return  # iptables and firewalld rules carry only addresses: nothing to find them by
+    by_family = addresses(previous)
+    if conf.backend == "firewalld":
+        for cidr in by_family[4] + by_family[6]:
+            try:
+                fwrules.firewalld_call("removeSource", conf.firewalldZone, cidr)
+            except CNIError:
+                pass  # already gone: DEL is best effort
+        return
+    for family, cidrs in by_family.items():
+        if cidrs:
+            fwrules.teardown_iptables(family, cidrs)
+
+
+def check(call: skel.Call) -> None:
+    conf = load_conf(call)
+    by_family = addresses(prev_result(call))
+    if conf.backend == "firewalld":
+        for cidr in by_family[4] + by_family[6]:
+            reply = fwrules.firewalld_call("querySource", conf.firewalldZone, cidr)
+            if "true" not in reply:
+                raise CNIError(
+                    INTERNAL, f"source {cidr} not in firewalld zone {conf.firewalldZone}"
+                )
+        return
+    if conf.backend == "nftables":
+        cidrs = by_family[4] + by_family[6]
+        missing = fwrules.check_nft(cidrs, conf.name, call.container_id, call.ifname)
+    else:
+        missing = None
+        for family, cidrs in by_family.items():
+            if cidrs and missing is None:
+                missing = fwrules.check_iptables(family, cidrs, conf.iptablesAdminChainName)
+    if missing:
+        raise CNIError(INTERNAL, missing)
+
+
+def gc(call: skel.Call) -> None:
+    # Only the nftables rules say which container they belong to.
+    conf = load_conf(call)
+    if conf.backend == "nftables":
+        fwrules.gc_nft(conf.name, call.valid_attachments())
+
+
+PLUGIN = skel.Plugin(
+    "firewall", add=add, delete=delete, check=check, gc=gc,
+    supported_versions=starting_from("0.4.0"),
+)  # fmt: skip
+
+
+def main() -> int:
+    return skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

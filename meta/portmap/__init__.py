@@ -1,0 +1,1 @@
+"""The portmap plugin: its config and verbs, and what only it uses."""

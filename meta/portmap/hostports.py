@@ -1,0 +1,326 @@
+"""portmap's netfilter work: host ports DNATed to a container, with upstream's object names.
+
+iptables (nat table): shared chains CNI-HOSTPORT-DNAT (jumped to from PREROUTING/OUTPUT for
+local destinations), CNI-HOSTPORT-SETMARK and CNI-HOSTPORT-MASQ (hairpin and localhost
+masquerade through a mark bit), and one CNI-DN-<sha512(net+cid)> chain per container, reached
+from CNI-HOSTPORT-DNAT by multiport jumps commented `dnat name: "<net>" id: "<cid>"`.
+nftables: tables `ip cni_hostport` / `ip6 cni_hostport`, rules commented with the container ID.
+
+Each call reads a table once and writes one transaction per family; the per-container chain
+is declared in the transaction, which (re)creates it empty, so a repeated ADD never doubles
+rules and needs no rule-by-rule comparison.
+"""
+
+import ipaddress
+
+from libcni.netfilter import batch as netfilter
+from libcni.protocol.names import hashed_name
+
+DNAT_CHAIN = "CNI-HOSTPORT-DNAT"
+SETMARK_CHAIN = "CNI-HOSTPORT-SETMARK"
+MASQ_CHAIN = "CNI-HOSTPORT-MASQ"
+OLD_SNAT_CHAIN = "CNI-HOSTPORT-SNAT"
+MULTIPORT_MAX = 15
+COMMENT_MAX = 255
+NFT_TABLE = "cni_hostport"
+
+
+class Plan:
+    """What one container's mappings need in one family."""
+
+    def __init__(self, conf, network: str, container_id: str, container: str, mappings: list):
+        self.network = network
+        self.container_id = container_id
+        self.iface = ipaddress.ip_interface(container)  # the address as the result gives it
+        self.version = self.iface.version
+        self.snat: bool = conf.snat
+        self.masq_all: bool = conf.masqAll
+        self.mark_bit: int = conf.markMasqBit
+        self.setmark = conf.externalSetMarkChain or SETMARK_CHAIN
+        self.external_setmark = bool(conf.externalSetMarkChain)
+        conditions = conf.conditionsV4 if self.version == 4 else conf.conditionsV6
+        self.conditions: list = list(conditions or [])
+        self.mappings = [m for m in mappings if self._same_family(m.hostIP)]
+
+    def _same_family(self, host_ip: str) -> bool:
+        return not host_ip or ipaddress.ip_address(host_ip).version == self.version
+
+    @property
+    def any_source(self) -> str:
+        return "0.0.0.0/0" if self.version == 4 else "::/0"
+
+    def destination(self, port: int) -> str:
+        ip = self.iface.ip
+        return f"{ip}:{port}" if self.version == 4 else f"[{ip}]:{port}"
+
+
+def dnat_chain(network: str, container_id: str) -> str:
+    return hashed_name("CNI-DN-", network, container_id)
+
+
+def old_snat_chain(network: str, container_id: str) -> str:
+    return hashed_name("CNI-SN-", network, container_id)
+
+
+def dnat_comment(network: str, container_id: str) -> str:
+    text = f'dnat name: "{network}" id: "{container_id}"'
+    return text if len(text) <= COMMENT_MAX else text[:253] + "..."
+
+
+def _arg(token: str) -> str:
+    """A token of a rule line for iptables-restore (quoted when it holds spaces or quotes)."""
+    if token and not any(c.isspace() or c in "\"'\\" for c in token):
+        return token
+    return netfilter.quote(token)
+
+
+def _mark(bit: int) -> str:
+    value = 1 << bit
+    return f"{value:#x}/{value:#x}"
+
+
+# -- iptables ------------------------------------------------------------------------------
+
+
+def entry_rules(plan: Plan) -> list:
+    """The jumps from CNI-HOSTPORT-DNAT into the container's chain, as argument lists."""
+    by_proto: dict = {}
+    for m in plan.mappings:
+        by_proto.setdefault(m.protocol, []).append(str(m.hostPort))
+    comment = dnat_comment(plan.network, plan.container_id)
+    rules = []
+    for proto in sorted(by_proto):
+        ports = by_proto[proto]
+        for start in range(0, len(ports), MULTIPORT_MAX):
+            chunk = ",".join(ports[start : start + MULTIPORT_MAX])
+            rules.append(
+                ["-m", "comment", "--comment", comment, "-m", "multiport", "-p", proto,
+                 "--destination-ports", chunk, *plan.conditions]
+            )  # fmt: skip
+    return rules
+
+
+def chain_rules(plan: Plan) -> list:
+    """The container chain's rules, per mapping: hairpin mark, localhost mark, DNAT."""
+    rules = []
+    for m in plan.mappings:
+        base = ["-p", m.protocol, "--dport", str(m.hostPort)]
+        if m.hostIP and not ipaddress.ip_address(m.hostIP).is_unspecified:
+            base += ["-d", m.hostIP]
+        if plan.snat:
+            source = plan.any_source if plan.masq_all else str(plan.iface)
+            rules.append([*base, "-s", source, "-j", plan.setmark])
+            if plan.version == 4 and not plan.masq_all:
+                rules.append([*base, "-s", "127.0.0.1", "-j", plan.setmark])
+        rules.append([*base, "-j", "DNAT", "--to-destination", plan.destination(m.containerPort)])
+    return rules
+
+
+def setup_iptables(plan: Plan) -> None:
+    family = plan.version
+    table = netfilter.save(family, "nat")
+    lines: list = []
+
+    def ensure_chain(name: str) -> bool:
+        if name in table.chains:
+            return False
+        lines.append(f":{name} - [0:0]")
+        return True
+
+    if plan.snat and not plan.external_setmark:
+        mark = _mark(plan.mark_bit)
+        if ensure_chain(SETMARK_CHAIN) or not table.rules_of(SETMARK_CHAIN):
+            lines.append(
+                f"-A {SETMARK_CHAIN} -m comment --comment "
+                f'"CNI portfwd masquerade mark" -j MARK --set-xmark {mark}'
+            )
+        if ensure_chain(MASQ_CHAIN) or not table.rules_of(MASQ_CHAIN):
+            lines.append(f"-A {MASQ_CHAIN} -m mark --mark {mark} -j MASQUERADE")
+        if not _jumps(table, "POSTROUTING", MASQ_CHAIN):
+            lines.append(
+                "-I POSTROUTING 1 -m comment --comment "
+                f'"CNI portfwd requiring masquerade" -j {MASQ_CHAIN}'
+            )
+    ensure_chain(DNAT_CHAIN)
+    for hook in ("PREROUTING", "OUTPUT"):
+        if not _jumps(table, hook, DNAT_CHAIN):
+            lines.append(f"-A {hook} -m addrtype --dst-type LOCAL -j {DNAT_CHAIN}")
+    chain = dnat_chain(plan.network, plan.container_id)
+    lines += ["-D" + r[2:] for r in _jumps(table, DNAT_CHAIN, chain)]
+    lines.append(f":{chain} - [0:0]")  # created, or emptied for a repeated ADD
+    lines += [f"-A {chain} " + " ".join(map(_arg, rule)) for rule in chain_rules(plan)]
+    lines += [
+        f"-A {DNAT_CHAIN} " + " ".join(map(_arg, rule)) + f" -j {chain}"
+        for rule in entry_rules(plan)
+    ]
+    netfilter.restore(family, "nat", lines)
+
+
+def _jumps(table, chain: str, target: str) -> list:
+    return [r for r in table.rules_of(chain) if netfilter.target_of(r) == target]
+
+
+def teardown_iptables(network: str, container_id: str, families=(4, 6)) -> None:
+    """Remove the container's chain and every jump to it; legacy SNAT chains too."""
+    chains = {
+        dnat_chain(network, container_id): DNAT_CHAIN,
+        old_snat_chain(network, container_id): OLD_SNAT_CHAIN,
+    }
+    for family in families:
+        _drop(netfilter.save(family, "nat"), chains)
+
+
+def _drop(table, chains: dict) -> None:
+    lines = []
+    for chain, parent in chains.items():
+        for hook in {parent, "PREROUTING", "OUTPUT", "POSTROUTING"}:
+            lines += ["-D" + r[2:] for r in _jumps(table, hook, chain)]
+    for chain in chains:
+        if chain in table.chains:
+            lines += [f"-F {chain}", f"-X {chain}"]
+    netfilter.restore(table.family, "nat", lines)
+
+
+def check_iptables(plan: Plan) -> str | None:
+    """None when every rule of the plan is in place, else what is missing."""
+    chain = dnat_chain(plan.network, plan.container_id)
+    wanted = [(chain, rule) for rule in chain_rules(plan)]
+    wanted += [(DNAT_CHAIN, [*rule, "-j", chain]) for rule in entry_rules(plan)]
+    binary = netfilter.IPTABLES[plan.version]
+    for where, rule in wanted:
+        if not netfilter.exists(binary, "nat", where, rule):
+            return f"rule {' '.join(rule)} in chain {where} not found in table nat"
+    return None
+
+
+def gc_iptables(network: str, valid_ids: set) -> None:
+    """Drop the chains of this network's containers that are no longer valid."""
+    prefix = f'dnat name: "{network}" id: "'
+    for family in (4, 6):
+        table = netfilter.save(family, "nat")
+        stale = {}
+        for rule in table.rules_of(DNAT_CHAIN):
+            comment = netfilter.comment_of(rule) or ""
+            target = netfilter.target_of(rule) or ""
+            if comment.startswith(prefix) and target.startswith("CNI-DN-"):
+                container_id = comment[len(prefix) : -1]
+                if container_id not in valid_ids:
+                    stale[target] = DNAT_CHAIN
+        if stale:
+            _drop(table, stale)
+
+
+# -- nftables ------------------------------------------------------------------------------
+
+
+def _nft_family(version: int) -> str:
+    return "ip" if version == 4 else "ip6"
+
+
+def _nft_rules(version: int) -> list:
+    return netfilter.nft_rules("table", _nft_family(version), NFT_TABLE)
+
+
+def setup_nft(plan: Plan) -> None:
+    ipx = _nft_family(plan.version)
+    where = f"{ipx} {NFT_TABLE}"
+    note = f"comment {netfilter.nft_string(plan.container_id)}"
+    conditions = " ".join(plan.conditions)
+    script = [
+        f'add table {where} {{ comment "CNI portmap plugin" ; }}',
+        f"add chain {where} hostports",
+        f"add chain {where} hostip_hostports",
+        f"add chain {where} hostports_all",
+        f"flush chain {where} hostports_all",
+        f"add rule {where} hostports_all jump hostip_hostports",
+        f"add rule {where} hostports_all jump hostports",
+    ]
+    # -100 is "dstnat"; nft before 1.0.7 accepts that name only on the prerouting hook.
+    for hook in ("prerouting", "output"):
+        script += [
+            f"add chain {where} {hook} {{ type nat hook {hook} priority -100 ; }}",
+            f"flush chain {where} {hook}",
+            f"add rule {where} {hook} {conditions} fib daddr type local jump hostports_all",
+        ]
+    if plan.snat:
+        script.append(
+            f"add chain {where} masquerading {{ type nat hook postrouting priority srcnat ; }}"
+        )
+    # Beyond upstream: a repeated ADD replaces the container's rules instead of doubling them.
+    script += [
+        f"delete rule {where} {r['chain']} handle {r['handle']}"
+        for r in _nft_rules(plan.version)
+        if r.get("comment") == plan.container_id
+    ]
+    for m in plan.mappings:
+        match = ""
+        if m.hostIP and not ipaddress.ip_address(m.hostIP).is_unspecified:
+            match = f"{ipx} daddr {m.hostIP} "
+        script.append(
+            f"add rule {where} hostports {match}{m.protocol} dport {m.hostPort} "
+            f"dnat to {plan.destination(m.containerPort)} {note}"
+        )
+    if plan.snat:
+        ip = plan.iface.ip
+        source = plan.any_source if plan.masq_all else str(ip)
+        script.append(
+            f"add rule {where} masquerading {ipx} saddr {source} {ipx} daddr {ip} masquerade {note}"
+        )
+        if plan.version == 4 and not plan.masq_all:
+            script.append(
+                f"add rule {where} masquerading ip saddr 127.0.0.1 ip daddr {ip} masquerade {note}"
+            )
+    netfilter.nft_script("\n".join(script) + "\n")
+
+
+def teardown_nft(container_id: str) -> None:
+    for version in (4, 6):
+        doomed = [r for r in _nft_rules(version) if r.get("comment") == container_id]
+        if doomed:
+            where = f"{_nft_family(version)} {NFT_TABLE}"
+            netfilter.nft_script(
+                "".join(f"delete rule {where} {r['chain']} handle {r['handle']}\n" for r in doomed)
+            )
+
+
+def check_nft(plan: Plan) -> str | None:
+    rules = [r for r in _nft_rules(plan.version) if r.get("comment") == plan.container_id]
+    dnats = sum(1 for r in rules if r["chain"] == "hostports")
+    masqs = sum(1 for r in rules if r["chain"] == "masquerading")
+    want_masq = (2 if plan.version == 4 and not plan.masq_all else 1) if plan.snat else 0
+    if dnats < len(plan.mappings) or masqs < want_masq:
+        return (
+            f"expected {len(plan.mappings)} hostport and {want_masq} masquerade rules, "
+            f"found {dnats} and {masqs}"
+        )
+    return None
+
+
+# -- around the rules ----------------------------------------------------------------------
+
+
+def enable_route_localnet(container_ip: str) -> None:
+    """Let 127.0.0.1:<hostPort> reach the container: route_localnet on the interface that
+    routes to it (there is no IPv6 equivalent, so ::1 host ports cannot work)."""
+    from libcni.kernel import sysctl
+    from libcni.protocol.errors import INTERNAL, CNIError
+
+    out = netfilter.run_quietly(["ip", "-o", "route", "get", container_ip])
+    words = out.split()
+    if "dev" not in words:
+        return
+    device = words[words.index("dev") + 1]
+    try:
+        sysctl.ensure(sysctl.iface_key("ipv4", device, "route_localnet"), "1")
+    except OSError as err:
+        raise CNIError(INTERNAL, f"unable to enable route_localnet: {err.strerror}") from None
+
+
+def forget_udp_flows(mappings: list, version: int) -> None:
+    """Delete conntrack entries to mapped UDP host ports: a flow that existed before the
+    mapping would otherwise keep black-holing. Best effort, like upstream."""
+    family = "ipv4" if version == 4 else "ipv6"
+    for port in sorted({m.hostPort for m in mappings if m.protocol == "udp"}):
+        netfilter.run_quietly(
+            ["conntrack", "-D", "-f", family, "-p", "udp", "--orig-port-dst", str(port)]
+        )

@@ -1,0 +1,145 @@
+"""tuning's kernel work: net sysctls inside the container, link attributes, and the backup file
+DEL restores them from (upstream's path and JSON layout, so either side's DEL restores what the
+other saved).
+"""
+
+import json
+import os
+
+from libcni.kernel import netns, sysctl
+from libcni.kernel.rtnl import IFF_ALLMULTI, IFF_PROMISC, RouteSocket
+from libcni.protocol.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
+
+ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
+# What the backup holds, in upstream's field order (Go's struct order).
+BACKUP_KEYS = ("mac", "promisc", "mtu", "allmulti", "txQLen")
+
+
+def sysctl_path(key: str, ifname: str) -> str:
+    """/proc/sys path of a net sysctl: dots become slashes, the first IFNAME becomes the
+    container's interface; anything that resolves outside /proc/sys/net is refused."""
+    relative = key.replace(".", "/").replace("IFNAME", ifname, 1)
+    path = os.path.normpath(os.path.join("/proc/sys", relative))
+    if not path.startswith("/proc/sys/net/"):
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f'invalid net sysctl key: "{relative}"',
+            "tuning only writes network sysctls (net.*) of the container",
+        )
+    return path
+
+
+def check_allowlist(keys, allowlist_path: str = ALLOWLIST) -> None:
+    """With an allow-list file, every key must match one of its (unanchored) patterns."""
+    import re
+
+    try:
+        with open(allowlist_path) as f:
+            patterns = [line.strip() for line in f if line.strip()]
+    except FileNotFoundError:
+        return
+    for key in keys:
+        if not any(re.search(pattern, key) for pattern in patterns):
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f"Sysctl {key} is not allowed. Only the following sysctls are allowed: "
+                f"[{' '.join(patterns)}]",
+                f"the node's {allowlist_path} decides which sysctls pods may set",
+            )
+
+
+def write_sysctls(netns_path: str, ifname: str, values: dict) -> None:
+    paths = {key: sysctl_path(key, ifname) for key in values}
+    with netns.entered(netns_path):
+        for key, value in values.items():
+            try:
+                sysctl.write(paths[key][len("/proc/sys/") :], value)
+            except OSError as err:
+                raise CNIError(
+                    INTERNAL, f"failed to set sysctl {key} to {value!r}: {err.strerror}"
+                ) from None
+
+
+def read_sysctls(netns_path: str, ifname: str, keys) -> dict:
+    paths = {key: sysctl_path(key, ifname) for key in keys}
+    with netns.entered(netns_path):
+        return {key: _read(path) for key, path in paths.items()}
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read().rstrip("\n")
+
+
+# -- link attributes and their backup ------------------------------------------------------
+
+
+def current(netns_path: str, ifname: str) -> dict:
+    """mac, promisc, mtu, allmulti, txQLen of the container link."""
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
+    if link is None:
+        raise CNIError(INTERNAL, f"Cannot find container link {ifname}")
+    return {
+        "mac": link.mac,
+        "promisc": bool(link.flags & IFF_PROMISC),
+        "mtu": link.mtu,
+        "allmulti": bool(link.flags & IFF_ALLMULTI),
+        "txQLen": link.txqlen,
+    }
+
+
+def apply(netns_path: str, ifname: str, wanted: dict) -> None:
+    """Set the given attributes in upstream's order: mac, promisc, mtu, allmulti, txQLen."""
+    names = {"mac": "mac", "promisc": "promisc", "mtu": "mtu", "allmulti": "allmulti",
+             "txQLen": "txqlen"}  # fmt: skip
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
+        if link is None:
+            raise CNIError(INTERNAL, f'failed to get "{ifname}": link not found')
+        for key in BACKUP_KEYS:
+            if key in wanted:
+                try:
+                    sock.set_link(link.index, **{names[key]: wanted[key]})
+                except OSError as err:
+                    raise CNIError(
+                        INTERNAL, f"failed to set {key} of {ifname} to {wanted[key]}: "
+                        f"{os.strerror(err.errno or 0).lower()}",
+                    ) from None  # fmt: skip
+
+
+def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
+    return os.path.join(data_dir, f"{container_id}_{ifname}.json")
+
+
+def save_backup(path: str, values: dict) -> None:
+    """The values about to be changed, as upstream writes them (one-space indent, 0600).
+    The directory is 0700 (upstream creates it 0600, which only root can enter)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    ordered = {key: values[key] for key in BACKUP_KEYS if key in values}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(ordered, indent=1))
+
+
+def restore_backup(netns_path: str, ifname: str, path: str) -> None:
+    """Put the saved values back and remove the file; nothing to do without file or link."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (FileNotFoundError, ValueError):
+        return
+    if not isinstance(saved, dict) or not netns_path or not netns.exists(netns_path):
+        return
+    try:
+        with RouteSocket(netns_path) as sock:
+            if sock.link(ifname) is None:
+                return
+    except netns.NetnsMissing:
+        return
+    # Upstream's restore order; an MTU of 0 and an empty MAC mean "was not saved".
+    for key in ("mtu", "mac", "promisc", "allmulti", "txQLen"):
+        value = saved.get(key)
+        if value is not None and not (key in ("mtu", "mac") and not value):
+            apply(netns_path, ifname, {key: value})
+    os.remove(path)

@@ -1,0 +1,167 @@
+"""tuning: chained after a main plugin, set net sysctls and link attributes of the container
+interface (mac, promisc, mtu, allmulti, txQLen); DEL puts the saved attributes back.
+"""
+
+from libcni.kernel import links
+from libcni.protocol import skel
+from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
+from libcni.protocol.result import Result
+from meta.tuning import linktuning
+
+DEFAULT_DATA_DIR = "/run/cni/tuning"
+
+
+class CniArgs(Struct):
+    sysctl: dict[str, str] | None = None
+    mac: str | None = None
+    promisc: bool | None = None
+    mtu: int | None = None
+    allmulti: bool | None = None
+    txQLen: int | None = None
+
+
+class Args(Struct):
+    cni: CniArgs = None  # type: ignore[assignment]
+
+
+class RuntimeConfig(Struct):
+    mac: str = ""
+
+
+class TuningConf(NetConf):
+    sysctl: dict[str, str] = {}
+    mac: str = ""
+    promisc: bool = False
+    mtu: int = 0
+    txQLen: int | None = None
+    allmulti: bool | None = None
+    dataDir: str = ""
+    runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
+    args: Args = None  # type: ignore[assignment]
+
+
+def load_conf(call: skel.Call) -> TuningConf:
+    refuse_duplicate_sysctls(call.stdin_data)
+    conf = call.load(TuningConf)
+    conf.dataDir = conf.dataDir or DEFAULT_DATA_DIR
+    # MAC precedence: config < CNI_ARGS < runtimeConfig.mac < args.cni.mac (upstream's order).
+    env_mac = call.cni_args("MAC").get("MAC", "")
+    if env_mac:
+        conf.mac = env_mac
+    if conf.runtimeConfig is not None and conf.runtimeConfig.mac:
+        conf.mac = conf.runtimeConfig.mac
+    override = conf.args.cni if conf.args is not None else None
+    if override is not None:
+        conf.sysctl = dict(conf.sysctl, **(override.sysctl or {}))  # upstream panics here
+        for key in ("mac", "promisc", "mtu", "allmulti", "txQLen"):
+            if getattr(override, key) is not None:
+                setattr(conf, key, getattr(override, key))
+    if conf.mac:
+        conf.mac = links.parse_mac(conf.mac, "tuning mac")
+    if "/" in call.ifname:
+        raise CNIError(
+            INVALID_ENVIRONMENT,
+            f"Interface name ({call.ifname}) contains an invalid character /",
+        )
+    return conf
+
+
+class _Object(dict):
+    """A decoded JSON object that remembers whether a key appeared twice in it."""
+
+    duplicated = False
+
+
+def _object(items: list) -> _Object:
+    obj = _Object(items)
+    obj.duplicated = len(obj) != len(items)
+    return obj
+
+
+def refuse_duplicate_sysctls(stdin_data: bytes) -> None:
+    """A key written twice in `sysctl` is ambiguous (JSON keeps only the last): refuse it."""
+    import json
+
+    doc = json.loads(stdin_data, object_pairs_hook=_object)
+    sysctls = doc.get("sysctl") if isinstance(doc, dict) else None
+    if isinstance(sysctls, _Object) and sysctls.duplicated:
+        raise CNIError(INVALID_NETWORK_CONFIG, "duplicated sysctl keys are not allowed")
+
+
+def attributes(conf: TuningConf) -> dict:
+    """The link attributes this config changes (promisc only ever turns on, as upstream)."""
+    wanted: dict = {}
+    if conf.mac:
+        wanted["mac"] = conf.mac
+    if conf.promisc:
+        wanted["promisc"] = True
+    if conf.mtu:
+        wanted["mtu"] = conf.mtu
+    if conf.allmulti is not None:
+        wanted["allmulti"] = conf.allmulti
+    if conf.txQLen is not None:
+        wanted["txQLen"] = conf.txQLen
+    return wanted
+
+
+def add(call: skel.Call) -> Result:
+    conf = load_conf(call)
+    linktuning.check_allowlist(conf.sysctl)
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "Required prevResult missing")
+    linktuning.write_sysctls(call.netns, call.ifname, conf.sysctl)
+    wanted = attributes(conf)
+    if wanted:
+        before = linktuning.current(call.netns, call.ifname)
+        path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
+        linktuning.save_backup(path, {key: before[key] for key in wanted})
+        linktuning.apply(call.netns, call.ifname, wanted)
+    if conf.mac:
+        for entry in previous.interfaces:
+            if entry.get("name") == call.ifname and entry.get("sandbox") == call.netns:
+                entry["mac"] = conf.mac
+    return previous
+
+
+def delete(call: skel.Call) -> None:
+    conf = load_conf(call)
+    path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
+    linktuning.restore_backup(call.netns, call.ifname, path)
+
+
+def check(call: skel.Call) -> None:
+    conf = load_conf(call)
+    if call.prev_result() is None:
+        raise CNIError(INTERNAL, "Required prevResult missing")
+    found = linktuning.read_sysctls(call.netns, call.ifname, conf.sysctl)
+    for key, wanted in conf.sysctl.items():
+        if found[key] != wanted:
+            path = linktuning.sysctl_path(key, call.ifname)
+            raise CNIError(
+                INTERNAL,
+                f"Error: Tuning configured value of {path} is {wanted}, "
+                f"current value is {found[key]}",
+            )
+    now = linktuning.current(call.netns, call.ifname)
+    expected = attributes(conf)
+    expected.setdefault("promisc", False)  # promisc must be off unless configured on
+    for key, value in expected.items():
+        if now[key] != value:
+            raise CNIError(
+                INTERNAL,
+                f"Error: Tuning configured {key} of {call.ifname} is {value}, "
+                f"current value is {now[key]}",
+            )
+
+
+PLUGIN = skel.Plugin("tuning", add=add, delete=delete, check=check)
+
+
+def main() -> int:
+    return skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

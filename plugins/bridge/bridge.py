@@ -1,0 +1,246 @@
+"""bridge: plug the container into a Linux bridge on the node through a veth pair.
+
+The bridge (default `cni0`) is created if missing; optionally it carries the subnet's gateway
+address, the node forwards and masquerades for the containers, and the host port gets hairpin,
+isolation, VLANs or a MAC spoof check. Without IPAM the container gets a plain L2 port.
+"""
+
+from libcni.delegation import ipam
+from libcni.kernel import iface, links, netns, sysctl, veth
+from libcni.netfilter import masquerade as masq
+from libcni.protocol import skel
+from libcni.protocol.config import NetConf, Struct, dns_if_set
+from libcni.protocol.errors import INTERNAL, CNIError, config_error
+from libcni.protocol.result import Result, parse_dns
+from plugins.bridge import host_bridge as bridging
+from plugins.bridge import spoofcheck
+
+MAX_VLAN = 4094
+
+
+class VlanTrunk(Struct):
+    minID: int | None = None
+    maxID: int | None = None
+    id: int | None = None
+
+
+class MacArgs(Struct):
+    mac: str = ""
+
+
+class BridgeArgs(Struct):
+    cni: MacArgs = None  # type: ignore[assignment]
+
+
+class RuntimeConfig(Struct):
+    mac: str = ""
+
+
+class BridgeConf(NetConf):
+    bridge: str = "cni0"
+    isGateway: bool = False
+    isDefaultGateway: bool = False
+    forceAddress: bool = False
+    ipMasq: bool = False
+    ipMasqBackend: str = ""
+    mtu: int = 0
+    hairpinMode: bool = False
+    promiscMode: bool = False
+    vlan: int = 0
+    vlanTrunk: list[VlanTrunk] | None = None
+    preserveDefaultVlan: bool = False
+    macspoofchk: bool = False
+    enabledad: bool = False
+    disableContainerInterface: bool = False
+    portIsolation: bool = False
+    args: BridgeArgs = None  # type: ignore[assignment]
+    runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
+
+
+def trunk_vlans(trunk: list | None) -> list:
+    """The sorted, de-duplicated VLAN ids of `vlanTrunk` (upstream's checks and texts)."""
+    vids: set = set()
+    for item in trunk or []:
+        if item.minID is not None and item.maxID is not None:
+            for key, value in (("minID", item.minID), ("maxID", item.maxID)):
+                if not 0 < value <= MAX_VLAN:
+                    raise config_error(f"incorrect trunk {key} parameter", "use 1-4094")
+            if item.maxID < item.minID:
+                raise config_error("minID is greater than maxID in trunk parameter")
+            vids.update(range(item.minID, item.maxID + 1))
+        elif (item.minID is None) != (item.maxID is None):
+            missing = "minID" if item.minID is None else "maxID"
+            raise config_error(
+                f"minID and maxID should be configured simultaneously, {missing} is missing"
+            )
+        if item.id is not None:
+            if not 0 < item.id <= MAX_VLAN:
+                raise config_error("incorrect trunk id parameter", "use 1-4094")
+            vids.add(item.id)
+    return sorted(vids)
+
+
+def load_conf(call: skel.Call) -> BridgeConf:
+    conf = call.load(BridgeConf)
+    if not 0 <= conf.vlan <= MAX_VLAN:
+        raise config_error(f"invalid VLAN ID {conf.vlan} (must be between 0 and {MAX_VLAN})")
+    conf.trunk = trunk_vlans(conf.vlanTrunk)  # type: ignore[attr-defined]
+    # MAC precedence: CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac.
+    mac, source = call.cni_args("MAC").get("MAC", ""), "CNI_ARGS MAC"
+    if conf.args is not None and conf.args.cni is not None and conf.args.cni.mac:
+        mac, source = conf.args.cni.mac, "args.cni.mac"
+    if conf.runtimeConfig is not None and conf.runtimeConfig.mac:
+        mac, source = conf.runtimeConfig.mac, "runtimeConfig.mac"
+    conf.mac = links.parse_mac(mac, source) if mac else ""  # type: ignore[attr-defined]
+    if conf.isDefaultGateway:
+        conf.isGateway = True
+    if conf.hairpinMode and conf.promiscMode:
+        raise config_error("cannot set hairpin mode and promiscuous mode at the same time")
+    if ipam.type_of(conf) and conf.disableContainerInterface:
+        raise config_error("cannot use IPAM when DisableContainerInterface flag is set")
+    return conf
+
+
+def add(call: skel.Call) -> Result:
+    conf = load_conf(call)
+    kind = ipam.type_of(conf)
+    backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
+    filtering = bool(conf.vlan or conf.vlanTrunk is not None)
+    bridge = bridging.ensure_bridge(
+        conf.bridge, mtu=conf.mtu, promisc=conf.promiscMode, vlan_filtering=filtering
+    )
+    host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=conf.mac)
+    result = Result(call.cni_version)
+    result.add_interface(bridge.name, bridge.mac)
+    result.add_interface(**host)
+    result.add_interface(**container)
+    # Unlike upstream, a failed ADD also removes the veth it made.
+    with links.Rollback() as undo:
+        undo.push(links.delete, call.netns, call.ifname)
+        bridging.attach_port(
+            conf.bridge,
+            host["name"],
+            hairpin=conf.hairpinMode,
+            isolated=conf.portIsolation,
+            vlan=conf.vlan,
+            trunk=conf.trunk,
+            preserve_default_vlan=conf.preserveDefaultVlan,
+        )
+        if conf.macspoofchk:
+            spoofcheck.setup(host["name"], container["mac"], call.container_id, call.ifname)
+            undo.push(spoofcheck.teardown, call.container_id, call.ifname)
+        if kind:
+            allocated = ipam.add(call, kind)
+            undo.push(ipam.delete, call, kind)
+            result.ips, result.routes, result.dns = allocated.ips, allocated.routes, allocated.dns
+            gateways = bridging.plan_gateways(result, conf.isGateway, conf.isDefaultGateway)
+            prepare_container(call.netns, call.ifname, conf.enabledad)
+            iface.configure(call.netns, call.ifname, result)
+            if conf.isGateway:
+                serve_gateways(conf, gateways, result)
+            if conf.ipMasq:
+                masq.setup_undoably(undo, backend, conf.name, call, result)
+        elif not conf.disableContainerInterface:
+            links.set_up(call.netns, call.ifname)
+        if not conf.disableContainerInterface:
+            bridging.wait_port_up(host["name"])
+    result.interfaces[1]["mac"] = bridging.current_mac(host["name"])
+    result.interfaces[0]["mac"] = bridging.current_mac(conf.bridge)
+    dns = dns_if_set(conf)
+    if dns is not None:
+        result.dns = parse_dns(dns)
+    return result
+
+
+def prepare_container(netns_path: str, ifname: str, enable_dad: bool) -> None:
+    """IPv6 DAD off unless asked for (it delays pod start), gratuitous ARP on."""
+    wanted = [("ipv6", "accept_dad", "1" if enable_dad else "0"), ("ipv4", "arp_notify", "1")]
+    if enable_dad:
+        wanted.insert(0, ("ipv6", "enhanced_dad", "1"))
+    with netns.entered(netns_path):
+        for family, key, value in wanted:
+            try:
+                sysctl.write(sysctl.iface_key(family, ifname, key), value)
+            except OSError:
+                pass  # best effort, as upstream: a kernel without IPv6 lacks the keys
+
+
+def serve_gateways(conf: BridgeConf, gateways: dict, result: Result) -> None:
+    """Gateway addresses on the bridge (or on its `<bridge>.<vlan>` port), forwarding on."""
+    for version in (4, 6):
+        for gateway, prefixlen in gateways[version]:
+            device = conf.bridge
+            if conf.vlan:
+                entry = bridging.ensure_vlan_gateway(
+                    conf.bridge, conf.vlan, conf.preserveDefaultVlan
+                )
+                device = entry["name"]
+                if all(i["name"] != device for i in result.interfaces):
+                    result.add_interface(**entry)
+            bridging.ensure_address(device, gateway, prefixlen, conf.forceAddress)
+        if gateways[version]:
+            sysctl.enable_forwarding(version)
+
+
+def delete(call: skel.Call) -> None:
+    conf = load_conf(call)
+    kind = ipam.type_of(conf)
+    addresses = None
+    if call.netns:
+        addresses = veth.delete_collecting_addresses(call.netns, call.ifname)
+    failure = None
+    if kind:
+        try:
+            ipam.delete(call, kind)
+        except CNIError as err:
+            failure = err  # still remove the rules, then report
+    if conf.macspoofchk:
+        try:
+            spoofcheck.teardown(call.container_id, call.ifname)
+        except CNIError as err:
+            call.log(f"spoofcheck teardown: {err}")
+    if kind and conf.ipMasq:
+        masq.teardown_for_del(conf.name, call, addresses)
+    if failure is not None:
+        raise failure
+
+
+def check(call: skel.Call) -> None:
+    conf = load_conf(call)
+    kind = ipam.type_of(conf)
+    if kind:  # upstream calls IPAM CHECK even for L2-only and fails there
+        ipam.check(call, kind)
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "Required prevResult missing")
+    container = links.container_interface(previous, call.ifname, call.netns)
+    bridging.check_bridge(previous, conf.bridge, conf.promiscMode)
+    link = links.check_interface(call.netns, container, "veth")
+    bridging.check_host_port(previous, conf.bridge, link)
+    if kind:
+        links.check_addresses(call.netns, call.ifname, previous)
+    links.check_routes(call.netns, previous.routes)
+
+
+def status(call: skel.Call) -> None:
+    ipam.forward(call, load_conf(call), "STATUS")
+
+
+def gc(call: skel.Call) -> None:
+    conf = load_conf(call)
+    try:
+        masq.gc(conf.name, call.valid_attachments())
+    except CNIError as err:
+        raise CNIError(INTERNAL, f"GC of masquerade rules failed: {err}") from None
+    ipam.forward(call, conf, "GC")
+
+
+PLUGIN = skel.Plugin("bridge", add=add, delete=delete, check=check, status=status, gc=gc)
+
+
+def main() -> int:
+    return skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

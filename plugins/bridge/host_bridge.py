@@ -1,0 +1,297 @@
+"""The host side of the bridge plugin: the bridge itself, its ports, VLANs and gateway address.
+
+All of it happens in the netns the plugin runs in (the node's). Creating the bridge tolerates
+EEXIST, so any number of concurrent ADDs racing to create it all succeed.
+"""
+
+import errno
+import ipaddress
+import time
+
+from libcni.kernel import links, netlink, sysctl
+from libcni.kernel.rtnl import RouteSocket
+from libcni.protocol.errors import INTERNAL, CNIError
+
+# Bridge VLAN flags (BRIDGE_VLAN_INFO_*): the port's native VLAN and "send untagged".
+VLAN_PVID, VLAN_UNTAGGED = 0x2, 0x4
+IFF_PROMISC = 0x100
+# Waits for the host port to come up, in milliseconds: upstream waits 0, 50, 500, 1000, 1000;
+# the same total, polled finer at first, since the port is usually up within a few ms.
+PORT_UP_WAITS = (0, 2, 5, 10, 33, 500, 1000, 1000)
+
+
+def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False):
+    """The bridge `name`, created if missing (MTU and VLAN filtering apply only then), up."""
+    with RouteSocket() as sock:
+        try:
+            sock.add_link(name, "bridge", mtu=mtu, data=RouteSocket.bridge_data(vlan_filtering))
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                details = ""
+                if vlan_filtering and err.errno == errno.EOPNOTSUPP:
+                    details = (
+                        "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
+                    )
+                raise CNIError(
+                    INTERNAL,
+                    f'failed to create bridge "{name}": could not add "{name}": '
+                    f"{links.strerror(err)}",
+                    details,
+                ) from None
+        bridge = require_bridge(sock, name)
+        if promisc and not bridge.flags & IFF_PROMISC:
+            _set(sock, bridge.index, f'set promiscuous mode on "{name}"', promisc=True)
+        try:
+            sysctl.write(sysctl.iface_key("ipv6", name, "accept_ra"), "0")
+        except OSError:
+            pass
+        if not bridge.up:
+            _set(sock, bridge.index, f'set "{name}" up', up=True)
+        return sock.link(name)
+
+
+def require_bridge(sock, name: str):
+    link = sock.link(name)
+    if link is None:
+        raise CNIError(INTERNAL, f'could not lookup "{name}": link not found')
+    if link.kind != "bridge":
+        raise CNIError(
+            INTERNAL,
+            f'"{name}" already exists but is not a bridge',
+            f'it is a {link.kind or "device without a kind"} link; pick another "bridge" name',
+        )
+    return link
+
+
+def _set(sock, index: int, what: str, **changes) -> None:
+    try:
+        sock.set_link(index, **changes)
+    except OSError as err:
+        raise CNIError(INTERNAL, f"could not {what}: {links.strerror(err)}") from None
+
+
+def attach_port(
+    bridge: str,
+    port: str,
+    *,
+    hairpin: bool = False,
+    isolated: bool = False,
+    vlan: int = 0,
+    trunk: list | None = None,
+    preserve_default_vlan: bool = False,
+) -> None:
+    """Enslave host link `port` to `bridge` and set its port flags and VLANs as upstream."""
+    with RouteSocket() as sock:
+        br = require_bridge(sock, bridge)
+        link = sock.link(port)
+        if link is None:
+            raise CNIError(INTERNAL, f'failed to lookup "{port}": link not found')
+        try:
+            sock.set_link(link.index, master=br.index)
+        except OSError as err:
+            raise CNIError(
+                INTERNAL,
+                f'failed to connect "{port}" to bridge {bridge}: {links.strerror(err)}',
+            ) from None
+        try:
+            data = RouteSocket.bridge_port_data(hairpin=hairpin, isolated=isolated)
+            sock.set_link(link.index, port_data=data)
+        except OSError as err:
+            raise CNIError(
+                INTERNAL, f"failed to setup hairpin mode for {port}: {links.strerror(err)}"
+            ) from None
+    if vlan or trunk:
+        _port_vlans(port, link.index, vlan, trunk or [], preserve_default_vlan)
+
+
+def _port_vlans(port: str, index: int, vlan: int, trunk: list, preserve_default: bool) -> None:
+    """Access VLAN and trunk of a host port (VLAN filtering is rare: pyroute2 does this)."""
+    with netlink.session(None) as ipr:
+        if not preserve_default:
+            for vid in port_vlans(ipr, index):
+                _vlan(ipr, "del", index, vid, 0, port)
+        if vlan:
+            _vlan(ipr, "add", index, vlan, VLAN_PVID | VLAN_UNTAGGED, port)
+        for vid in trunk:
+            _vlan(ipr, "add", index, vid, 0, port)
+        if not vlan:
+            _vlan(ipr, "add", index, 1, VLAN_PVID | VLAN_UNTAGGED, port)
+
+
+def _vlan(ipr, action: str, index: int, vid: int, flags: int, port: str) -> None:
+    try:
+        ipr.vlan_filter(action, index=index, vlan_info={"vid": vid, "flags": flags})
+    except Exception as err:
+        raise CNIError(
+            INTERNAL, f'failed to setup vlan tag on interface "{port}": {links.strerror(err)}'
+        ) from None
+
+
+def port_vlans(ipr, index: int) -> list:
+    """The VLAN ids configured on bridge port `index`."""
+    found = []
+    for msg in ipr.get_vlans(index=index) if hasattr(ipr, "get_vlans") else []:
+        if msg["index"] != index:
+            continue
+        spec = msg.get("IFLA_AF_SPEC")
+        for name, value in spec.get("attrs", []) if spec is not None else []:
+            if name == "IFLA_BRIDGE_VLAN_INFO":
+                found.append(value["vid"])
+    return found
+
+
+def wait_port_up(port: str) -> None:
+    """The host end must reach oper-state UP (the bridge port left the blocking states)."""
+    state = "unknown"
+    with RouteSocket() as sock:
+        for wait_ms in PORT_UP_WAITS:
+            time.sleep(wait_ms / 1000)
+            link = sock.link(port)
+            state = link.operstate if link else "unknown"
+            if state == "UP":
+                return
+    raise CNIError(INTERNAL, f"bridge port in error state: {state.lower()}")
+
+
+def ensure_address(device: str, gateway: str, prefixlen: int, force: bool) -> None:
+    """Put `gateway/prefixlen` on `device` (the bridge or its VLAN gateway veth).
+
+    An IPv4 bridge has one address: a different one is an error unless `force` replaces it;
+    an IPv6 address that overlaps the new one is treated the same way. After a change the
+    bridge MAC is set to its current value: that pins it, so ports joining later do not
+    change it under the containers' neighbour caches.
+    """
+    wanted = ipaddress.ip_interface(f"{gateway}/{prefixlen}")
+    family = 2 if wanted.version == 4 else 10
+    with RouteSocket() as sock:
+        link = sock.link(device)
+        if link is None:
+            raise CNIError(INTERNAL, f'could not lookup "{device}": link not found')
+        for address, length, _ in sock.address_flags(link.index, family):
+            have = ipaddress.ip_interface(f"{address}/{length}")
+            if have == wanted:
+                return
+            overlaps = wanted.ip in have.network or have.ip in wanted.network
+            if wanted.version == 6 and not overlaps or have.ip.is_link_local:
+                continue
+            if not force:
+                raise CNIError(
+                    INTERNAL,
+                    f'"{device}" already has an IP address different from {wanted}',
+                    f'it has {have}; set "forceAddress": true to replace it, or give this '
+                    "network a different bridge or subnet",
+                )
+            try:
+                sock.delete_address(link.index, address, length)
+            except OSError as err:
+                raise CNIError(
+                    INTERNAL, f'could not remove IP address from "{device}": {links.strerror(err)}'
+                ) from None
+        try:
+            sock.add_address(link.index, str(wanted.ip), prefixlen)
+        except OSError as err:
+            if err.errno != errno.EEXIST:
+                raise CNIError(
+                    INTERNAL,
+                    f'could not add IP address {wanted} to "{device}": {links.strerror(err)}',
+                ) from None
+        _set(sock, link.index, "set bridge's mac", mac=link.mac)
+
+
+def current_mac(name: str) -> str:
+    with RouteSocket() as sock:
+        link = sock.link(name)
+    return link.mac if link else ""
+
+
+def plan_gateways(result, is_gateway: bool, is_default_gateway: bool) -> dict:
+    """Upstream's calcGateways: point every IP at the container interface (index 2), fill a
+    missing gateway with the subnet's first host when the bridge is the gateway, add one
+    default route per family for isDefaultGateway unless IPAM already routes 0/0 via a gateway.
+    Returns {4: [(gateway, prefixlen)], 6: [...]}: the addresses the bridge must carry.
+    """
+    gateways: dict = {4: [], 6: []}
+    has_default = {4: False, 6: False}
+    for entry in result.ips:
+        iface = ipaddress.ip_interface(entry["address"])
+        version = iface.version
+        entry["interface"] = 2
+        if not entry.get("gateway") and is_gateway:
+            entry["gateway"] = str(iface.network.network_address + 1)
+        if is_default_gateway and not has_default[version]:
+            zero = ipaddress.ip_network("0.0.0.0/0" if version == 4 else "::/0")
+            if not any(
+                r.get("gw") and ipaddress.ip_network(r["dst"], strict=False) == zero
+                for r in result.routes
+            ):
+                route = {"dst": str(zero)}
+                if entry.get("gateway"):
+                    route["gw"] = entry["gateway"]
+                result.routes.append(route)
+            has_default[version] = True
+        if is_gateway:
+            gateways[version].append((entry["gateway"], iface.network.prefixlen))
+    return gateways
+
+
+def ensure_vlan_gateway(bridge: str, vlan: int, preserve_default_vlan: bool) -> dict:
+    """The `<bridge>.<vlan>` veth that carries the gateway of an access-VLAN network: its peer
+    is a bridge port untagged in that VLAN. Made once, shared by every container."""
+    from libcni.kernel import netns, veth
+
+    name = f"{bridge}.{vlan}"
+    link = links.lookup(None, name)
+    if link is None:
+        here = netns.current_netns_path()
+        # Both ends live here: `name` plays the container end, the random peer is the port.
+        port, _ = veth.create(here, name, mtu=_mtu(bridge))
+        attach_port(bridge, port["name"], vlan=vlan, preserve_default_vlan=preserve_default_vlan)
+        links.set_up(here, name)
+        link = links.lookup(None, name)
+    return {"name": name, "mac": link.mac if link else ""}
+
+
+def _mtu(name: str) -> int:
+    link = links.lookup(None, name)
+    return link.mtu if link else 0
+
+
+# -- CHECK ---------------------------------------------------------------------------------
+
+
+def check_bridge(result, bridge: str, promisc: bool) -> None:
+    """The prevResult's bridge entry still matches the kernel's bridge."""
+    entry = next((i for i in result.interfaces if i.get("name") == bridge), None)
+    if entry is None:
+        raise CNIError(INTERNAL, f"CNI created bridge {bridge} in host namespace was not found")
+    with RouteSocket() as sock:
+        link = sock.link(bridge)
+    if link is None:
+        raise CNIError(INTERNAL, f"Error: Bridge interface {bridge} not found")
+    if link.kind != "bridge":
+        raise CNIError(INTERNAL, f"Error: Bridge interface {bridge} not of type bridge")
+    if entry.get("mac") and entry["mac"].lower() != link.mac.lower():
+        raise CNIError(INTERNAL, f"Bridge interface {bridge} Mac doesn't match: {entry['mac']}")
+    if bool(link.flags & IFF_PROMISC) != promisc:
+        raise CNIError(
+            INTERNAL,
+            f"Bridge interface {bridge} promiscuous mode is {'off' if promisc else 'on'}, "
+            f"config wants it {'on' if promisc else 'off'}",
+        )
+
+
+def check_host_port(result, bridge: str, container_link) -> None:
+    """Some host veth of the prevResult is the container veth's peer and a port of `bridge`."""
+    with RouteSocket() as sock:
+        br = sock.link(bridge)
+        for entry in result.interfaces:
+            name = entry.get("name", "")
+            if entry.get("sandbox") or name == bridge or len(name.encode()) > 15:
+                continue
+            link = sock.link(name)
+            if link is None or link.kind != "veth" or link.index != container_link.peer:
+                continue
+            if br is None or link.master != br.index:
+                raise CNIError(INTERNAL, f"Interface {link.name} is not a port of bridge {bridge}")
+            return
+    raise CNIError(INTERNAL, f"CNI veth created for bridge {bridge} was not found")

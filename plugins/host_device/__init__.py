@@ -1,0 +1,1 @@
+"""The host-device plugin: its config and verbs, and what only it uses."""

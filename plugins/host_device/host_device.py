@@ -1,0 +1,210 @@
+"""host-device: hand an existing host interface to the container, and give it back on DEL.
+
+The device is picked by name, MAC, sysfs path, PCI address or the runtime's deviceID, moved
+into the container under CNI_IFNAME (its host name kept in the link alias) and, on DEL, moved
+back under its old name. Devices bound to a userspace (DPDK) driver are not moved at all.
+"""
+
+import contextlib
+import glob
+import os
+
+from libcni.delegation import ipam
+from libcni.kernel import iface, links, netns
+from libcni.protocol import skel
+from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.errors import INTERNAL, CNIError, config_error
+from libcni.protocol.result import Result, parse_dns
+
+SYS_BUS_PCI = "/sys/bus/pci/devices"
+SYS_BUS_AUXILIARY = "/sys/bus/auxiliary/devices"
+# Drivers that hand a NIC to userspace (DPDK): there is no netdev to move.
+USERSPACE_DRIVERS = ("vfio-pci", "uio_pci_generic", "igb_uio")
+
+
+class RuntimeConfig(Struct):
+    deviceID: str = ""
+
+
+class HostDeviceConf(NetConf):
+    device: str = ""
+    hwaddr: str = ""
+    kernelpath: str = ""
+    pciBusID: str = ""
+    runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
+
+
+class Selection:
+    """Which device the config means: the decoded config plus what deviceID resolved to."""
+
+    def __init__(self, conf: HostDeviceConf, auxiliary: str, dpdk: bool):
+        self.conf = conf
+        self.auxiliary = auxiliary
+        self.dpdk = dpdk
+
+
+def load_conf(call: skel.Call, lenient: bool = False) -> Selection:
+    """Decode; resolve runtimeConfig.deviceID; detect DPDK. `lenient` (DEL) never fails on sysfs."""
+    conf = call.load(HostDeviceConf)
+    auxiliary = ""
+    device_id = conf.runtimeConfig.deviceID if conf.runtimeConfig is not None else ""
+    if device_id:
+        if os.path.exists(os.path.join(SYS_BUS_PCI, device_id)):
+            conf.pciBusID = device_id
+        elif os.path.exists(os.path.join(SYS_BUS_AUXILIARY, device_id)):
+            conf.pciBusID, auxiliary = "", device_id
+        elif not lenient:
+            raise CNIError(
+                INTERNAL,
+                f"runtime config DeviceID {device_id} not found or unsupported",
+                f"neither {SYS_BUS_PCI}/{device_id} nor {SYS_BUS_AUXILIARY}/{device_id} exists",
+            )
+    if not (conf.device or conf.hwaddr or conf.kernelpath or conf.pciBusID or auxiliary):
+        if not lenient:
+            raise config_error('specify either "device", "hwaddr", "kernelpath" or "pciBusID"')
+    dpdk = False
+    if conf.pciBusID:
+        try:
+            dpdk = has_userspace_driver(conf.pciBusID)
+        except OSError as err:
+            if not lenient:
+                raise CNIError(INTERNAL, f"error with host device: {err}") from None
+    return Selection(conf, auxiliary, dpdk)
+
+
+def has_userspace_driver(pci_address: str) -> bool:
+    driver = os.path.realpath(os.path.join(SYS_BUS_PCI, pci_address, "driver"), strict=True)
+    return os.path.basename(driver) in USERSPACE_DRIVERS
+
+
+def first_netdev(directory: str) -> str:
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as err:
+        raise CNIError(
+            INTERNAL, f'failed to read directory {directory}: "{err.strerror}"'
+        ) from None
+    if not names:
+        raise CNIError(INTERNAL, f"failed to find network device in path {directory}")
+    return names[0]
+
+
+def host_device_name(selection: Selection) -> str:
+    """The host-side name of the chosen device, in upstream's order of precedence."""
+    conf = selection.conf
+    if conf.device:
+        return conf.device
+    if conf.hwaddr:
+        mac = links.parse_mac(conf.hwaddr, 'config "hwaddr"')
+        found = links.lookup_by_mac(None, mac)
+        if found is None:
+            raise CNIError(INTERNAL, f"failed to find host device: no interface has MAC {mac}")
+        return found.name
+    if conf.kernelpath:
+        if not os.path.isabs(conf.kernelpath) or not conf.kernelpath.startswith("/sys/devices/"):
+            raise config_error(
+                f'kernel device path "{conf.kernelpath}" must be absolute '
+                "and begin with /sys/devices/"
+            )
+        return first_netdev(os.path.join(conf.kernelpath, "net"))
+    if conf.pciBusID:
+        directory = os.path.join(SYS_BUS_PCI, conf.pciBusID, "net")
+        if not os.path.lexists(directory):
+            matches = sorted(glob.glob(os.path.join(SYS_BUS_PCI, conf.pciBusID, "virtio*", "net")))
+            if not matches:
+                raise CNIError(INTERNAL, f"no net directory under pci device {conf.pciBusID}")
+            directory = matches[0]
+        return first_netdev(directory)
+    return first_netdev(os.path.join(SYS_BUS_AUXILIARY, selection.auxiliary, "net"))
+
+
+def add(call: skel.Call) -> Result:
+    selection = load_conf(call)
+    conf = selection.conf
+    result = Result(call.cni_version)
+    if selection.dpdk:
+        os.close(netns.open_netns(call.netns))  # the netns must exist even if nothing moves
+        result.add_interface(call.ifname, sandbox=call.netns)
+    else:
+        name = host_device_name(selection)
+        if links.lookup(None, name) is None:
+            raise CNIError(
+                INTERNAL,
+                f'failed to find host device: link "{name}" not found',
+                "is it already in use by another container?",
+            )
+        result.add_interface(**links.move_in(name, call.netns, call.ifname))
+    kind = ipam.type_of(conf)
+    if not kind:
+        return result
+    with _returned_on_failure(call, selection):
+        allocated = ipam.add(call, kind)
+        with ipam.released_on_failure(call, kind):
+            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+            result.routes = allocated.routes
+            if not selection.dpdk:
+                iface.configure(call.netns, call.ifname, result)
+    result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
+    return result
+
+
+def _returned_on_failure(call: skel.Call, selection: Selection):
+    if selection.dpdk:
+        return contextlib.nullcontext()
+    return links.moved_out_on_failure(call.netns, call.ifname, selection.conf.device)
+
+
+def delete(call: skel.Call) -> None:
+    # Upstream skips the IPAM release when CNI_NETNS is empty and fails when the device is
+    # gone; here the addresses are always released and a missing device is already clean.
+    selection = load_conf(call, lenient=True)
+    failure = None
+    kind = ipam.type_of(selection.conf)
+    if kind:
+        try:
+            ipam.delete(call, kind)
+        except CNIError as err:
+            failure = err
+    if call.netns and netns.exists(call.netns) and not selection.dpdk:
+        try:
+            links.move_out(call.netns, call.ifname, selection.conf.device)
+        except netns.NetnsMissing:
+            pass
+    if failure is not None:
+        raise failure
+
+
+def check(call: skel.Call) -> None:
+    selection = load_conf(call)
+    kind = ipam.type_of(selection.conf)
+    if kind:
+        ipam.check(call, kind)
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "Required prevResult missing")
+    if selection.dpdk:
+        return
+    entry = links.container_interface(previous, call.ifname, call.netns)
+    links.check_interface(call.netns, entry, None)
+    links.check_addresses(call.netns, call.ifname, previous)
+    links.check_routes(call.netns, previous.routes)
+
+
+def status(call: skel.Call) -> None:
+    ipam.forward(call, call.load(HostDeviceConf), "STATUS")
+
+
+def gc(call: skel.Call) -> None:
+    # Links die with their netns; only the IPAM has state to collect.
+    ipam.forward(call, call.load(HostDeviceConf), "GC")
+
+
+PLUGIN = skel.Plugin("host-device", add=add, delete=delete, check=check, status=status, gc=gc)
+
+
+def main() -> int:
+    return skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

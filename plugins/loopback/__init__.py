@@ -1,0 +1,1 @@
+"""The loopback plugin: its config and verbs, and what only it uses."""

@@ -1,0 +1,113 @@
+"""ptp: a veth pair routed through the node, no bridge: pure layer 3.
+
+The container end gets the IPAM address and reaches everything, its own subnet included, via
+the gateway address that sits as a /32 (/128) on the host end; the node routes back through a
+host route per container address, and optionally masquerades.
+"""
+
+from libcni.delegation import ipam
+from libcni.kernel import iface, links, sysctl, veth
+from libcni.netfilter import masquerade as masq
+from libcni.protocol import skel
+from libcni.protocol.config import NetConf, dns_if_set
+from libcni.protocol.errors import INTERNAL, CNIError, config_error
+from libcni.protocol.result import Result, ip_version, parse_dns
+from plugins.ptp import routing as p2p
+
+
+class PtpConf(NetConf):
+    ipMasq: bool = False
+    ipMasqBackend: str = ""
+    mtu: int = 0
+
+
+def load_conf(call: skel.Call) -> PtpConf:
+    conf = call.load(PtpConf)
+    if not ipam.type_of(conf):
+        raise config_error(
+            'ptp needs an IPAM plugin: "ipam": {"type": ...} is missing',
+            "use host-local or static to give the container its address",
+        )
+    return conf
+
+
+def add(call: skel.Call) -> Result:
+    conf = load_conf(call)
+    kind = ipam.type_of(conf)
+    backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
+    allocated = ipam.add(call, kind)
+    with links.Rollback() as undo:
+        undo.push(ipam.delete, call, kind)
+        missing = [ip["address"] for ip in allocated.ips if not ip.get("gateway")]
+        if missing:
+            raise CNIError(
+                INTERNAL,
+                f"ptp needs a gateway for every address; IPAM gave none for {', '.join(missing)}",
+                'set "gateway" in the IPAM config',
+            )
+        for version in sorted({ip_version(ip["address"]) for ip in allocated.ips}):
+            sysctl.enable_forwarding(version)
+        host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu)
+        undo.push(links.delete, call.netns, call.ifname)
+        result = Result(call.cni_version, routes=allocated.routes, dns=allocated.dns)
+        result.add_interface(**host)
+        result.add_interface(**container)
+        result.ips = [dict(ip, interface=1) for ip in allocated.ips]
+        iface.configure(call.netns, call.ifname, result)
+        p2p.route_container(call.netns, call.ifname, result.ips)
+        p2p.route_host(host["name"], result.ips)
+        if conf.ipMasq:
+            masq.setup_undoably(undo, backend, conf.name, call, result)
+    dns = dns_if_set(conf)
+    if dns is not None:
+        result.dns = parse_dns(dns)
+    return result
+
+
+def delete(call: skel.Call) -> None:
+    conf = call.load(PtpConf)
+    failure = None
+    if ipam.type_of(conf):
+        try:
+            ipam.delete(call, ipam.type_of(conf))
+        except CNIError as err:
+            failure = err  # still remove the link and the rules, then report
+    addresses = veth.delete_collecting_addresses(call.netns, call.ifname) if call.netns else None
+    if conf.ipMasq:
+        masq.teardown_for_del(conf.name, call, addresses)
+    if failure is not None:
+        raise failure
+
+
+def check(call: skel.Call) -> None:
+    conf = load_conf(call)
+    ipam.check(call, ipam.type_of(conf))
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "ptp: Required prevResult missing")
+    entry = links.container_interface(previous, call.ifname, call.netns)
+    links.check_interface(call.netns, entry, "veth")
+    # ptp deletes the connected route on purpose: the subnet is reached via the gateway.
+    links.check_addresses(call.netns, call.ifname, previous, connected_route=False)
+    links.check_routes(call.netns, previous.routes)
+
+
+def status(call: skel.Call) -> None:
+    ipam.forward(call, call.load(PtpConf), "STATUS")
+
+
+def gc(call: skel.Call) -> None:
+    conf = call.load(PtpConf)
+    masq.gc(conf.name, call.valid_attachments())
+    ipam.forward(call, conf, "GC")
+
+
+PLUGIN = skel.Plugin("ptp", add=add, delete=delete, check=check, status=status, gc=gc)
+
+
+def main() -> int:
+    return skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

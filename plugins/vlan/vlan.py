@@ -1,0 +1,147 @@
+"""vlan: an 802.1Q sub-interface of a host interface (the "master"), inside the container.
+
+The vlan link is created directly inside the container netns on top of `master` with the
+configured VLAN id, and addressed by the (required) IPAM plugin. Needs the kernel's 8021q.
+"""
+
+import errno
+
+from libcni.delegation import ipam
+from libcni.kernel import iface, links
+from libcni.protocol import skel
+from libcni.protocol.config import NetConf
+from libcni.protocol.errors import INTERNAL, CNIError, config_error
+from libcni.protocol.result import Result, parse_dns
+
+MAX_VLAN_ID = 4094
+
+
+class VlanConf(NetConf):
+    master: str = ""
+    vlanId: int = 0
+    mtu: int = 0
+    linkInContainer: bool = False
+
+
+def validate(conf: VlanConf) -> None:
+    """What can be judged from the config alone."""
+    if not conf.master:
+        raise config_error(
+            '"master" field is required. It specifies the host interface name to create '
+            "the VLAN for"
+        )
+    if not 0 <= conf.vlanId <= MAX_VLAN_ID:
+        # Upstream checks the same range but its message says "4095 inclusive".
+        raise config_error(
+            f"invalid VLAN ID {conf.vlanId} (must be between 0 and {MAX_VLAN_ID} inclusive)"
+        )
+    if not ipam.type_of(conf):
+        raise config_error(
+            "vlan interface requires an IPAM configuration",
+            'add an "ipam" section, e.g. {"type": "host-local", ...}',
+        )
+
+
+def load_conf(call: skel.Call) -> tuple[VlanConf, links.Link]:
+    """Decode, validate and find the master (host netns, or the container's)."""
+    conf = call.load(VlanConf)
+    validate(conf)
+    master = links.require_master(call.netns if conf.linkInContainer else None, conf.master)
+    if not 0 <= conf.mtu <= master.mtu:
+        raise config_error(f"invalid MTU {conf.mtu}, must be [0, master MTU({master.mtu})]")
+    return conf, master
+
+
+def add(call: skel.Call) -> Result:
+    conf, master = load_conf(call)
+    in_use = (
+        f"VLAN id {conf.vlanId} is already in use on {conf.master}: the kernel allows one vlan "
+        "link per (master, id), so two containers cannot share it"
+    )
+    created = links.create_child(
+        "vlan",
+        call.netns,
+        call.ifname,
+        master,
+        master_in_container=conf.linkInContainer,
+        mtu=conf.mtu,
+        vlan_id=conf.vlanId,
+        explain={errno.EEXIST: in_use},
+    )
+    result = Result(call.cni_version)
+    with links.deleted_on_failure(call.netns, call.ifname):
+        kind = ipam.type_of(conf)
+        try:
+            allocated = ipam.add(call, kind)
+        except CNIError as err:
+            raise CNIError(
+                err.code, f"failed to execute IPAM delegate: {err.msg}", err.details
+            ) from None
+        with ipam.released_on_failure(call, kind):
+            result.interfaces = [created]
+            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+            result.routes = allocated.routes
+            iface.configure(call.netns, call.ifname, result)
+    # The config's dns replaces the IPAM's, even when empty (upstream does the same).
+    result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
+    return result
+
+
+def delete(call: skel.Call) -> None:
+    # Unlike upstream, DEL does not insist that the master still exists: a container must be
+    # removable after its parent interface went away.
+    conf = call.load(VlanConf)
+    failure = None
+    kind = ipam.type_of(conf)
+    if kind:
+        try:
+            ipam.delete(call, kind)
+        except CNIError as err:
+            failure = err
+    links.delete(call.netns, call.ifname)
+    if failure is not None:
+        raise failure
+
+
+def check(call: skel.Call) -> None:
+    conf, _ = load_conf(call)
+    ipam.check(call, ipam.type_of(conf))
+    previous = call.prev_result()
+    if previous is None:
+        raise CNIError(INTERNAL, "vlan: Required prevResult missing")
+    entry = links.container_interface(previous, call.ifname, call.netns)
+    link = links.check_interface(call.netns, entry, "vlan")
+    actual = links.kind_data(call.netns, call.ifname).get("IFLA_VLAN_ID")
+    if actual != conf.vlanId:
+        raise CNIError(
+            INTERNAL,
+            f"container vlan {call.ifname} has VLAN id {actual}, config wants {conf.vlanId}",
+        )
+    if conf.mtu and conf.mtu != link.mtu:
+        raise CNIError(
+            INTERNAL, f"container vlan {call.ifname} has MTU {link.mtu}, config wants {conf.mtu}"
+        )
+    links.check_addresses(call.netns, call.ifname, previous)
+    links.check_routes(call.netns, previous.routes)
+
+
+def status(call: skel.Call) -> None:
+    conf = call.load(VlanConf)
+    ipam.forward(call, conf, "STATUS")
+    links.require_master_for_status(conf.master, conf.linkInContainer)
+
+
+def gc(call: skel.Call) -> None:
+    # Links die with their netns; only the IPAM has state to collect.
+    ipam.forward(call, call.load(VlanConf), "GC")
+
+
+PLUGIN = skel.Plugin("vlan", add=add, delete=delete, check=check, status=status, gc=gc)
+
+
+def main() -> int:
+    return skel.main(PLUGIN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
