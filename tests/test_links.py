@@ -10,6 +10,7 @@ from conftest import ns_exec
 from libcni.kernel import links
 from libcni.protocol.errors import CNIError
 from libcni.protocol.result import Result
+from libcni.rollback import Rollback
 
 
 def test_temp_name_is_veth_and_eight_hex_digits():
@@ -85,26 +86,27 @@ def test_delete_reports_whether_something_was_removed(routed, tmp_path):
     assert links.delete("", "up0") is False
 
 
-def test_deleted_on_failure_removes_the_link_and_reraises(routed):
+def test_rollback_of_a_link_removes_it_and_reraises(routed):
     with pytest.raises(RuntimeError):
-        with links.deleted_on_failure(routed, "up0"):
+        with Rollback() as undo:
+            undo.push(links.delete, routed, "up0")
             raise RuntimeError("later step failed")
     assert links.lookup(routed, "up0") is None
 
 
-def test_deleted_on_failure_keeps_the_link_on_success(routed):
-    with links.deleted_on_failure(routed, "up0"):
-        pass
+def test_rollback_of_a_link_keeps_it_on_success(routed):
+    with Rollback() as undo:
+        undo.push(links.delete, routed, "up0")
     assert links.lookup(routed, "up0") is not None
 
 
 def test_rollback_undoes_newest_first_only_on_failure():
     done = []
-    with links.Rollback() as undo:
+    with Rollback() as undo:
         undo.push(done.append, "kept")
     assert done == []
     with pytest.raises(ValueError):
-        with links.Rollback() as undo:
+        with Rollback() as undo:
             undo.push(done.append, "first")
             undo.push(lambda: 1 / 0)  # a failing undo step does not stop the others
             undo.push(done.append, "second")

@@ -1,7 +1,5 @@
 """Delegated IPAM as main plugins use it: allocate, undo on failure, release, check, status, gc."""
 
-from contextlib import contextmanager
-
 from libcni.delegation.invoke import delegate
 from libcni.protocol.errors import INTERNAL, CNIError
 
@@ -35,14 +33,30 @@ def check(call, ipam_type: str) -> None:
     delegate(call, ipam_type, "CHECK")
 
 
-@contextmanager
-def released_on_failure(call, ipam_type: str):
-    """Wrap the rest of an ADD: if it fails, give the addresses back before the error goes out."""
+def allocate(call, ipam_type: str, undo):
+    """IPAM ADD inside an ADD's Rollback: the release is pushed as soon as addresses are held."""
+    result = add(call, ipam_type)
+    undo.push(_release_after_failure, call, ipam_type)
+    return result
+
+
+def _release_after_failure(call, ipam_type: str) -> None:
     try:
-        yield
-    except BaseException:
+        delete(call, ipam_type)
+    except CNIError as err:
+        call.log(f"rollback: releasing the IPAM allocation failed too: {err}")
+
+
+def release_then(call, conf, cleanup, *args) -> None:
+    """A main plugin's DEL: release the IPAM allocation (if any), run `cleanup(*args)` even when
+    the release failed (the link must go either way), then report the release's error."""
+    kind = type_of(conf)
+    failure = None
+    if kind:
         try:
-            delete(call, ipam_type)
+            delete(call, kind)
         except CNIError as err:
-            call.log(f"rollback: releasing the IPAM allocation failed too: {err}")
-        raise
+            failure = err
+    cleanup(*args)
+    if failure is not None:
+        raise failure

@@ -9,12 +9,12 @@ No pyroute2 here: these run on every ADD and DEL.
 import errno
 import ipaddress
 import os
-import sys
 from contextlib import contextmanager
 
 from libcni.kernel import netns, sysctl
-from libcni.kernel.rtnl import Link
+from libcni.kernel.rtnl import Link, RouteSocket
 from libcni.protocol.errors import INTERNAL, CNIError
+from libcni.rollback import Rollback
 
 MAIN_TABLE = 254
 AF_INET, AF_INET6 = 2, 10
@@ -107,8 +107,6 @@ def find(sock, name: str) -> Link | None:
 
 def lookup_by_mac(netns_path: str | None, mac: str) -> Link | None:
     """The first link (by index) whose MAC is `mac` (canonical form)."""
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket(netns_path) as sock:
         return next((link for link in sock.links() if link.mac.lower() == mac), None)
 
@@ -119,8 +117,6 @@ def where(netns_path: str | None) -> str:
 
 def lookup(netns_path: str | None, name: str) -> Link | None:
     """The rtnl.Link called `name` in the netns (None: this one), or None."""
-    from libcni.kernel.rtnl import RouteSocket
-
     if not name or len(name.encode()) > 15:
         return None
     try:
@@ -144,8 +140,6 @@ def require_master(netns_path: str | None, master: str) -> Link:
 
 def default_route_interface(netns_path: str | None = None) -> str:
     """The interface of the first default route (IPv4, then IPv6) in the main table."""
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket(netns_path) as sock:
         oif = sock.default_route_oif()
         link = sock.link_by_index(oif) if oif else None
@@ -233,8 +227,6 @@ def create_child(
     host link called like CNI_IFNAME never clashes. Returns the result interface entry.
     `explain` maps an errno of the create call to a hint for the operator.
     """
-    from libcni.kernel.rtnl import RouteSocket
-
     temp = temp_name()
     data = _kind_data(kind, settings)
     try:
@@ -256,8 +248,6 @@ def create_child(
 
 def create_in(netns_path: str, ifname: str, kind: str) -> dict:
     """Create a standalone link (dummy) directly under its final name in the netns."""
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket(netns_path) as sock:
         try:
             sock.add_link(ifname, kind)
@@ -274,8 +264,6 @@ def _name_taken(ifname: str, netns_path: str) -> str:
 
 
 def _rename_new_link(netns_path: str, temp: str, ifname: str, kind: str) -> dict:
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket(netns_path) as sock:
         link = sock.link(temp)
         if link is None:
@@ -302,8 +290,6 @@ def delete(netns_path: str, ifname: str) -> bool:
     It runs for every container teardown, so it speaks rtnetlink through libcni.kernel.rtnl (the
     standard library) instead of paying for the pyroute2 import.
     """
-    from libcni.kernel.rtnl import RouteSocket
-
     if not netns_path or not netns.exists(netns_path):
         return False
     try:
@@ -321,22 +307,7 @@ def delete(netns_path: str, ifname: str) -> bool:
     return True
 
 
-@contextmanager
-def deleted_on_failure(netns_path: str, ifname: str):
-    """Wrap the rest of an ADD: if it fails, the link it created goes away again."""
-    try:
-        yield
-    except BaseException:
-        try:
-            delete(netns_path, ifname)
-        except CNIError as err:
-            print(f"rollback: deleting {ifname} failed too: {err}", file=sys.stderr)
-        raise
-
-
 def set_up(netns_path: str, ifname: str) -> None:
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket(netns_path) as sock:
         link = sock.link(ifname)
         if link is None:
@@ -443,13 +414,13 @@ def create_tap(
                 _make_tap(temp, flags, owner, group)
         except OSError as err:
             raise CNIError(INTERNAL, f"failed to create tap: {strerror(err)}") from None
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket(netns_path) as ipr:
         link = find(ipr, temp)
         if link is None:
             raise CNIError(INTERNAL, f'failed to find the new tap "{temp}" in {netns_path}')
-        try:
+        # A tap half set up (renamed, MTU, bridge port) is removed again.
+        with Rollback() as undo:
+            undo.push(ipr.delete_link, link.index)
             settings: dict = {}
             if mtu:
                 settings["mtu"] = mtu
@@ -473,9 +444,6 @@ def create_tap(
                     master=port_of.index,
                 )
             _step(ipr, link.index, "set tap interface up", state="up")
-        except BaseException:
-            _quietly(ipr.delete_link, link.index)
-            raise
         link = find(ipr, ifname)
     return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
 
@@ -499,32 +467,6 @@ def _step(sock, index: int, what: str, **changes) -> None:
 
 
 # -- moving a host device in and out (host-device) -----------------------------------------
-
-
-class Rollback:
-    """Undo steps registered as an operation advances; run newest first if the block fails."""
-
-    def __init__(self) -> None:
-        self.steps: list = []
-
-    def push(self, func, *args, **kwargs) -> None:
-        self.steps.append((func, args, kwargs))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        if kind is not None:
-            for func, args, kwargs in reversed(self.steps):
-                _quietly(func, *args, **kwargs)
-        return False
-
-
-def _quietly(func, *args, **kwargs) -> None:
-    try:
-        func(*args, **kwargs)
-    except Exception as err:
-        print(f"rollback step failed: {err}", file=sys.stderr)
 
 
 @contextmanager
@@ -559,8 +501,6 @@ def temporary_netns():
 
 
 def _fd_session(fd: int | None):
-    from libcni.kernel.rtnl import RouteSocket
-
     return RouteSocket(fd)
 
 
@@ -670,19 +610,6 @@ def move_out(netns_path: str, ifname: str, fallback_name: str = "") -> str | Non
     return original
 
 
-@contextmanager
-def moved_out_on_failure(netns_path: str, ifname: str, fallback_name: str = ""):
-    """Wrap the rest of a host-device ADD: if it fails, the device goes back to the host."""
-    try:
-        yield
-    except BaseException:
-        try:
-            move_out(netns_path, ifname, fallback_name)
-        except CNIError as err:
-            print(f"rollback: moving {ifname} back failed too: {err}", file=sys.stderr)
-        raise
-
-
 # -- CHECK ---------------------------------------------------------------------------------
 
 
@@ -703,8 +630,6 @@ def check_interface(netns_path: str, entry: dict, kind: str | None):
 
     Returns the rtnl.Link; plugins that also compare kind-specific data (a macvlan's mode)
     read it with kind_data()."""
-    from libcni.kernel.rtnl import RouteSocket
-
     name = entry.get("name", "")
     with RouteSocket(netns_path) as sock:
         link = sock.link(name) if name and len(name.encode()) <= 15 else None
@@ -737,8 +662,6 @@ def _ips_for(result, ifname: str) -> list:
 
 def check_addresses(netns_path: str, ifname: str, result, connected_route: bool = True) -> None:
     """Every prevResult address of our interface is on it, with its subnet route."""
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket(netns_path) as sock:
         link = sock.link(ifname)
         if link is None:
@@ -772,8 +695,6 @@ def _route_set(sock) -> set:
 
 def check_routes(netns_path: str, routes: list) -> None:
     """Every prevResult route exists in its table (main unless it names one)."""
-    from libcni.kernel.rtnl import RouteSocket
-
     if not routes:
         return
     with RouteSocket(netns_path) as sock:

@@ -13,6 +13,7 @@ from libcni.kernel.rtnl import (
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_EXCL,
+    RouteSocket,
     _attr,
     _attrs,
     _cstr,
@@ -130,7 +131,6 @@ def qdiscs(sock, index: int) -> list:
 
 def host_peer(netns_path: str, ifname: str, result) -> str:
     """The host end of the container's veth, which must be listed in the result."""
-    from libcni.kernel.rtnl import RouteSocket
     from libcni.protocol.errors import INTERNAL, CNIError
 
     if not result.interfaces:
@@ -158,7 +158,6 @@ def shape(host_veth: str, ifb: str, owner: str, ingress: Tbf | None, egress: Tbf
     import errno as errnos
 
     from libcni.kernel.links import strerror
-    from libcni.kernel.rtnl import RouteSocket
     from libcni.protocol.errors import INTERNAL, CNIError
 
     made_ifb = None
@@ -203,8 +202,6 @@ def _quietly_delete(sock, index: int) -> None:
 
 
 def remove_ifb(name: str) -> None:
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket() as sock:
         link = sock.link(name)
         if link is not None and link.kind == "ifb":
@@ -212,7 +209,6 @@ def remove_ifb(name: str) -> None:
 
 
 def check(host_veth: str, ifb: str, ingress: Tbf | None, egress: Tbf | None) -> None:
-    from libcni.kernel.rtnl import RouteSocket
     from libcni.protocol.errors import INTERNAL, CNIError
 
     with RouteSocket() as sock:
@@ -237,8 +233,6 @@ def check(host_veth: str, ifb: str, ingress: Tbf | None, egress: Tbf | None) -> 
 
 def collect_ifbs(owner_prefix: str, keep: set) -> None:
     """GC: delete our ifbs (alias `<owner_prefix><containerID>`) whose container is not kept."""
-    from libcni.kernel.rtnl import RouteSocket
-
     with RouteSocket() as sock:
         for link in sock.links():
             if link.kind == "ifb" and link.alias.startswith(owner_prefix):

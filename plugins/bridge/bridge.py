@@ -12,6 +12,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct, dns_if_set
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
+from libcni.rollback import Rollback
 from plugins.bridge import host_bridge as bridging
 from plugins.bridge import spoofcheck
 
@@ -109,14 +110,14 @@ def add(call: skel.Call) -> Result:
     bridge = bridging.ensure_bridge(
         conf.bridge, mtu=conf.mtu, promisc=conf.promiscMode, vlan_filtering=filtering
     )
-    host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=conf.mac)
-    result = Result(call.cni_version)
-    result.add_interface(bridge.name, bridge.mac)
-    result.add_interface(**host)
-    result.add_interface(**container)
     # Unlike upstream, a failed ADD also removes the veth it made.
-    with links.Rollback() as undo:
+    with Rollback() as undo:
+        host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=conf.mac)
         undo.push(links.delete, call.netns, call.ifname)
+        result = Result(call.cni_version)
+        result.add_interface(bridge.name, bridge.mac)
+        result.add_interface(**host)
+        result.add_interface(**container)
         bridging.attach_port(
             conf.bridge,
             host["name"],
@@ -130,8 +131,7 @@ def add(call: skel.Call) -> Result:
             spoofcheck.setup(host["name"], container["mac"], call.container_id, call.ifname)
             undo.push(spoofcheck.teardown, call.container_id, call.ifname)
         if kind:
-            allocated = ipam.add(call, kind)
-            undo.push(ipam.delete, call, kind)
+            allocated = ipam.allocate(call, kind, undo)
             result.ips, result.routes, result.dns = allocated.ips, allocated.routes, allocated.dns
             gateways = bridging.plan_gateways(result, conf.isGateway, conf.isDefaultGateway)
             prepare_container(call.netns, call.ifname, conf.enabledad)
@@ -184,25 +184,20 @@ def serve_gateways(conf: BridgeConf, gateways: dict, result: Result) -> None:
 
 def delete(call: skel.Call) -> None:
     conf = load_conf(call)
-    kind = ipam.type_of(conf)
     addresses = None
     if call.netns:
         addresses = veth.delete_collecting_addresses(call.netns, call.ifname)
-    failure = None
-    if kind:
-        try:
-            ipam.delete(call, kind)
-        except CNIError as err:
-            failure = err  # still remove the rules, then report
+    ipam.release_then(call, conf, _remove_host_rules, conf, call, addresses)
+
+
+def _remove_host_rules(conf: BridgeConf, call: skel.Call, addresses) -> None:
     if conf.macspoofchk:
         try:
             spoofcheck.teardown(call.container_id, call.ifname)
         except CNIError as err:
             call.log(f"spoofcheck teardown: {err}")
-    if kind and conf.ipMasq:
+    if ipam.type_of(conf) and conf.ipMasq:
         masq.teardown_for_del(conf.name, call, addresses)
-    if failure is not None:
-        raise failure
 
 
 def check(call: skel.Call) -> None:

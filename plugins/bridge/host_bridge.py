@@ -8,7 +8,7 @@ import errno
 import ipaddress
 import time
 
-from libcni.kernel import links, netlink, sysctl
+from libcni.kernel import links, sysctl
 from libcni.kernel.rtnl import RouteSocket
 from libcni.protocol.errors import INTERNAL, CNIError
 
@@ -106,7 +106,9 @@ def attach_port(
 
 def _port_vlans(port: str, index: int, vlan: int, trunk: list, preserve_default: bool) -> None:
     """Access VLAN and trunk of a host port (VLAN filtering is rare: pyroute2 does this)."""
-    with netlink.session(None) as ipr:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
         if not preserve_default:
             for vid in port_vlans(ipr, index):
                 _vlan(ipr, "del", index, vid, 0, port)

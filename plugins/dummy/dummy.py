@@ -10,6 +10,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
+from libcni.rollback import Rollback
 
 
 def ipam_type(conf: NetConf) -> str:
@@ -24,28 +25,20 @@ def ipam_type(conf: NetConf) -> str:
 
 def add(call: skel.Call) -> Result:
     kind = ipam_type(call.load())
-    created = links.create_in(call.netns, call.ifname, "dummy")
-    with links.deleted_on_failure(call.netns, call.ifname):
-        result = ipam.add(call, kind)
-        with ipam.released_on_failure(call, kind):
-            result.cni_version = call.cni_version
-            result.interfaces = [created]
-            result.ips = [dict(ip, interface=0) for ip in result.ips]
-            iface.configure(call.netns, call.ifname, result)
+    with Rollback() as undo:
+        created = links.create_in(call.netns, call.ifname, "dummy")
+        undo.push(links.delete, call.netns, call.ifname)
+        result = ipam.allocate(call, kind, undo)
+        result.cni_version = call.cni_version
+        result.interfaces = [created]
+        result.ips = [dict(ip, interface=0) for ip in result.ips]
+        iface.configure(call.netns, call.ifname, result)
     return result  # routes and dns as the IPAM returned them (upstream ignores config dns)
 
 
 def delete(call: skel.Call) -> None:
-    kind = ipam.type_of(call.load())
-    failure = None
-    if kind:
-        try:
-            ipam.delete(call, kind)
-        except CNIError as err:
-            failure = err
-    links.delete(call.netns, call.ifname)
-    if failure is not None:
-        raise failure
+    conf = call.load()
+    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:

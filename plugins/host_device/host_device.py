@@ -5,7 +5,6 @@ into the container under CNI_IFNAME (its host name kept in the link alias) and, 
 back under its old name. Devices bound to a userspace (DPDK) driver are not moved at all.
 """
 
-import contextlib
 import glob
 import os
 
@@ -15,6 +14,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
+from libcni.rollback import Rollback
 
 SYS_BUS_PCI = "/sys/bus/pci/devices"
 SYS_BUS_AUXILIARY = "/sys/bus/auxiliary/devices"
@@ -122,56 +122,45 @@ def add(call: skel.Call) -> Result:
     selection = load_conf(call)
     conf = selection.conf
     result = Result(call.cni_version)
-    if selection.dpdk:
-        os.close(netns.open_netns(call.netns))  # the netns must exist even if nothing moves
-        result.add_interface(call.ifname, sandbox=call.netns)
-    else:
-        name = host_device_name(selection)
-        if links.lookup(None, name) is None:
-            raise CNIError(
-                INTERNAL,
-                f'failed to find host device: link "{name}" not found',
-                "is it already in use by another container?",
-            )
-        result.add_interface(**links.move_in(name, call.netns, call.ifname))
     kind = ipam.type_of(conf)
-    if not kind:
-        return result
-    with _returned_on_failure(call, selection):
-        allocated = ipam.add(call, kind)
-        with ipam.released_on_failure(call, kind):
-            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-            result.routes = allocated.routes
-            if not selection.dpdk:
-                iface.configure(call.netns, call.ifname, result)
+    with Rollback() as undo:
+        if selection.dpdk:
+            os.close(netns.open_netns(call.netns))  # the netns must exist even if nothing moves
+            result.add_interface(call.ifname, sandbox=call.netns)
+        else:
+            name = host_device_name(selection)
+            if links.lookup(None, name) is None:
+                raise CNIError(
+                    INTERNAL,
+                    f'failed to find host device: link "{name}" not found',
+                    "is it already in use by another container?",
+                )
+            result.add_interface(**links.move_in(name, call.netns, call.ifname))
+            undo.push(links.move_out, call.netns, call.ifname, conf.device)
+        if not kind:
+            return result
+        allocated = ipam.allocate(call, kind, undo)
+        result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+        result.routes = allocated.routes
+        if not selection.dpdk:
+            iface.configure(call.netns, call.ifname, result)
     result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
     return result
-
-
-def _returned_on_failure(call: skel.Call, selection: Selection):
-    if selection.dpdk:
-        return contextlib.nullcontext()
-    return links.moved_out_on_failure(call.netns, call.ifname, selection.conf.device)
 
 
 def delete(call: skel.Call) -> None:
     # Upstream skips the IPAM release when CNI_NETNS is empty and fails when the device is
     # gone; here the addresses are always released and a missing device is already clean.
     selection = load_conf(call, lenient=True)
-    failure = None
-    kind = ipam.type_of(selection.conf)
-    if kind:
-        try:
-            ipam.delete(call, kind)
-        except CNIError as err:
-            failure = err
+    ipam.release_then(call, selection.conf, _move_back, call, selection)
+
+
+def _move_back(call: skel.Call, selection: Selection) -> None:
     if call.netns and netns.exists(call.netns) and not selection.dpdk:
         try:
             links.move_out(call.netns, call.ifname, selection.conf.device)
         except netns.NetnsMissing:
             pass
-    if failure is not None:
-        raise failure
 
 
 def check(call: skel.Call) -> None:

@@ -5,7 +5,6 @@ the default-route interface, or, when chained, the single interface of the previ
 Addresses come from IPAM, or from the previous plugin's result when no IPAM is configured.
 """
 
-import contextlib
 
 from libcni.delegation import ipam
 from libcni.kernel import iface, links
@@ -13,6 +12,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
+from libcni.rollback import Rollback
 
 MODES = {"l2": 0, "l3": 1, "l3s": 2}
 
@@ -63,29 +63,25 @@ def load_conf(call: skel.Call) -> tuple[IpvlanConf, links.Link, Result | None]:
 
 def add(call: skel.Call) -> Result:
     conf, master, previous = load_conf(call)
-    created = links.create_child(
-        "ipvlan",
-        call.netns,
-        call.ifname,
-        master,
-        master_in_container=conf.linkInContainer,
-        mtu=conf.mtu,
-        ipvlan_mode=MODES[mode_of(conf)],
-    )
     kind = ipam.type_of(conf)
-    with links.deleted_on_failure(call.netns, call.ifname):
-        if kind:
-            result = ipam.add(call, kind)
-            release: contextlib.AbstractContextManager = ipam.released_on_failure(call, kind)
-        else:
-            result = previous.copy()  # type: ignore[union-attr]
-            release = contextlib.nullcontext()
-        with release:
-            result.cni_version = call.cni_version
-            result.interfaces = [created]
-            result.ips = [dict(ip, interface=0) for ip in result.ips]
-            links.notify_neighbours(call.netns, call.ifname)
-            iface.configure(call.netns, call.ifname, result)
+    with Rollback() as undo:
+        created = links.create_child(
+            "ipvlan",
+            call.netns,
+            call.ifname,
+            master,
+            master_in_container=conf.linkInContainer,
+            mtu=conf.mtu,
+            ipvlan_mode=MODES[mode_of(conf)],
+        )
+        undo.push(links.delete, call.netns, call.ifname)
+        # Without IPAM, ipvlan takes the addresses of the plugin before it in the chain.
+        result = ipam.allocate(call, kind, undo) if kind else previous.copy()  # type: ignore[union-attr]
+        result.cni_version = call.cni_version
+        result.interfaces = [created]
+        result.ips = [dict(ip, interface=0) for ip in result.ips]
+        links.notify_neighbours(call.netns, call.ifname)
+        iface.configure(call.netns, call.ifname, result)
     # The config's dns replaces the IPAM's, even when empty (upstream does the same).
     result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
     return result
@@ -95,16 +91,7 @@ def delete(call: skel.Call) -> None:
     # Upstream resolves the master again on DEL (and fails without a default route); the
     # link is removed by name, so nothing about the master is needed here.
     conf = call.load(IpvlanConf)
-    failure = None
-    kind = ipam.type_of(conf)
-    if kind:
-        try:
-            ipam.delete(call, kind)
-        except CNIError as err:
-            failure = err
-    links.delete(call.netns, call.ifname)
-    if failure is not None:
-        raise failure
+    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:

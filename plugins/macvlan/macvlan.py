@@ -10,6 +10,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
+from libcni.rollback import Rollback
 
 # macvlan modes by config name; "source" goes beyond upstream (it needs a MAC list set later).
 MODES = ("bridge", "private", "vepa", "passthru", "source")
@@ -62,28 +63,28 @@ def load_conf(call: skel.Call) -> tuple[MacvlanConf, links.Link]:
 def add(call: skel.Call) -> Result:
     conf, master = load_conf(call)
     extra: dict = {"macvlan_bc_queue_len": conf.bcqueuelen} if conf.bcqueuelen else {}
-    created = links.create_child(
-        "macvlan",
-        call.netns,
-        call.ifname,
-        master,
-        master_in_container=conf.linkInContainer,
-        mtu=conf.mtu,
-        mac=conf.mac,
-        macvlan_mode=mode_of(conf),
-        **extra,
-    )
     result = Result(call.cni_version)
-    result.add_interface(**created)
-    with links.deleted_on_failure(call.netns, call.ifname):
+    with Rollback() as undo:
+        created = links.create_child(
+            "macvlan",
+            call.netns,
+            call.ifname,
+            master,
+            master_in_container=conf.linkInContainer,
+            mtu=conf.mtu,
+            mac=conf.mac,
+            macvlan_mode=mode_of(conf),
+            **extra,
+        )
+        undo.push(links.delete, call.netns, call.ifname)
+        result.add_interface(**created)
         kind = ipam.type_of(conf)
         if kind:
-            allocated = ipam.add(call, kind)
-            with ipam.released_on_failure(call, kind):
-                result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-                result.routes = allocated.routes
-                links.notify_neighbours(call.netns, call.ifname)
-                iface.configure(call.netns, call.ifname, result)
+            allocated = ipam.allocate(call, kind, undo)
+            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+            result.routes = allocated.routes
+            links.notify_neighbours(call.netns, call.ifname)
+            iface.configure(call.netns, call.ifname, result)
         else:
             links.set_up(call.netns, call.ifname)
     # The config's dns replaces the IPAM's, even when empty (upstream does the same).
@@ -94,15 +95,7 @@ def add(call: skel.Call) -> Result:
 def delete(call: skel.Call) -> None:
     # Neither the master nor CNI_ARGS are needed to clean up, so neither is looked at.
     conf = call.load(MacvlanConf)
-    failure = None
-    if ipam.type_of(conf):
-        try:
-            ipam.delete(call, ipam.type_of(conf))
-        except CNIError as err:
-            failure = err  # still remove the link, then report
-    links.delete(call.netns, call.ifname)
-    if failure is not None:
-        raise failure
+    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:

@@ -12,6 +12,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf, dns_if_set
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, ip_version, parse_dns
+from libcni.rollback import Rollback
 from plugins.ptp import routing as p2p
 
 
@@ -35,9 +36,8 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     kind = ipam.type_of(conf)
     backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
-    allocated = ipam.add(call, kind)
-    with links.Rollback() as undo:
-        undo.push(ipam.delete, call, kind)
+    with Rollback() as undo:
+        allocated = ipam.allocate(call, kind, undo)
         missing = [ip["address"] for ip in allocated.ips if not ip.get("gateway")]
         if missing:
             raise CNIError(
@@ -66,17 +66,13 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     conf = call.load(PtpConf)
-    failure = None
-    if ipam.type_of(conf):
-        try:
-            ipam.delete(call, ipam.type_of(conf))
-        except CNIError as err:
-            failure = err  # still remove the link and the rules, then report
+    ipam.release_then(call, conf, _remove_veth_and_rules, conf, call)
+
+
+def _remove_veth_and_rules(conf: PtpConf, call: skel.Call) -> None:
     addresses = veth.delete_collecting_addresses(call.netns, call.ifname) if call.netns else None
     if conf.ipMasq:
         masq.teardown_for_del(conf.name, call, addresses)
-    if failure is not None:
-        raise failure
 
 
 def check(call: skel.Call) -> None:

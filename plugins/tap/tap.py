@@ -10,6 +10,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
+from libcni.rollback import Rollback
 
 UINT32_MAX = 2**32 - 1
 
@@ -44,28 +45,28 @@ def load_conf(call: skel.Call) -> TapConf:
 
 def add(call: skel.Call) -> Result:
     conf = load_conf(call)
-    created = links.create_tap(
-        call.netns,
-        call.ifname,
-        mtu=conf.mtu,
-        mac=conf.mac,
-        multi_queue=conf.multiQueue,
-        owner=conf.owner,
-        group=conf.group,
-        selinux_context=conf.selinuxContext,
-        bridge=conf.bridge,
-    )
     result = Result(call.cni_version)
-    result.add_interface(**created)
     kind = ipam.type_of(conf)
-    if kind:
-        with links.deleted_on_failure(call.netns, call.ifname):
-            allocated = ipam.add(call, kind)
-            with ipam.released_on_failure(call, kind):
-                result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-                result.routes = allocated.routes
-                links.notify_neighbours(call.netns, call.ifname, ipv6=False)
-                iface.configure(call.netns, call.ifname, result)
+    with Rollback() as undo:
+        created = links.create_tap(
+            call.netns,
+            call.ifname,
+            mtu=conf.mtu,
+            mac=conf.mac,
+            multi_queue=conf.multiQueue,
+            owner=conf.owner,
+            group=conf.group,
+            selinux_context=conf.selinuxContext,
+            bridge=conf.bridge,
+        )
+        undo.push(links.delete, call.netns, call.ifname)
+        result.add_interface(**created)
+        if kind:
+            allocated = ipam.allocate(call, kind, undo)
+            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+            result.routes = allocated.routes
+            links.notify_neighbours(call.netns, call.ifname, ipv6=False)
+            iface.configure(call.netns, call.ifname, result)
     # The config's dns replaces the IPAM's, even when empty (upstream does the same).
     result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
     return result
@@ -73,16 +74,7 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     conf = call.load(TapConf)
-    failure = None
-    kind = ipam.type_of(conf)
-    if kind:
-        try:
-            ipam.delete(call, kind)
-        except CNIError as err:
-            failure = err  # still remove the tap, then report
-    links.delete(call.netns, call.ifname)
-    if failure is not None:
-        raise failure
+    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:

@@ -12,6 +12,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
+from libcni.rollback import Rollback
 
 MAX_VLAN_ID = 4094
 
@@ -58,30 +59,29 @@ def add(call: skel.Call) -> Result:
         f"VLAN id {conf.vlanId} is already in use on {conf.master}: the kernel allows one vlan "
         "link per (master, id), so two containers cannot share it"
     )
-    created = links.create_child(
-        "vlan",
-        call.netns,
-        call.ifname,
-        master,
-        master_in_container=conf.linkInContainer,
-        mtu=conf.mtu,
-        vlan_id=conf.vlanId,
-        explain={errno.EEXIST: in_use},
-    )
     result = Result(call.cni_version)
-    with links.deleted_on_failure(call.netns, call.ifname):
-        kind = ipam.type_of(conf)
+    with Rollback() as undo:
+        created = links.create_child(
+            "vlan",
+            call.netns,
+            call.ifname,
+            master,
+            master_in_container=conf.linkInContainer,
+            mtu=conf.mtu,
+            vlan_id=conf.vlanId,
+            explain={errno.EEXIST: in_use},
+        )
+        undo.push(links.delete, call.netns, call.ifname)
         try:
-            allocated = ipam.add(call, kind)
+            allocated = ipam.allocate(call, ipam.type_of(conf), undo)
         except CNIError as err:
             raise CNIError(
                 err.code, f"failed to execute IPAM delegate: {err.msg}", err.details
             ) from None
-        with ipam.released_on_failure(call, kind):
-            result.interfaces = [created]
-            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-            result.routes = allocated.routes
-            iface.configure(call.netns, call.ifname, result)
+        result.interfaces = [created]
+        result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+        result.routes = allocated.routes
+        iface.configure(call.netns, call.ifname, result)
     # The config's dns replaces the IPAM's, even when empty (upstream does the same).
     result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
     return result
@@ -91,16 +91,7 @@ def delete(call: skel.Call) -> None:
     # Unlike upstream, DEL does not insist that the master still exists: a container must be
     # removable after its parent interface went away.
     conf = call.load(VlanConf)
-    failure = None
-    kind = ipam.type_of(conf)
-    if kind:
-        try:
-            ipam.delete(call, kind)
-        except CNIError as err:
-            failure = err
-    links.delete(call.netns, call.ifname)
-    if failure is not None:
-        raise failure
+    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:

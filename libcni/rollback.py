@@ -1,0 +1,45 @@
+"""Undo for ADD: the one idiom every plugin uses so that a failed ADD leaves nothing behind.
+
+    with Rollback() as undo:
+        host_veth = veth.create(...)
+        undo.push(links.delete, netns_path, ifname)
+        allocated = ipam.allocate(call, kind, undo)   # pushes the IPAM release itself
+        ...
+
+Each step that changes the kernel or node state pushes its undo right after it succeeds. When
+the block raises, the steps run newest first, each on its own: one failing undo (logged on
+stderr) does not stop the others, and the original error is what the caller sees. When the
+block completes, nothing runs. Start the block before the first change, so that every change
+has somewhere to register its undo.
+"""
+
+import sys
+
+
+class Rollback:
+    """An ordered stack of undo steps, run newest first if the `with` block fails."""
+
+    def __init__(self) -> None:
+        self._steps: list = []
+
+    def push(self, undo, *args, **kwargs) -> None:
+        """Register `undo(*args, **kwargs)` to run if the block fails from here on."""
+        self._steps.append((undo, args, kwargs))
+
+    def __enter__(self) -> "Rollback":
+        return self
+
+    def __exit__(self, kind, value, tb) -> bool:
+        steps, self._steps = self._steps, []
+        if kind is not None:
+            for undo, args, kwargs in reversed(steps):
+                _run_quietly(undo, args, kwargs)
+        return False
+
+
+def _run_quietly(undo, args, kwargs) -> None:
+    try:
+        undo(*args, **kwargs)
+    except Exception as err:  # the ADD's own error is the one to report
+        name = getattr(undo, "__qualname__", repr(undo))
+        print(f"rollback: {name} failed too: {err}", file=sys.stderr)
