@@ -7,10 +7,11 @@ import re
 import pytest
 from conftest import ns_exec
 
-from libcni.kernel import links
+from libcni.kernel import linkcheck, links, macaddr
 from libcni.protocol.errors import CNIError
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
+from plugins.host_device import move
 
 
 def test_temp_name_is_veth_and_eight_hex_digits():
@@ -24,19 +25,19 @@ def test_temp_name_is_veth_and_eight_hex_digits():
     ["0A:58:0a:f4:00:05", "0a-58-0a-f4-00-05", "0a58.0af4.0005"],
 )
 def test_parse_mac_accepts_go_forms(text):
-    assert links.parse_mac(text, "test") == "0a:58:0a:f4:00:05"
+    assert macaddr.parse_mac(text, "test") == "0a:58:0a:f4:00:05"
 
 
 @pytest.mark.parametrize("text", ["", "0a:58:0a:f4:00", "0a:58:0a:f4:00:zz", "0a:58-0a:f4:00:05"])
 def test_parse_mac_rejects_malformed(text):
     with pytest.raises(CNIError) as caught:
-        links.parse_mac(text, 'config "mac"')
+        macaddr.parse_mac(text, 'config "mac"')
     assert caught.value.msg == f'invalid MAC address "{text}" in config "mac"'
 
 
 def test_parse_mac_rejects_multicast():
     with pytest.raises(CNIError, match="multicast"):
-        links.parse_mac("01:00:5e:00:00:01", "test")
+        macaddr.parse_mac("01:00:5e:00:00:01", "test")
 
 
 def test_strerror_words_errors_like_go():
@@ -116,7 +117,7 @@ def test_rollback_undoes_newest_first_only_on_failure():
 
 def test_temporary_netns_is_a_new_netns_and_goes_away():
     here = os.stat("/proc/thread-self/ns/net").st_ino
-    with links.temporary_netns() as fd:
+    with move.temporary_netns() as fd:
         assert os.fstat(fd).st_ino != here
         kept = fd
     with pytest.raises(OSError):
@@ -133,9 +134,9 @@ def result_with(netns, **extra):
 
 def test_container_interface_matches_name_and_sandbox(routed):
     result = result_with(routed)
-    assert links.container_interface(result, "up1", routed)["name"] == "up1"
+    assert linkcheck.container_interface(result, "up1", routed)["name"] == "up1"
     with pytest.raises(CNIError, match="doesn't match configured netns"):
-        links.container_interface(result, "up1", "/var/run/netns/other")
+        linkcheck.container_interface(result, "up1", "/var/run/netns/other")
 
 
 def test_check_addresses_and_routes(routed):
@@ -146,25 +147,26 @@ def test_check_addresses_and_routes(routed):
         ips=[{"address": "10.90.0.2/24", "interface": 0}],
         routes=[{"dst": "10.91.0.0/16", "gw": "10.90.0.1"}, {"dst": "10.90.0.0/24"}],
     )
-    links.check_addresses(routed, "up1", good)
-    links.check_routes(routed, good.routes)
+    linkcheck.check_addresses(routed, "up1", good)
+    linkcheck.check_routes(routed, good.routes)
     with pytest.raises(CNIError, match="Failed to match addr 10.90.0.3/24"):
-        links.check_addresses(routed, "up1", result_with(routed, ips=[{"address": "10.90.0.3/24"}]))
+        wrong = result_with(routed, ips=[{"address": "10.90.0.3/24"}])
+        linkcheck.check_addresses(routed, "up1", wrong)
     with pytest.raises(CNIError, match="Expected Route 10.91.0.0/16 via 10.90.0.9 not found"):
-        links.check_routes(routed, [{"dst": "10.91.0.0/16", "gw": "10.90.0.9"}])
+        linkcheck.check_routes(routed, [{"dst": "10.91.0.0/16", "gw": "10.90.0.9"}])
 
 
 def test_check_addresses_skips_ips_of_other_interfaces(routed):
     result = result_with(routed, ips=[{"address": "10.92.0.2/24", "interface": 1}])
     result.add_interface("other0")
-    links.check_addresses(routed, "up1", result)
+    linkcheck.check_addresses(routed, "up1", result)
 
 
 def test_check_interface_compares_kind_and_mac(routed):
     mac = links.lookup(routed, "up1").mac
     entry = {"name": "up1", "mac": mac, "sandbox": routed}
-    assert links.check_interface(routed, entry, "veth").name == "up1"
+    assert linkcheck.check_interface(routed, entry, "veth").name == "up1"
     with pytest.raises(CNIError, match="not of type macvlan"):
-        links.check_interface(routed, entry, "macvlan")
+        linkcheck.check_interface(routed, entry, "macvlan")
     with pytest.raises(CNIError, match="doesn't match container Mac"):
-        links.check_interface(routed, dict(entry, mac="0a:00:00:00:00:01"), None)
+        linkcheck.check_interface(routed, dict(entry, mac="0a:00:00:00:00:01"), None)

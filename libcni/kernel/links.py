@@ -1,20 +1,18 @@
-"""Links the main plugins make, find, move and remove (upstream's pkg/ip link helpers and the
-per-plugin create/rename steps), plus the CHECK comparisons they share.
+"""Links the main plugins make, find and remove: upstream's pkg/ip link helpers and the
+per-plugin create/rename steps (create in a temporary name, rename, so a clash never leaves a
+half-made link), deletion that tolerates a gone netns or link, and STATUS's master check.
 
-Everything works on netns paths (or fds): an rtnetlink socket (libcni.kernel.rtnl.RouteSocket) is
-opened inside the namespace that holds the link, so the calling thread stays in its own netns.
-No pyroute2 here: these run on every ADD and DEL.
+Everything works on netns paths: an rtnetlink socket (libcni.kernel.rtnl.RouteSocket) is opened
+inside the namespace that holds the link, so the calling thread stays in its own netns. No
+pyroute2 here: these run on every ADD and DEL. MACs are in macaddr, CHECK in linkcheck.
 """
 
 import errno
-import ipaddress
 import os
-from contextlib import contextmanager
 
 from libcni.kernel import netns, sysctl
 from libcni.kernel.rtnl import Link, RouteSocket
-from libcni.protocol.errors import INTERNAL, CNIError
-from libcni.rollback import Rollback
+from libcni.protocol.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CNIError
 
 MAIN_TABLE = 254
 AF_INET, AF_INET6 = 2, 10
@@ -25,7 +23,7 @@ CLONE_NEWNET = 0x40000000
 MODULES = {"macvlan": "macvlan", "ipvlan": "ipvlan", "vlan": "8021q", "dummy": "dummy"}
 
 
-# -- names, errors, MACs -------------------------------------------------------------------
+# -- names and errors -----------------------------------------------------------------------
 
 
 def temp_name() -> str:
@@ -48,48 +46,6 @@ def strerror(err: BaseException) -> str:
         text = os.strerror(code)
         return text[:1].lower() + text[1:]
     return str(err)
-
-
-def parse_mac(text: str, source: str) -> str:
-    """A 6-byte MAC (`aa:bb:..`, `aa-bb-..` or `aabb.ccdd.eeff`) in canonical lower-case form."""
-    if "." in text:
-        groups, width = text.split("."), 4
-        ok = len(groups) == 3
-    else:
-        groups, width = text.replace("-", ":").split(":"), 2
-        ok = len(groups) == 6 and ("-" not in text or ":" not in text)
-    ok = ok and all(
-        len(g) == width and all(c in "0123456789abcdefABCDEF" for c in g) for g in groups
-    )
-    if not ok:
-        raise CNIError(
-            INTERNAL,
-            f'invalid MAC address "{text}" in {source}',
-            "expected six hex bytes such as 0a:58:0a:f4:00:05",
-        )
-    digits = "".join(groups).lower()
-    mac = ":".join(digits[i : i + 2] for i in range(0, 12, 2))
-    if int(digits[:2], 16) & 1:
-        raise CNIError(
-            INTERNAL,
-            f'invalid MAC address "{text}" in {source}: it is a multicast address',
-            "the lowest bit of the first byte must be 0 for an interface address",
-        )
-    return mac
-
-
-def requested_mac(call, config_mac: str, runtime_mac: str) -> str:
-    """The MAC a container asked for, in upstream's precedence, canonical; "" for none.
-
-    config "mac" < CNI_ARGS MAC < runtimeConfig.mac (capability "mac").
-    """
-    mac, source = config_mac, 'config "mac"'
-    env_mac = call.cni_args("MAC").get("MAC", "")
-    if env_mac:
-        mac, source = env_mac, "CNI_ARGS MAC"
-    if runtime_mac:
-        mac, source = runtime_mac, "runtimeConfig.mac"
-    return parse_mac(mac, source) if mac else ""
 
 
 # -- looking links up ----------------------------------------------------------------------
@@ -150,6 +106,17 @@ def default_route_interface(netns_path: str | None = None) -> str:
             f'the {where(netns_path)} has no default route; set "master" in the config',
         )
     return link.name
+
+
+def require_master_for_status(master: str, in_container: bool) -> None:
+    """STATUS beyond upstream: a configured host master that is gone means no new container
+    can join the network (code 50)."""
+    if master and not in_container and lookup(None, master) is None:
+        raise CNIError(
+            PLUGIN_NOT_AVAILABLE,
+            f'master interface "{master}" does not exist',
+            "new containers cannot be attached until it is back",
+        )
 
 
 # -- creating and removing -----------------------------------------------------------------
@@ -334,126 +301,12 @@ def notify_neighbours(netns_path: str, ifname: str, ipv6: bool = True) -> None:
                 pass
 
 
-# -- tap -----------------------------------------------------------------------------------
-
-TUNSETIFF, TUNSETPERSIST, TUNSETOWNER, TUNSETGROUP = 0x400454CA, 0x400454CB, 0x400454CC, 0x400454CE
-IFF_TAP, IFF_MULTI_QUEUE, IFF_NO_PI, IFF_VNET_HDR = 0x0002, 0x0100, 0x1000, 0x4000
-
-
-def _make_tap(name: str, flags: int, owner: int | None, group: int | None) -> None:
-    """A persistent tap in this thread's netns (the tun device belongs to the opener's netns)."""
-    import fcntl
-    import struct
-
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
-        if owner is not None:
-            fcntl.ioctl(fd, TUNSETOWNER, owner)
-        if group is not None:
-            fcntl.ioctl(fd, TUNSETGROUP, group)
-        fcntl.ioctl(fd, TUNSETPERSIST, 1)
-    finally:
-        os.close(fd)
-
-
-def _make_tap_with_ip(name: str, multi_queue: bool, owner, group, label: str) -> None:
-    """`ip tuntap add`, run under an SELinux exec label so the tap gets that context."""
-    import subprocess
-
-    argv = ["ip", "tuntap", "add", "mode", "tap", "name", name]
-    if multi_queue:
-        argv.append("multi_queue")
-    if owner is not None:
-        argv += ["user", str(owner)]
-    if group is not None:
-        argv += ["group", str(group)]
-    exec_attr = "/proc/thread-self/attr/exec"
-    try:
-        with open(exec_attr, "w") as f:
-            f.write(label)
-    except OSError as err:
-        raise CNIError(INTERNAL, f"failed set socket label: {strerror(err)}") from None
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True)
-    finally:
-        try:
-            with open(exec_attr, "w") as f:
-                f.write("")
-        except OSError:
-            pass
-    if proc.returncode != 0:
-        raise CNIError(INTERNAL, f"failed to run command {' '.join(argv)}: {proc.stderr.strip()}")
-
-
-def create_tap(
-    netns_path: str,
-    ifname: str,
-    *,
-    mtu: int = 0,
-    mac: str = "",
-    multi_queue: bool = False,
-    owner: int | None = None,
-    group: int | None = None,
-    selinux_context: str = "",
-    bridge: str = "",
-) -> dict:
-    """A persistent tap named `ifname` in the netns, optionally a port of `bridge` there, up."""
-    temp = temp_name()
-    # Upstream creates the tap through netlink (tap + vnet_hdr) only when both owner and group
-    # are given, otherwise with `ip tuntap` (tap + no_pi); the flags show in `ip -d link`.
-    if owner is not None and group is not None and not selinux_context:
-        flags = IFF_TAP | IFF_VNET_HDR | (IFF_MULTI_QUEUE | IFF_NO_PI if multi_queue else 0)
-    else:
-        flags = IFF_TAP | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
-    with netns.entered(netns_path):
-        try:
-            if selinux_context:
-                _make_tap_with_ip(temp, multi_queue, owner, group, selinux_context)
-            else:
-                _make_tap(temp, flags, owner, group)
-        except OSError as err:
-            raise CNIError(INTERNAL, f"failed to create tap: {strerror(err)}") from None
-    with RouteSocket(netns_path) as ipr:
-        link = find(ipr, temp)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find the new tap "{temp}" in {netns_path}')
-        # A tap half set up (renamed, MTU, bridge port) is removed again.
-        with Rollback() as undo:
-            undo.push(ipr.delete_link, link.index)
-            settings: dict = {}
-            if mtu:
-                settings["mtu"] = mtu
-            if mac:
-                settings["address"] = mac
-            if settings:
-                _step(ipr, link.index, "configure tap", **settings)
-            _step(ipr, link.index, f'rename tap to "{ifname}"', ifname=ifname)
-            if bridge:
-                port_of = find(ipr, bridge)
-                if port_of is None:
-                    raise CNIError(
-                        INTERNAL,
-                        f"failed to get bridge {bridge}: link not found",
-                        f"the bridge must already exist in the {where(netns_path)}",
-                    )
-                _step(
-                    ipr,
-                    link.index,
-                    f"set tap {ifname} as a port of bridge {bridge}",
-                    master=port_of.index,
-                )
-            _step(ipr, link.index, "set tap interface up", state="up")
-        link = find(ipr, ifname)
-    return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
-
-
 # pyroute2-style change names (kept by the callers) -> RouteSocket.set_link keywords.
 _CHANGES = {"mtu": "mtu", "address": "mac", "ifname": "name", "master": "master",
             "ifalias": "alias", "net_ns_fd": "netns_fd"}  # fmt: skip
 
 
-def _step(sock, index: int, what: str, **changes) -> None:
+def change(sock, index: int, what: str, **changes) -> None:
     settings = {_CHANGES[k]: v for k, v in changes.items() if k != "state"}
     if "state" in changes:
         settings["up"] = changes["state"] == "up"
@@ -464,262 +317,3 @@ def _step(sock, index: int, what: str, **changes) -> None:
         if error_code(err) == errno.EEXIST and "ifname" in changes:
             details = f'an interface named "{changes["ifname"]}" already exists there'
         raise CNIError(INTERNAL, f"failed to {what}: {strerror(err)}", details) from None
-
-
-# -- moving a host device in and out (host-device) -----------------------------------------
-
-
-@contextmanager
-def temporary_netns():
-    """An anonymous netns (an fd) for the block: a neutral place to rename a device in.
-
-    It is made by a short-lived thread that unshares its own netns, so this thread never moves.
-    Closing the fd destroys it: physical devices left inside would fall back to the initial
-    netns and virtual ones would be destroyed, so callers always move devices out first.
-    """
-    import ctypes
-    import threading
-
-    box: dict = {}
-
-    def make() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
-            box["error"] = OSError(ctypes.get_errno(), "unshare")
-            return
-        box["fd"] = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
-
-    worker = threading.Thread(target=make, name="pycni-tempns")
-    worker.start()
-    worker.join()
-    if "fd" not in box:
-        raise CNIError(INTERNAL, f"failed to create tempNS: {strerror(box['error'])}")
-    try:
-        yield box["fd"]
-    finally:
-        os.close(box["fd"])
-
-
-def _fd_session(fd: int | None):
-    return RouteSocket(fd)
-
-
-def _move(session_factory, name: str, target_fd: int, what: str) -> None:
-    with session_factory() as ipr:
-        link = find(ipr, name)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find "{name}" to move it {what}')
-        try:
-            ipr.set_link(link.index, netns_fd=target_fd)
-        except OSError as err:
-            details = ""
-            if err.errno == errno.EEXIST:
-                details = f'an interface named "{name}" already exists {what}'
-            raise CNIError(
-                INTERNAL, f'failed to move "{name}" {what}: {strerror(err)}', details
-            ) from None
-
-
-def _set(session_factory, name: str, what: str, **changes) -> None:
-    with session_factory() as ipr:
-        link = find(ipr, name)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find "{name}" to {what}')
-        _step(ipr, link.index, what, **changes)
-
-
-def move_in(host_name: str, netns_path: str, ifname: str) -> dict:
-    """Move host link `host_name` into the container as `ifname`, remembering the old name.
-
-    Upstream's order: host -> temporary netns (rename to `ifname`, store the host name in the
-    link alias) -> container netns (up). Every step is undone if a later one fails.
-    """
-    here = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
-    container = netns.open_netns(netns_path)
-    try:
-        host = lambda: _fd_session(None)  # noqa: E731
-        inside = lambda: _fd_session(container)  # noqa: E731
-        with _fd_session(None) as ipr:
-            link = find(ipr, host_name)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find host device "{host_name}"')
-        with temporary_netns() as temp_fd, Rollback() as undo:
-            temp = lambda: _fd_session(temp_fd)  # noqa: E731
-            if link.up:
-                undo.push(_set, host, host_name, "restore the up state", state="up")
-            _move(host, host_name, temp_fd, "to tempNS")
-            undo.push(_move, temp, host_name, here, "back to the host netns")
-            if ifname != host_name:
-                _set(
-                    temp,
-                    host_name,
-                    f'rename host device "{host_name}" to "{ifname}"',
-                    ifname=ifname,
-                )
-                undo.push(_set, temp, ifname, "restore the name", ifname=host_name)
-            _set(temp, ifname, f'set alias to "{host_name}"', ifalias=host_name)
-            undo.push(_set, temp, ifname, "clear the alias", ifalias="")
-            _move(temp, ifname, container, "to the container netns")
-            undo.push(_move, inside, ifname, temp_fd, "back to tempNS")
-            _set(inside, ifname, f'set "{ifname}" up', state="up")
-            with inside() as ipr:
-                moved = find(ipr, ifname)
-    finally:
-        os.close(here)
-        os.close(container)
-    return {"name": ifname, "mac": moved.mac if moved else "", "sandbox": netns_path}
-
-
-def move_out(netns_path: str, ifname: str, fallback_name: str = "") -> str | None:
-    """Give a moved-in device back to this netns under its original name (left down).
-
-    The original name comes from the alias set by move_in (ours or upstream's), else from
-    `fallback_name`. Returns that name, or None when the container has no `ifname` any more.
-    """
-    here = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
-    container = netns.open_netns(netns_path)
-    try:
-        inside = lambda: _fd_session(container)  # noqa: E731
-        with inside() as ipr:
-            link = find(ipr, ifname)
-        if link is None:
-            return None
-        original = link.alias or fallback_name
-        if not original:
-            raise CNIError(
-                INTERNAL,
-                f'failed to find original ifname for "{ifname}" (alias is not set)',
-                'set "device" in the config to name the host device to restore',
-            )
-        with temporary_netns() as temp_fd, Rollback() as undo:
-            temp = lambda: _fd_session(temp_fd)  # noqa: E731
-            if link.up:
-                undo.push(_set, inside, ifname, "restore the up state", state="up")
-            _move(inside, ifname, temp_fd, "to tempNS")
-            undo.push(_move, temp, ifname, container, "back to the container netns")
-            if original != ifname:
-                _set(temp, ifname, f'rename device "{ifname}" to "{original}"', ifname=original)
-                undo.push(_set, temp, original, "restore the name", ifname=ifname)
-            if link.alias:
-                _set(temp, original, f'unset alias of "{original}"', ifalias="")
-                undo.push(_set, temp, original, "restore the alias", ifalias=link.alias)
-            _move(temp, original, here, "to the host netns")
-    finally:
-        os.close(here)
-        os.close(container)
-    return original
-
-
-# -- CHECK ---------------------------------------------------------------------------------
-
-
-def container_interface(result, ifname: str, netns_path: str) -> dict:
-    """The prevResult entry for our interface: name CNI_IFNAME and sandbox CNI_NETNS."""
-    for entry in result.interfaces:
-        if entry.get("name") == ifname and entry.get("sandbox") == netns_path:
-            return entry
-    raise CNIError(
-        INTERNAL,
-        f"Sandbox in prevResult doesn't match configured netns: {netns_path}",
-        f'prevResult has no interface "{ifname}" with sandbox "{netns_path}"',
-    )
-
-
-def check_interface(netns_path: str, entry: dict, kind: str | None):
-    """Our interface exists in the container, is a `kind` link and has the recorded MAC.
-
-    Returns the rtnl.Link; plugins that also compare kind-specific data (a macvlan's mode)
-    read it with kind_data()."""
-    name = entry.get("name", "")
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(name) if name and len(name.encode()) <= 15 else None
-    if link is None:
-        raise CNIError(INTERNAL, f"Container Interface name in prevResult: {name} not found")
-    if kind is not None and link.kind != kind:
-        raise CNIError(
-            INTERNAL,
-            f"Error: Container interface {name} not of type {kind}",
-            f"it is a {link.kind or 'device without a kind'} link",
-        )
-    mac = entry.get("mac")
-    if mac and mac.lower() != link.mac.lower():
-        raise CNIError(
-            INTERNAL, f"Interface {name} Mac {mac} doesn't match container Mac: {link.mac}"
-        )
-    return link
-
-
-def _ips_for(result, ifname: str) -> list:
-    ours = []
-    for entry in result.ips:
-        index = entry.get("interface")
-        if index is None or (
-            0 <= index < len(result.interfaces) and result.interfaces[index]["name"] == ifname
-        ):
-            ours.append(entry)
-    return ours
-
-
-def check_addresses(netns_path: str, ifname: str, result, connected_route: bool = True) -> None:
-    """Every prevResult address of our interface is on it, with its subnet route."""
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(ifname)
-        if link is None:
-            raise CNIError(INTERNAL, f"Cannot find container link {ifname}")
-        present = set(sock.addresses(link.index))
-        routes = _route_set(sock) if connected_route else set()
-    for entry in _ips_for(result, ifname):
-        iface = ipaddress.ip_interface(entry["address"])
-        if f"{iface.ip}/{iface.network.prefixlen}" not in present:
-            raise CNIError(
-                INTERNAL, f"Failed to match addr {entry['address']} on interface {ifname}"
-            )
-        if connected_route and (str(iface.network), MAIN_TABLE) not in {r[:2] for r in routes}:
-            raise CNIError(
-                INTERNAL,
-                f"Failed to find Gateway {entry.get('gateway', '')} for interface {ifname}",
-                f"no route to {iface.network} in the container",
-            )
-
-
-def _route_set(sock) -> set:
-    """(dst, table, gateway) of every route in the netns; multipath hops each count."""
-    found = set()
-    for family in (AF_INET, AF_INET6):
-        for dst, table, gateways in sock.routes(family):
-            dst = str(ipaddress.ip_network(dst, strict=False))
-            for gateway in gateways:
-                found.add((dst, table, str(ipaddress.ip_address(gateway)) if gateway else None))
-    return found
-
-
-def check_routes(netns_path: str, routes: list) -> None:
-    """Every prevResult route exists in its table (main unless it names one)."""
-    if not routes:
-        return
-    with RouteSocket(netns_path) as sock:
-        present = _route_set(sock)
-    for route in routes:
-        dst = str(ipaddress.ip_network(route["dst"], strict=False))
-        table = route.get("table") or MAIN_TABLE
-        gateway = route.get("gw")
-        if gateway:
-            ok = (dst, table, str(ipaddress.ip_address(gateway))) in present
-        else:
-            ok = any(r[0] == dst and r[1] == table for r in present)
-        if not ok:
-            text = dst + (f" via {gateway}" if gateway else "")
-            raise CNIError(INTERNAL, f"Expected Route {text} not found in routing table")
-
-
-def require_master_for_status(master: str, in_container: bool) -> None:
-    """STATUS beyond upstream: a configured host master that is gone means no new container
-    can join the network (code 50)."""
-    from libcni.protocol.errors import PLUGIN_NOT_AVAILABLE, CNIError
-
-    if master and not in_container and lookup(None, master) is None:
-        raise CNIError(
-            PLUGIN_NOT_AVAILABLE,
-            f'master interface "{master}" does not exist',
-            "new containers cannot be attached until it is back",
-        )

@@ -2,7 +2,7 @@
 interface (mac, promisc, mtu, allmulti, txQLen); DEL puts the saved attributes back.
 """
 
-from libcni.kernel import links
+from libcni.kernel import macaddr
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct
 from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
@@ -58,7 +58,7 @@ def load_conf(call: skel.Call) -> TuningConf:
             if getattr(override, key) is not None:
                 setattr(conf, key, getattr(override, key))
     if conf.mac:
-        conf.mac = links.parse_mac(conf.mac, "tuning mac")
+        conf.mac = macaddr.parse_mac(conf.mac, "tuning mac")
     if "/" in call.ifname:
         raise CNIError(
             INVALID_ENVIRONMENT,

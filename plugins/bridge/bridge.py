@@ -6,7 +6,7 @@ isolation, VLANs or a MAC spoof check. Without IPAM the container gets a plain L
 """
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links, netns, sysctl, veth
+from libcni.kernel import iface, linkcheck, links, macaddr, netns, sysctl, veth
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct, dns_if_set
@@ -92,7 +92,7 @@ def load_conf(call: skel.Call) -> BridgeConf:
         mac, source = conf.args.cni.mac, "args.cni.mac"
     if conf.runtimeConfig is not None and conf.runtimeConfig.mac:
         mac, source = conf.runtimeConfig.mac, "runtimeConfig.mac"
-    conf.mac = links.parse_mac(mac, source) if mac else ""  # type: ignore[attr-defined]
+    conf.mac = macaddr.parse_mac(mac, source) if mac else ""  # type: ignore[attr-defined]
     if conf.isDefaultGateway:
         conf.isGateway = True
     if conf.hairpinMode and conf.promiscMode:
@@ -208,13 +208,13 @@ def check(call: skel.Call) -> None:
     previous = call.prev_result()
     if previous is None:
         raise CNIError(INTERNAL, "Required prevResult missing")
-    container = links.container_interface(previous, call.ifname, call.netns)
+    container = linkcheck.container_interface(previous, call.ifname, call.netns)
     bridging.check_bridge(previous, conf.bridge, conf.promiscMode)
-    link = links.check_interface(call.netns, container, "veth")
+    link = linkcheck.check_interface(call.netns, container, "veth")
     bridging.check_host_port(previous, conf.bridge, link)
     if kind:
-        links.check_addresses(call.netns, call.ifname, previous)
-    links.check_routes(call.netns, previous.routes)
+        linkcheck.check_addresses(call.netns, call.ifname, previous)
+    linkcheck.check_routes(call.netns, previous.routes)
 
 
 def status(call: skel.Call) -> None:

@@ -5,7 +5,7 @@ in the container netns under CNI_IFNAME; IPAM is required. Needs the kernel's du
 """
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links
+from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
@@ -47,11 +47,11 @@ def check(call: skel.Call) -> None:
     previous = call.prev_result()
     if previous is None:
         raise CNIError(INTERNAL, "dummy: Required prevResult missing")
-    entry = links.container_interface(previous, call.ifname, call.netns)
-    link = links.check_interface(call.netns, entry, "dummy")
+    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
+    link = linkcheck.check_interface(call.netns, entry, "dummy")
     if not link.up:
         raise CNIError(INTERNAL, f"Interface {call.ifname} is down")
-    links.check_addresses(call.netns, call.ifname, previous)
+    linkcheck.check_addresses(call.netns, call.ifname, previous)
 
 
 def status(call: skel.Call) -> None:

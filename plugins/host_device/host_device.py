@@ -9,12 +9,13 @@ import glob
 import os
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links, netns
+from libcni.kernel import iface, linkcheck, links, macaddr, netns
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
 from libcni.rollback import Rollback
+from plugins.host_device import move
 
 SYS_BUS_PCI = "/sys/bus/pci/devices"
 SYS_BUS_AUXILIARY = "/sys/bus/auxiliary/devices"
@@ -95,7 +96,7 @@ def host_device_name(selection: Selection) -> str:
     if conf.device:
         return conf.device
     if conf.hwaddr:
-        mac = links.parse_mac(conf.hwaddr, 'config "hwaddr"')
+        mac = macaddr.parse_mac(conf.hwaddr, 'config "hwaddr"')
         found = links.lookup_by_mac(None, mac)
         if found is None:
             raise CNIError(INTERNAL, f"failed to find host device: no interface has MAC {mac}")
@@ -135,8 +136,8 @@ def add(call: skel.Call) -> Result:
                     f'failed to find host device: link "{name}" not found',
                     "is it already in use by another container?",
                 )
-            result.add_interface(**links.move_in(name, call.netns, call.ifname))
-            undo.push(links.move_out, call.netns, call.ifname, conf.device)
+            result.add_interface(**move.move_in(name, call.netns, call.ifname))
+            undo.push(move.move_out, call.netns, call.ifname, conf.device)
         if not kind:
             return result
         allocated = ipam.allocate(call, kind, undo)
@@ -158,7 +159,7 @@ def delete(call: skel.Call) -> None:
 def _move_back(call: skel.Call, selection: Selection) -> None:
     if call.netns and netns.exists(call.netns) and not selection.dpdk:
         try:
-            links.move_out(call.netns, call.ifname, selection.conf.device)
+            move.move_out(call.netns, call.ifname, selection.conf.device)
         except netns.NetnsMissing:
             pass
 
@@ -173,10 +174,10 @@ def check(call: skel.Call) -> None:
         raise CNIError(INTERNAL, "Required prevResult missing")
     if selection.dpdk:
         return
-    entry = links.container_interface(previous, call.ifname, call.netns)
-    links.check_interface(call.netns, entry, None)
-    links.check_addresses(call.netns, call.ifname, previous)
-    links.check_routes(call.netns, previous.routes)
+    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
+    linkcheck.check_interface(call.netns, entry, None)
+    linkcheck.check_addresses(call.netns, call.ifname, previous)
+    linkcheck.check_routes(call.netns, previous.routes)
 
 
 def status(call: skel.Call) -> None:

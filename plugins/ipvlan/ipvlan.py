@@ -7,7 +7,7 @@ Addresses come from IPAM, or from the previous plugin's result when no IPAM is c
 
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links
+from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
@@ -102,18 +102,18 @@ def check(call: skel.Call) -> None:
     previous = call.prev_result()
     if previous is None:
         raise CNIError(INTERNAL, "Required prevResult missing")
-    entry = links.container_interface(previous, call.ifname, call.netns)
+    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
     if conf.master:  # the prevResult is ours now, so only a configured master can be checked
         links.require_master(call.netns if conf.linkInContainer else None, conf.master)
-    links.check_interface(call.netns, entry, "ipvlan")
+    linkcheck.check_interface(call.netns, entry, "ipvlan")
     names = {number: name for name, number in MODES.items()}
     actual = names.get(links.kind_data(call.netns, call.ifname).get("IFLA_IPVLAN_MODE", -1))
     if actual != mode:
         raise CNIError(
             INTERNAL, f"Container IPVlan mode {actual} does not match expected value: {mode}"
         )
-    links.check_addresses(call.netns, call.ifname, previous)
-    links.check_routes(call.netns, previous.routes)
+    linkcheck.check_addresses(call.netns, call.ifname, previous)
+    linkcheck.check_routes(call.netns, previous.routes)
 
 
 def status(call: skel.Call) -> None:

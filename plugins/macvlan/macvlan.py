@@ -5,7 +5,7 @@ default the interface of the host's default route), addressed by the optional IP
 """
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links
+from libcni.kernel import iface, linkcheck, links, macaddr
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
@@ -56,7 +56,7 @@ def load_conf(call: skel.Call) -> tuple[MacvlanConf, links.Link]:
     if not 0 <= conf.mtu <= master.mtu:
         raise config_error(f"invalid MTU {conf.mtu}, must be [0, master MTU({master.mtu})]")
     runtime_mac = conf.runtimeConfig.mac if conf.runtimeConfig is not None else ""
-    conf.mac = links.requested_mac(call, conf.mac, runtime_mac)
+    conf.mac = macaddr.requested_mac(call, conf.mac, runtime_mac)
     return conf, master
 
 
@@ -105,16 +105,16 @@ def check(call: skel.Call) -> None:
     previous = call.prev_result()
     if previous is None:
         raise CNIError(INTERNAL, "required prevResult missing")
-    entry = links.container_interface(previous, call.ifname, call.netns)
-    links.check_interface(call.netns, entry, "macvlan")
+    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
+    linkcheck.check_interface(call.netns, entry, "macvlan")
     actual = links.kind_data(call.netns, call.ifname).get("IFLA_MACVLAN_MODE")
     if actual != mode_of(conf):
         expected = mode_of(conf)
         raise CNIError(
             INTERNAL, f"container macvlan mode {actual} does not match expected value: {expected}"
         )
-    links.check_addresses(call.netns, call.ifname, previous)
-    links.check_routes(call.netns, previous.routes)
+    linkcheck.check_addresses(call.netns, call.ifname, previous)
+    linkcheck.check_routes(call.netns, previous.routes)
 
 
 def status(call: skel.Call) -> None:

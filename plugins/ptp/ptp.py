@@ -6,7 +6,7 @@ host route per container address, and optionally masquerades.
 """
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links, sysctl, veth
+from libcni.kernel import iface, linkcheck, links, sysctl, veth
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf, dns_if_set
@@ -81,11 +81,11 @@ def check(call: skel.Call) -> None:
     previous = call.prev_result()
     if previous is None:
         raise CNIError(INTERNAL, "ptp: Required prevResult missing")
-    entry = links.container_interface(previous, call.ifname, call.netns)
-    links.check_interface(call.netns, entry, "veth")
+    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
+    linkcheck.check_interface(call.netns, entry, "veth")
     # ptp deletes the connected route on purpose: the subnet is reached via the gateway.
-    links.check_addresses(call.netns, call.ifname, previous, connected_route=False)
-    links.check_routes(call.netns, previous.routes)
+    linkcheck.check_addresses(call.netns, call.ifname, previous, connected_route=False)
+    linkcheck.check_routes(call.netns, previous.routes)
 
 
 def status(call: skel.Call) -> None:

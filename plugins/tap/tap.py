@@ -5,12 +5,13 @@ port of a bridge that already exists there) and addressed by the optional IPAM p
 """
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links
+from libcni.kernel import iface, linkcheck, links, macaddr
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
 from libcni.rollback import Rollback
+from plugins.tap import tapdev
 
 UINT32_MAX = 2**32 - 1
 
@@ -39,7 +40,7 @@ def load_conf(call: skel.Call) -> TapConf:
     if conf.mtu < 0:
         raise config_error(f"invalid MTU {conf.mtu}: must not be negative")
     runtime_mac = conf.runtimeConfig.mac if conf.runtimeConfig is not None else ""
-    conf.mac = links.requested_mac(call, conf.mac, runtime_mac)
+    conf.mac = macaddr.requested_mac(call, conf.mac, runtime_mac)
     return conf
 
 
@@ -48,7 +49,7 @@ def add(call: skel.Call) -> Result:
     result = Result(call.cni_version)
     kind = ipam.type_of(conf)
     with Rollback() as undo:
-        created = links.create_tap(
+        created = tapdev.create_tap(
             call.netns,
             call.ifname,
             mtu=conf.mtu,
@@ -85,10 +86,10 @@ def check(call: skel.Call) -> None:
     previous = call.prev_result()
     if previous is None:
         raise CNIError(INTERNAL, "Required prevResult missing")
-    entry = links.container_interface(previous, call.ifname, call.netns)
-    links.check_interface(call.netns, entry, "tun")
-    links.check_addresses(call.netns, call.ifname, previous)
-    links.check_routes(call.netns, previous.routes)
+    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
+    linkcheck.check_interface(call.netns, entry, "tun")
+    linkcheck.check_addresses(call.netns, call.ifname, previous)
+    linkcheck.check_routes(call.netns, previous.routes)
 
 
 def status(call: skel.Call) -> None:

@@ -7,7 +7,7 @@ configured VLAN id, and addressed by the (required) IPAM plugin. Needs the kerne
 import errno
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, links
+from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
@@ -100,8 +100,8 @@ def check(call: skel.Call) -> None:
     previous = call.prev_result()
     if previous is None:
         raise CNIError(INTERNAL, "vlan: Required prevResult missing")
-    entry = links.container_interface(previous, call.ifname, call.netns)
-    link = links.check_interface(call.netns, entry, "vlan")
+    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
+    link = linkcheck.check_interface(call.netns, entry, "vlan")
     actual = links.kind_data(call.netns, call.ifname).get("IFLA_VLAN_ID")
     if actual != conf.vlanId:
         raise CNIError(
@@ -112,8 +112,8 @@ def check(call: skel.Call) -> None:
         raise CNIError(
             INTERNAL, f"container vlan {call.ifname} has MTU {link.mtu}, config wants {conf.mtu}"
         )
-    links.check_addresses(call.netns, call.ifname, previous)
-    links.check_routes(call.netns, previous.routes)
+    linkcheck.check_addresses(call.netns, call.ifname, previous)
+    linkcheck.check_routes(call.netns, previous.routes)
 
 
 def status(call: skel.Call) -> None:

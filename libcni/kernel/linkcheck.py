@@ -1,0 +1,109 @@
+"""CHECK comparisons the main plugins share: the prevResult's interface, addresses and routes
+against what the container netns really holds."""
+
+import ipaddress
+
+from libcni.kernel.rtnl import RouteSocket
+from libcni.protocol.errors import INTERNAL, CNIError
+
+MAIN_TABLE = 254
+AF_INET, AF_INET6 = 2, 10
+
+
+def container_interface(result, ifname: str, netns_path: str) -> dict:
+    """The prevResult entry for our interface: name CNI_IFNAME and sandbox CNI_NETNS."""
+    for entry in result.interfaces:
+        if entry.get("name") == ifname and entry.get("sandbox") == netns_path:
+            return entry
+    raise CNIError(
+        INTERNAL,
+        f"Sandbox in prevResult doesn't match configured netns: {netns_path}",
+        f'prevResult has no interface "{ifname}" with sandbox "{netns_path}"',
+    )
+
+
+def check_interface(netns_path: str, entry: dict, kind: str | None):
+    """Our interface exists in the container, is a `kind` link and has the recorded MAC.
+
+    Returns the rtnl.Link; plugins that also compare kind-specific data (a macvlan's mode)
+    read it with kind_data()."""
+    name = entry.get("name", "")
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(name) if name and len(name.encode()) <= 15 else None
+    if link is None:
+        raise CNIError(INTERNAL, f"Container Interface name in prevResult: {name} not found")
+    if kind is not None and link.kind != kind:
+        raise CNIError(
+            INTERNAL,
+            f"Error: Container interface {name} not of type {kind}",
+            f"it is a {link.kind or 'device without a kind'} link",
+        )
+    mac = entry.get("mac")
+    if mac and mac.lower() != link.mac.lower():
+        raise CNIError(
+            INTERNAL, f"Interface {name} Mac {mac} doesn't match container Mac: {link.mac}"
+        )
+    return link
+
+
+def _ips_for(result, ifname: str) -> list:
+    ours = []
+    for entry in result.ips:
+        index = entry.get("interface")
+        if index is None or (
+            0 <= index < len(result.interfaces) and result.interfaces[index]["name"] == ifname
+        ):
+            ours.append(entry)
+    return ours
+
+
+def check_addresses(netns_path: str, ifname: str, result, connected_route: bool = True) -> None:
+    """Every prevResult address of our interface is on it, with its subnet route."""
+    with RouteSocket(netns_path) as sock:
+        link = sock.link(ifname)
+        if link is None:
+            raise CNIError(INTERNAL, f"Cannot find container link {ifname}")
+        present = set(sock.addresses(link.index))
+        routes = _route_set(sock) if connected_route else set()
+    for entry in _ips_for(result, ifname):
+        iface = ipaddress.ip_interface(entry["address"])
+        if f"{iface.ip}/{iface.network.prefixlen}" not in present:
+            raise CNIError(
+                INTERNAL, f"Failed to match addr {entry['address']} on interface {ifname}"
+            )
+        if connected_route and (str(iface.network), MAIN_TABLE) not in {r[:2] for r in routes}:
+            raise CNIError(
+                INTERNAL,
+                f"Failed to find Gateway {entry.get('gateway', '')} for interface {ifname}",
+                f"no route to {iface.network} in the container",
+            )
+
+
+def _route_set(sock) -> set:
+    """(dst, table, gateway) of every route in the netns; multipath hops each count."""
+    found = set()
+    for family in (AF_INET, AF_INET6):
+        for dst, table, gateways in sock.routes(family):
+            dst = str(ipaddress.ip_network(dst, strict=False))
+            for gateway in gateways:
+                found.add((dst, table, str(ipaddress.ip_address(gateway)) if gateway else None))
+    return found
+
+
+def check_routes(netns_path: str, routes: list) -> None:
+    """Every prevResult route exists in its table (main unless it names one)."""
+    if not routes:
+        return
+    with RouteSocket(netns_path) as sock:
+        present = _route_set(sock)
+    for route in routes:
+        dst = str(ipaddress.ip_network(route["dst"], strict=False))
+        table = route.get("table") or MAIN_TABLE
+        gateway = route.get("gw")
+        if gateway:
+            ok = (dst, table, str(ipaddress.ip_address(gateway))) in present
+        else:
+            ok = any(r[0] == dst and r[1] == table for r in present)
+        if not ok:
+            text = dst + (f" via {gateway}" if gateway else "")
+            raise CNIError(INTERNAL, f"Expected Route {text} not found in routing table")
