@@ -125,7 +125,7 @@ def write_spec(plugins: dict) -> str:
         f.write(
             SPEC.format(
                 modules=sorted(set(plugins.values()) | set(FAST_PATH_MODULES)),
-                packages=(*packages, "netaddr"),
+                packages=packages,
                 entry=os.path.join(HERE, "multicall.py"),
                 pathex=[REPO, HERE],
                 excludes=list(EXCLUDES),
@@ -138,7 +138,13 @@ def write_spec(plugins: dict) -> str:
 
 
 def freeze(spec: str) -> str:
-    env = dict(os.environ, PYINSTALLER_ZLIB_COMPRESSION_LEVEL=ZLIB_LEVEL)
+    # PyInstaller's cache is per checkout: `--clean` empties it, and two checkouts freezing at
+    # once in the shared ~/.cache/pyinstaller would pull it from under each other.
+    env = dict(
+        os.environ,
+        PYINSTALLER_ZLIB_COMPRESSION_LEVEL=ZLIB_LEVEL,
+        PYINSTALLER_CONFIG_DIR=os.path.join(WORK, "pyinstaller-cache"),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -195,7 +201,7 @@ def check(dist: str, names: list) -> list:
 
 def check_daemon(dist: str, daemon: str) -> list:
     """Start the frozen daemon on a private socket: it imports every plugin module and
-    pyroute2/netaddr up front and logs each one it cannot import. Returns those lines."""
+    pyroute2 up front and logs each one it cannot import. Returns those lines."""
     import tempfile
 
     dist = os.path.abspath(dist)

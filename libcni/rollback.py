@@ -29,12 +29,11 @@ class Rollback:
     def __enter__(self) -> "Rollback":
         return self
 
-    def __exit__(self, kind, value, tb) -> bool:
+    def __exit__(self, kind, value, tb) -> None:
         steps, self._steps = self._steps, []
         if kind is not None:
             for undo, args, kwargs in reversed(steps):
                 _run_quietly(undo, args, kwargs)
-        return False
 
 
 def _run_quietly(undo, args, kwargs) -> None:

@@ -221,11 +221,3 @@ def _read_resolv_conf(path: str) -> dict:
 
 
 PLUGIN = skel.Plugin("host-local", add=add, delete=delete, check=check, gc=gc, status=status)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

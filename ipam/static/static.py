@@ -110,11 +110,3 @@ def delete(call: skel.Call) -> None:
 
 
 PLUGIN = skel.Plugin("static", add=add, delete=delete, check=check)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,6 +9,7 @@ import json
 import os
 import time
 
+from libcni.protocol import gojson
 from libcni.protocol.errors import INTERNAL, CNIError
 
 # Upstream retries exec while the binary is being replaced (ETXTBSY): 6 tries, 1 s apart.
@@ -163,12 +164,7 @@ def delegate(call, plugin_type: str, command: str | None = None):
         return None
     from libcni.protocol.result import Result
 
-    try:
-        obj = json.loads(output)
-    except ValueError as err:
-        raise CNIError(
-            INTERNAL, f'plugin "{plugin_type}" printed a result that is not JSON: {err}'
-        ) from None
+    obj = gojson.loads(output, f'plugin "{plugin_type}" printed a result that is not JSON')
     if isinstance(obj, dict) and not obj.get("cniVersion"):
         obj["cniVersion"] = call.cni_version
     return Result.from_json(obj, call.cni_version)

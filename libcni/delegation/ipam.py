@@ -10,6 +10,20 @@ def type_of(conf) -> str:
     return section.type if section is not None else ""
 
 
+def forwarding(conf_type, command: str, then=None):
+    """The STATUS or GC verb of a main plugin whose only node state is its IPAM's (its links
+    die with their netns): load the config as `conf_type`, forward `command` to the IPAM,
+    then run `then(conf)` if given (a plugin's own STATUS check)."""
+
+    def verb(call) -> None:
+        conf = call.load(conf_type)
+        forward(call, conf, command)
+        if then is not None:
+            then(conf)
+
+    return verb
+
+
 def forward(call, conf, command: str) -> None:
     """STATUS or GC of a main plugin: the configured IPAM (if any) holds the state to report."""
     kind = type_of(conf)
@@ -33,6 +47,13 @@ def check(call, ipam_type: str) -> None:
     delegate(call, ipam_type, "CHECK")
 
 
+def check_configured(call, conf) -> None:
+    """CHECK of the configured IPAM, if the config has one."""
+    kind = type_of(conf)
+    if kind:
+        check(call, kind)
+
+
 def allocate(call, ipam_type: str, undo):
     """IPAM ADD inside an ADD's Rollback: the release is pushed as soon as addresses are held."""
     result = add(call, ipam_type)
@@ -45,6 +66,34 @@ def _release_after_failure(call, ipam_type: str) -> None:
         delete(call, ipam_type)
     except CNIError as err:
         call.log(f"rollback: releasing the IPAM allocation failed too: {err}")
+
+
+def link_plugin(name: str, conf_type, *, add, check, delete=None, master: bool = False):
+    """The skel.Plugin of a main plugin that owns one container link and whose only node state
+    is its IPAM's (the link dies with its netns): DEL releases and deletes the link (unless
+    the plugin brings its own `delete`), STATUS and GC go to the IPAM; with `master`, STATUS
+    also requires the configured host master to exist."""
+    from libcni.kernel import links
+    from libcni.protocol import skel
+
+    then = links.require_configured_master if master else None
+    return skel.Plugin(
+        name, add=add, check=check, delete=delete or releasing_link(conf_type),
+        status=forwarding(conf_type, "STATUS", then=then), gc=forwarding(conf_type, "GC"),
+    )  # fmt: skip
+
+
+def releasing_link(conf_type):
+    """The DEL of a main plugin that owns one container link: release the IPAM allocation,
+    delete CNI_IFNAME in CNI_NETNS (even when the release failed: the link must go either way),
+    then report the release's error. Nothing but the config's `ipam` is needed for that."""
+
+    def delete(call) -> None:
+        from libcni.kernel import links
+
+        release_then(call, call.load(conf_type), links.delete, call.netns, call.ifname)
+
+    return delete
 
 
 def release_then(call, conf, cleanup, *args) -> None:

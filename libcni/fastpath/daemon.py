@@ -21,6 +21,7 @@ import sys
 
 from libcni.fastpath import client as fastpath
 from libcni.kernel.netns import CLONE_NEWNET
+from libcni.protocol import skel
 
 CLONE_NEWNS = 0x00020000
 MAX_HEADER = 1 << 20
@@ -151,8 +152,7 @@ class Server:
             os.environ.update({str(k): str(v) for k, v in request.get("env", {}).items()})
             name = request["name"]
             sys.argv = [name, *request.get("argv", [])]
-            module = sys.modules[self.plugins[name]]
-            status = module.main()
+            status = skel.main(sys.modules[self.plugins[name]].PLUGIN)
         except SystemExit as done:
             status = done.code if isinstance(done.code, int) else 1
         except BaseException as err:  # report, never fall back into the server loop

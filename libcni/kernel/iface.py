@@ -130,3 +130,13 @@ def configure(netns_path: str, ifname: str, result) -> None:
                     INTERNAL,
                     f"failed to add route '{_route_text(route, gateway, ifname)}': {strerror(err)}",
                 ) from None
+
+
+def configure_allocation(netns_path: str, ifname: str, result, allocated, announce=None) -> None:
+    """Take the IPAM's addresses (for the result's interface 0) and routes into `result`, run
+    `announce()` (gratuitous ARP/NA) if given, then configure the container interface."""
+    result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+    result.routes = allocated.routes
+    if announce is not None:
+        announce()
+    configure(netns_path, ifname, result)

@@ -3,6 +3,7 @@ against what the container netns really holds."""
 
 import ipaddress
 
+from libcni.kernel import links
 from libcni.kernel.rtnl import RouteSocket
 from libcni.protocol.errors import INTERNAL, CNIError
 
@@ -107,3 +108,38 @@ def check_routes(netns_path: str, routes: list) -> None:
         if not ok:
             text = dst + (f" via {gateway}" if gateway else "")
             raise CNIError(INTERNAL, f"Expected Route {text} not found in routing table")
+
+
+def check_attachment(
+    call,
+    kind: str | None,
+    *,
+    missing: str = "Required prevResult missing",
+    settings: dict | None = None,
+    extra=None,
+    addresses: bool = True,
+    connected_route: bool = True,
+    routes: bool = True,
+    container_link: bool = True,
+):
+    """CHECK of a main plugin's one container link against its prevResult (required; upstream's
+    `missing` text differs per plugin): the interface (of link `kind`, None for any), its kind
+    `settings` ({IFLA_* name: (expected, message(actual))}), `extra(previous, link)` for what
+    else only that plugin checks, then addresses and routes."""
+    previous = call.chained_result(missing)
+    if not container_link:
+        return previous
+    entry = container_interface(previous, call.ifname, call.netns)
+    link = check_interface(call.netns, entry, kind)
+    if settings:
+        present = links.kind_data(call.netns, call.ifname)
+        for key, (expected, message) in settings.items():
+            if present.get(key) != expected:
+                raise CNIError(INTERNAL, message(present.get(key)))
+    if extra is not None:
+        extra(previous, link)
+    if addresses:
+        check_addresses(call.netns, call.ifname, previous, connected_route)
+    if routes:
+        check_routes(call.netns, previous.routes)
+    return previous

@@ -61,6 +61,14 @@ def find(sock, name: str) -> Link | None:
         raise CNIError(INTERNAL, f'failed to look up "{name}": {strerror(err)}') from None
 
 
+def require(sock, name: str, missing: str) -> Link:
+    """The link `name` on `sock`, or a CNIError with the `missing` message."""
+    link = sock.link(name)
+    if link is None:
+        raise CNIError(INTERNAL, missing)
+    return link
+
+
 def lookup_by_mac(netns_path: str | None, mac: str) -> Link | None:
     """The first link (by index) whose MAC is `mac` (canonical form)."""
     with RouteSocket(netns_path) as sock:
@@ -108,9 +116,10 @@ def default_route_interface(netns_path: str | None = None) -> str:
     return link.name
 
 
-def require_master_for_status(master: str, in_container: bool) -> None:
-    """STATUS beyond upstream: a configured host master that is gone means no new container
-    can join the network (code 50)."""
+def require_configured_master(conf) -> None:
+    """STATUS beyond upstream: a configured host master (`master`, not `linkInContainer`) that
+    is gone means no new container can join the network (code 50)."""
+    master, in_container = conf.master, conf.linkInContainer
     if master and not in_container and lookup(None, master) is None:
         raise CNIError(
             PLUGIN_NOT_AVAILABLE,
@@ -213,6 +222,15 @@ def create_child(
     return _rename_new_link(netns_path, temp, ifname, kind)
 
 
+def create_for(call, kind: str, master, conf, **settings) -> dict:
+    """create_child for a plugin call: in CNI_NETNS as CNI_IFNAME, with the config's
+    `linkInContainer` and `mtu` (macvlan, ipvlan and vlan all have both)."""
+    return create_child(
+        kind, call.netns, call.ifname, master,
+        master_in_container=conf.linkInContainer, mtu=conf.mtu, **settings,
+    )  # fmt: skip
+
+
 def create_in(netns_path: str, ifname: str, kind: str) -> dict:
     """Create a standalone link (dummy) directly under its final name in the netns."""
     with RouteSocket(netns_path) as sock:
@@ -232,9 +250,7 @@ def _name_taken(ifname: str, netns_path: str) -> str:
 
 def _rename_new_link(netns_path: str, temp: str, ifname: str, kind: str) -> dict:
     with RouteSocket(netns_path) as sock:
-        link = sock.link(temp)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find the new {kind} "{temp}" in {netns_path}')
+        link = require(sock, temp, f'failed to find the new {kind} "{temp}" in {netns_path}')
         try:
             sock.set_link(link.index, name=ifname)
         except OSError as err:
@@ -276,13 +292,8 @@ def delete(netns_path: str, ifname: str) -> bool:
 
 def set_up(netns_path: str, ifname: str) -> None:
     with RouteSocket(netns_path) as sock:
-        link = sock.link(ifname)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find interface "{ifname}" in {netns_path}')
-        try:
-            sock.set_link(link.index, up=True)
-        except OSError as err:
-            raise CNIError(INTERNAL, f'failed to set "{ifname}" up: {strerror(err)}') from None
+        link = require(sock, ifname, f'failed to find interface "{ifname}" in {netns_path}')
+        change(sock, link.index, f'set "{ifname}" up', state="up")
 
 
 def notify_neighbours(netns_path: str, ifname: str, ipv6: bool = True) -> None:
@@ -307,6 +318,8 @@ _CHANGES = {"mtu": "mtu", "address": "mac", "ifname": "name", "master": "master"
 
 
 def change(sock, index: int, what: str, **changes) -> None:
+    """Apply pyroute2-style `changes` (mtu, address, ifname, master, state, ...) to link `index`;
+    a kernel refusal becomes the CNI error "failed to <what>: <reason>"."""
     settings = {_CHANGES[k]: v for k, v in changes.items() if k != "state"}
     if "state" in changes:
         settings["up"] = changes["state"] == "up"

@@ -5,7 +5,6 @@ undone before the block ends; other threads of the process are never moved. We c
 through ctypes instead of pyroute2's helpers, which fork and may create a missing namespace.
 """
 
-import errno
 import os
 
 from libcni.protocol.errors import INTERNAL, CNIError
@@ -122,6 +121,3 @@ class entered:  # noqa: N801 - used like a function: `with netns.entered(path):`
             os.close(self.target)
         self.target = -1
 
-
-def is_missing_error(err: BaseException) -> bool:
-    return isinstance(err, NetnsMissing) or (isinstance(err, OSError) and err.errno == errno.ENOENT)

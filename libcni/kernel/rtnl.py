@@ -434,17 +434,8 @@ class RouteSocket:
 
     def addresses(self, index: int) -> list:
         """Every address on the link as "ip/prefix", IPv4 first."""
-        from _socket import inet_ntop
-
-        found: dict = {AF_INET: [], AF_INET6: []}
-        for family in found:
-            body = _IFADDRMSG.pack(family, 0, 0, 0, 0)
-            for _, payload in self._request(RTM_GETADDR, NLM_F_DUMP, body):
-                fam, prefix, _, _, owner = _IFADDRMSG.unpack_from(payload)
-                if owner != index or fam != family:
-                    continue
-                attrs = _attrs(payload[_IFADDRMSG.size :])
-                raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-                if raw:
-                    found[family].append(f"{inet_ntop(family, raw)}/{prefix}")
-        return found[AF_INET] + found[AF_INET6]
+        return [
+            f"{address}/{prefix}"
+            for family in (AF_INET, AF_INET6)
+            for address, prefix, _ in self.address_flags(index, family)
+        ]

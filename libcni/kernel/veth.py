@@ -42,13 +42,8 @@ def create(netns_path: str, ifname: str, *, mtu: int = 0, mac: str = "", host_na
     finally:
         os.close(host_fd)
     with RouteSocket() as here:
-        host = here.link(peer)
-        if host is None:
-            raise CNIError(INTERNAL, f'failed to lookup "{peer}" in the host netns')
-        try:
-            here.set_link(host.index, up=True)
-        except OSError as err:
-            raise CNIError(INTERNAL, f'failed to set "{peer}" up: {links.strerror(err)}') from None
+        host = links.require(here, peer, f'failed to lookup "{peer}" in the host netns')
+        links.change(here, host.index, f'set "{peer}" up', state="up")
     # Router advertisements arriving on a host port must not configure the host.
     try:
         sysctl.write(sysctl.iface_key("ipv6", peer, "accept_ra"), "0")

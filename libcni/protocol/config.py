@@ -95,20 +95,16 @@ def _decode_value(kind, value, path: str):
         if not isinstance(value, str):
             raise _type_error(path, str, value)
         return value
-    if kind is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(path, dict, value)
+    container = next((c for c in (dict, list) if kind is c or origin is c), None)
+    if container is not None:
+        if not isinstance(value, container):
+            raise _type_error(path, container, value)
         args = getattr(kind, "__args__", None)
-        if args:
+        if not args:
+            return value
+        if container is dict:
             return {k: _decode_value(args[1], v, f"{path}.{k}") for k, v in value.items()}
-        return value
-    if kind is list or origin is list:
-        if not isinstance(value, list):
-            raise _type_error(path, list, value)
-        args = getattr(kind, "__args__", None)
-        if args:
-            return [_decode_value(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return value
+        return [_decode_value(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(kind, type) and issubclass(kind, Struct):
         if not isinstance(value, dict):
             raise _type_error(path, dict, value)
@@ -179,3 +175,13 @@ def dns_if_set(conf) -> dict | None:
         return None
     return {"nameservers": dns.nameservers, "domain": dns.domain, "search": dns.search,
             "options": dns.options}  # fmt: skip
+
+
+def config_dns(conf) -> dict:
+    """The result's dns from the config's `dns`, replacing the IPAM's even when it is empty, as
+    upstream's macvlan, ipvlan, vlan, tap and host-device do."""
+    if conf.dns is None:
+        return {}
+    from libcni.protocol.result import parse_dns
+
+    return parse_dns(vars(conf.dns))

@@ -53,3 +53,16 @@ def version_info(current: str, supported) -> str:
 def quote_list(items) -> str:
     """Go's %q for a []string: ["a" "b"]."""
     return "[" + " ".join(quote(item) for item in items) + "]"
+
+
+def loads(data, message: str, code: int | None = None):
+    """Decoded JSON, or a CNIError (`code`, default INTERNAL) saying `message: <why>` when the
+    text is not JSON."""
+    import json
+
+    from libcni.protocol.errors import INTERNAL, CNIError
+
+    try:
+        return json.loads(data)
+    except ValueError as err:
+        raise CNIError(INTERNAL if code is None else code, f"{message}: {err}") from None

@@ -266,38 +266,25 @@ class Result:
         return out
 
     def _to_family_b(self, target: str) -> dict:
-        out: dict = {"cniVersion": target}
-        if self.interfaces:
-            out["interfaces"] = [
-                {k: i[k] for k in INTERFACE_KEYS_B if i.get(k) or k == "name"}
-                for i in self.interfaces
-            ]
-        if self.ips:
-            out["ips"] = []
-            for entry in self.ips:
-                ip = {"version": str(ip_version(entry["address"]))}
-                if entry.get("interface") is not None:
-                    ip["interface"] = entry["interface"]
-                ip["address"] = entry["address"]
-                if entry.get("gateway"):
-                    ip["gateway"] = entry["gateway"]
-                out["ips"].append(ip)
-        if self.routes:
-            out["routes"] = [_route_out(r) for r in self.routes]
-        out["dns"] = _dns_out(self.dns)
-        return out
+        # 0.3.x/0.4.0: each IP names its version; dns is printed even when empty.
+        return self._to_ips_shape(target, INTERFACE_KEYS_B, ip_versions=True, empty_dns=True)
 
     def _to_family_c(self, target: str) -> dict:
+        return self._to_ips_shape(target, INTERFACE_KEYS_C, ip_versions=False, empty_dns=False)
+
+    def _to_ips_shape(
+        self, target: str, interface_keys: tuple, ip_versions: bool, empty_dns: bool
+    ) -> dict:
         out: dict = {"cniVersion": target}
         if self.interfaces:
             out["interfaces"] = [
-                {k: i[k] for k in INTERFACE_KEYS_C if i.get(k) or k == "name"}
+                {k: i[k] for k in interface_keys if i.get(k) or k == "name"}
                 for i in self.interfaces
             ]
         if self.ips:
             out["ips"] = []
             for entry in self.ips:
-                ip: dict = {}
+                ip: dict = {"version": str(ip_version(entry["address"]))} if ip_versions else {}
                 if entry.get("interface") is not None:
                     ip["interface"] = entry["interface"]
                 ip["address"] = entry["address"]
@@ -307,7 +294,7 @@ class Result:
         if self.routes:
             out["routes"] = [_route_out(r) for r in self.routes]
         dns = _dns_out(self.dns)
-        if dns:
+        if dns or empty_dns:
             out["dns"] = dns
         return out
 

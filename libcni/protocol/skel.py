@@ -92,6 +92,13 @@ class Call:
             self._decoded[conf_class] = config.decode(conf_class, self.conf)
         return self._decoded[conf_class]
 
+    def chained_result(self, missing: str):
+        """The prevResult a chained plugin needs, or a CNIError with upstream's `missing` text."""
+        previous = self.prev_result()
+        if previous is None:
+            raise CNIError(INTERNAL, missing)
+        return previous
+
     def prev_result(self):
         """The chained prevResult as a Result, or None. Decoded with the config's version rules."""
         raw = self.conf.get("prevResult")

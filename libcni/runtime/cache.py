@@ -22,6 +22,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from libcni.protocol import gojson
 from libcni.protocol.errors import INTERNAL, CNIError
 from libcni.protocol.gojson import compact
 from libcni.protocol.gomap import normalize
@@ -165,12 +166,7 @@ def read_result(cache_dir: str, network: str, cni_version: str, rt) -> dict | No
         return None
     entry = _decode_v1(data)
     if entry is None:
-        try:
-            legacy = json.loads(data)
-        except ValueError as err:
-            raise CNIError(
-                INTERNAL, f'cached result of network "{network}" is not JSON: {err}'
-            ) from None
+        legacy = gojson.loads(data, f'cached result of network "{network}" is not JSON')
         return convert_result(legacy, cni_version)
     if not entry.get("result"):
         return None
@@ -182,12 +178,7 @@ def read_config(cache_dir: str, network: str, rt) -> Attachment | None:
     data = _read_bytes(cache_dir, network, rt)
     if data is None:
         return None
-    try:
-        obj = json.loads(data)
-    except ValueError as err:
-        raise CNIError(
-            INTERNAL, f'failed to unmarshal cached network "{network}" config: {err}'
-        ) from None
+    obj = gojson.loads(data, f'failed to unmarshal cached network "{network}" config')
     if not isinstance(obj, dict) or obj.get("kind") != KIND:
         kind = obj.get("kind") if isinstance(obj, dict) else None
         raise CNIError(

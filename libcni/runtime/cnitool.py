@@ -9,6 +9,7 @@ environment, readable output, and errors that say what their code means.
 import os
 import sys
 
+from libcni.protocol import gojson
 from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, CNIError
 
 DEFAULT_NETCONFPATH = "/etc/cni/net.d"
@@ -110,12 +111,7 @@ def parse_cni_args(text: str) -> list:
 
 
 def parse_capability_args(text: str, source: str) -> dict:
-    import json
-
-    try:
-        value = json.loads(text)
-    except ValueError as err:
-        raise CNIError(INVALID_ENVIRONMENT, f"{source} is not valid JSON: {err}") from None
+    value = gojson.loads(text, f"{source} is not valid JSON", INVALID_ENVIRONMENT)
     if value is None:
         return {}
     if not isinstance(value, dict):

@@ -322,18 +322,14 @@ def load_file(path: str) -> NetworkList:
 def load_network(directory: str, name: str) -> NetworkList:
     """The network called `name` in `directory`, found the way upstream's LoadNetworkConf does."""
     seen = []
-    list_paths = conf_files(directory, LIST_EXTENSIONS)
-    for path in list_paths:
-        netlist = list_from_file(path)
-        if netlist.name == name:
-            return netlist
-        seen.append((netlist.name, path))
-    single_paths = conf_files(directory, SINGLE_EXTENSIONS)
-    for path in single_paths:
-        netlist = single_from_file(path)
-        if netlist.name == name:
-            return netlist
-        seen.append((netlist.name, path))
+    # Lists first, then single-plugin files, each in file-name order.
+    loaders = ((LIST_EXTENSIONS, list_from_file), (SINGLE_EXTENSIONS, single_from_file))
+    for extensions, load in loaders:
+        for path in conf_files(directory, extensions):
+            netlist = load(path)
+            if netlist.name == name:
+                return netlist
+            seen.append((netlist.name, path))
     if not seen:
         raise NetworkNotFound(
             INVALID_NETWORK_CONFIG,

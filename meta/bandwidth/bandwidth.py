@@ -5,7 +5,7 @@ egress goes through an ifb device `bwp<hash>` with its own tbf.
 
 from libcni.protocol import names, skel
 from libcni.protocol.config import NetConf, Struct
-from libcni.protocol.errors import INTERNAL, CNIError, config_error
+from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
 from libcni.protocol.version import starting_from
 from meta.bandwidth import tc
@@ -67,9 +67,7 @@ def buckets(entry: BandwidthEntry) -> tuple:
 
 def add(call: skel.Call) -> Result:
     entry = limits(call)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "must be called as chained plugin")
+    previous = call.chained_result("must be called as chained plugin")
     if entry is None:
         return previous
     host_veth = tc.host_peer(call.netns, call.ifname, previous)
@@ -87,9 +85,7 @@ def delete(call: skel.Call) -> None:
 
 def check(call: skel.Call) -> None:
     entry = limits(call)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "must be called as a chained plugin")
+    previous = call.chained_result("must be called as a chained plugin")
     if entry is None:
         return
     host_veth = tc.host_peer(call.netns, call.ifname, previous)
@@ -105,11 +101,3 @@ PLUGIN = skel.Plugin(
     "bandwidth", add=add, delete=delete, check=check, gc=gc,
     supported_versions=starting_from("0.3.0"),
 )  # fmt: skip
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

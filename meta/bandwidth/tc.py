@@ -33,12 +33,13 @@ TIME_UNITS_PER_SEC = 1_000_000
 LATENCY_USEC = 25_000.0  # upstream's fixed 25 ms
 UINT32 = 0xFFFFFFFF
 
-_TCMSG = struct.Struct("=BxHiIII")
-_RATESPEC = struct.Struct("=BBHhHI")
-_TBF_QOPT = struct.Struct("=12s12sIII")
-_U32_SEL = struct.Struct("=BBBxHHhhI")
-_U32_KEY = struct.Struct("=IIii")
-_MIRRED = struct.Struct("=IIiiiiI")
+# The kernel's structs, as <linux/rtnetlink.h> and <linux/pkt_sched.h> lay them out:
+_TCMSG = struct.Struct("=BxHiIII")  # struct tcmsg
+_RATESPEC = struct.Struct("=BBHhHI")  # struct tc_ratespec
+_TBF_QOPT = struct.Struct("=12s12sIII")  # struct tc_tbf_qopt: rate, peakrate, limit, buffer, mtu
+_U32_SEL = struct.Struct("=BBBxHHhhI")  # struct tc_u32_sel (without its keys)
+_U32_KEY = struct.Struct("=IIii")  # struct tc_u32_key
+_MIRRED = struct.Struct("=IIiiiiI")  # struct tc_mirred: tc_gen, then eaction and ifindex
 
 
 def _u32(value: float) -> int:

@@ -49,9 +49,7 @@ def addresses(result: Result) -> dict:
 
 
 def prev_result(call: skel.Call) -> Result:
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "missing prevResult from earlier plugin")
+    previous = call.chained_result("missing prevResult from earlier plugin")
     return previous
 
 
@@ -152,11 +150,3 @@ PLUGIN = skel.Plugin(
     "firewall", add=add, delete=delete, check=check, gc=gc,
     supported_versions=starting_from("0.4.0"),
 )  # fmt: skip
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -115,9 +115,7 @@ def plans(call: skel.Call, conf: PortMapConf, result: Result) -> list:
 
 def add(call: skel.Call) -> Result:
     conf = load_conf(call)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "must be called as chained plugin")
+    previous = call.chained_result("must be called as chained plugin")
     if not mappings_of(conf):
         return previous
     for plan in plans(call, conf, previous):
@@ -142,9 +140,7 @@ def delete(call: skel.Call) -> None:
 
 def check(call: skel.Call) -> None:
     conf = load_conf(call)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "Required prevResult missing")
+    previous = call.chained_result("Required prevResult missing")
     for plan in plans(call, conf, previous):
         if not plan.mappings:
             continue
@@ -163,11 +159,3 @@ def gc(call: skel.Call) -> None:
 
 
 PLUGIN = skel.Plugin("portmap", add=add, delete=delete, check=check, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -108,9 +108,7 @@ def attributes(conf: TuningConf) -> dict:
 def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     linktuning.check_allowlist(conf.sysctl)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "Required prevResult missing")
+    previous = call.chained_result("Required prevResult missing")
     linktuning.write_sysctls(call.netns, call.ifname, conf.sysctl)
     wanted = attributes(conf)
     if wanted:
@@ -133,8 +131,7 @@ def delete(call: skel.Call) -> None:
 
 def check(call: skel.Call) -> None:
     conf = load_conf(call)
-    if call.prev_result() is None:
-        raise CNIError(INTERNAL, "Required prevResult missing")
+    call.chained_result("Required prevResult missing")
     found = linktuning.read_sysctls(call.netns, call.ifname, conf.sysctl)
     for key, wanted in conf.sysctl.items():
         if found[key] != wanted:
@@ -157,11 +154,3 @@ def check(call: skel.Call) -> None:
 
 
 PLUGIN = skel.Plugin("tuning", add=add, delete=delete, check=check)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

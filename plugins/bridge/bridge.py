@@ -82,28 +82,33 @@ def trunk_vlans(trunk: list | None) -> list:
 
 
 def load_conf(call: skel.Call) -> BridgeConf:
+    return load_plan(call)[0]
+
+
+def load_plan(call: skel.Call) -> tuple[BridgeConf, list, str]:
+    """The checked config, its trunk VLAN ids and the container MAC to set ("" for any)."""
     conf = call.load(BridgeConf)
     if not 0 <= conf.vlan <= MAX_VLAN:
         raise config_error(f"invalid VLAN ID {conf.vlan} (must be between 0 and {MAX_VLAN})")
-    conf.trunk = trunk_vlans(conf.vlanTrunk)  # type: ignore[attr-defined]
+    trunk = trunk_vlans(conf.vlanTrunk)
     # MAC precedence: CNI_ARGS MAC < args.cni.mac < runtimeConfig.mac.
     mac, source = call.cni_args("MAC").get("MAC", ""), "CNI_ARGS MAC"
     if conf.args is not None and conf.args.cni is not None and conf.args.cni.mac:
         mac, source = conf.args.cni.mac, "args.cni.mac"
     if conf.runtimeConfig is not None and conf.runtimeConfig.mac:
         mac, source = conf.runtimeConfig.mac, "runtimeConfig.mac"
-    conf.mac = macaddr.parse_mac(mac, source) if mac else ""  # type: ignore[attr-defined]
+    container_mac = macaddr.parse_mac(mac, source) if mac else ""
     if conf.isDefaultGateway:
         conf.isGateway = True
     if conf.hairpinMode and conf.promiscMode:
         raise config_error("cannot set hairpin mode and promiscuous mode at the same time")
     if ipam.type_of(conf) and conf.disableContainerInterface:
         raise config_error("cannot use IPAM when DisableContainerInterface flag is set")
-    return conf
+    return conf, trunk, container_mac
 
 
 def add(call: skel.Call) -> Result:
-    conf = load_conf(call)
+    conf, trunk, container_mac = load_plan(call)
     kind = ipam.type_of(conf)
     backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
     filtering = bool(conf.vlan or conf.vlanTrunk is not None)
@@ -112,7 +117,7 @@ def add(call: skel.Call) -> Result:
     )
     # Unlike upstream, a failed ADD also removes the veth it made.
     with Rollback() as undo:
-        host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=conf.mac)
+        host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=container_mac)
         undo.push(links.delete, call.netns, call.ifname)
         result = Result(call.cni_version)
         result.add_interface(bridge.name, bridge.mac)
@@ -124,7 +129,7 @@ def add(call: skel.Call) -> Result:
             hairpin=conf.hairpinMode,
             isolated=conf.portIsolation,
             vlan=conf.vlan,
-            trunk=conf.trunk,
+            trunk=trunk,
             preserve_default_vlan=conf.preserveDefaultVlan,
         )
         if conf.macspoofchk:
@@ -203,18 +208,13 @@ def _remove_host_rules(conf: BridgeConf, call: skel.Call, addresses) -> None:
 def check(call: skel.Call) -> None:
     conf = load_conf(call)
     kind = ipam.type_of(conf)
-    if kind:  # upstream calls IPAM CHECK even for L2-only and fails there
-        ipam.check(call, kind)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "Required prevResult missing")
-    container = linkcheck.container_interface(previous, call.ifname, call.netns)
-    bridging.check_bridge(previous, conf.bridge, conf.promiscMode)
-    link = linkcheck.check_interface(call.netns, container, "veth")
-    bridging.check_host_port(previous, conf.bridge, link)
-    if kind:
-        linkcheck.check_addresses(call.netns, call.ifname, previous)
-    linkcheck.check_routes(call.netns, previous.routes)
+    ipam.check_configured(call, conf)  # upstream calls IPAM CHECK even for L2-only and fails
+
+    def bridge_and_port(previous, link) -> None:
+        bridging.check_bridge(previous, conf.bridge, conf.promiscMode)
+        bridging.check_host_port(previous, conf.bridge, link)
+
+    linkcheck.check_attachment(call, "veth", extra=bridge_and_port, addresses=bool(kind))
 
 
 def status(call: skel.Call) -> None:
@@ -231,11 +231,3 @@ def gc(call: skel.Call) -> None:
 
 
 PLUGIN = skel.Plugin("bridge", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

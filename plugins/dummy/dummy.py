@@ -36,39 +36,18 @@ def add(call: skel.Call) -> Result:
     return result  # routes and dns as the IPAM returned them (upstream ignores config dns)
 
 
-def delete(call: skel.Call) -> None:
-    conf = call.load()
-    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
-
 
 def check(call: skel.Call) -> None:
-    kind = ipam_type(call.load())
-    ipam.check(call, kind)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "dummy: Required prevResult missing")
-    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
-    link = linkcheck.check_interface(call.netns, entry, "dummy")
-    if not link.up:
-        raise CNIError(INTERNAL, f"Interface {call.ifname} is down")
-    linkcheck.check_addresses(call.netns, call.ifname, previous)
+    ipam.check(call, ipam_type(call.load()))
+
+    def is_up(previous, link) -> None:
+        if not link.up:
+            raise CNIError(INTERNAL, f"Interface {call.ifname} is down")
+
+    # Upstream's dummy CHECK compares addresses but not routes.
+    linkcheck.check_attachment(
+        call, "dummy", missing="dummy: Required prevResult missing", extra=is_up, routes=False
+    )
 
 
-def status(call: skel.Call) -> None:
-    ipam.forward(call, call.load(), "STATUS")
-
-
-def gc(call: skel.Call) -> None:
-    # Links die with their netns; only the IPAM has state to collect.
-    ipam.forward(call, call.load(), "GC")
-
-
-PLUGIN = skel.Plugin("dummy", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+PLUGIN = ipam.link_plugin("dummy", NetConf, add=add, check=check)

@@ -11,9 +11,9 @@ import os
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr, netns
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.config import NetConf, Struct, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
-from libcni.protocol.result import Result, parse_dns
+from libcni.protocol.result import Result
 from libcni.rollback import Rollback
 from plugins.host_device import move
 
@@ -145,7 +145,7 @@ def add(call: skel.Call) -> Result:
         result.routes = allocated.routes
         if not selection.dpdk:
             iface.configure(call.netns, call.ifname, result)
-    result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
+    result.dns = config_dns(conf)
     return result
 
 
@@ -166,35 +166,9 @@ def _move_back(call: skel.Call, selection: Selection) -> None:
 
 def check(call: skel.Call) -> None:
     selection = load_conf(call)
-    kind = ipam.type_of(selection.conf)
-    if kind:
-        ipam.check(call, kind)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "Required prevResult missing")
-    if selection.dpdk:
-        return
-    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
-    linkcheck.check_interface(call.netns, entry, None)
-    linkcheck.check_addresses(call.netns, call.ifname, previous)
-    linkcheck.check_routes(call.netns, previous.routes)
+    ipam.check_configured(call, selection.conf)
+    # A DPDK device is not a netdev in the container: only the prevResult can be required.
+    linkcheck.check_attachment(call, None, container_link=not selection.dpdk)
 
 
-def status(call: skel.Call) -> None:
-    ipam.forward(call, call.load(HostDeviceConf), "STATUS")
-
-
-def gc(call: skel.Call) -> None:
-    # Links die with their netns; only the IPAM has state to collect.
-    ipam.forward(call, call.load(HostDeviceConf), "GC")
-
-
-PLUGIN = skel.Plugin("host-device", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+PLUGIN = ipam.link_plugin("host-device", HostDeviceConf, add=add, check=check, delete=delete)

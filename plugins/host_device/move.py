@@ -72,6 +72,20 @@ def _set(session_factory, name: str, what: str, **changes) -> None:
         links.change(ipr, link.index, what, **changes)
 
 
+@contextmanager
+def _parked(source, source_fd: int, name: str, was_up: bool, back: str):
+    """Link `name` moved from `source` into a fresh netns for the block, which gets a session
+    factory for it, its fd and the Rollback: if the block fails, the link goes back to
+    `source` (and up again if it was)."""
+    with temporary_netns() as temp_fd, Rollback() as undo:
+        if was_up:
+            undo.push(_set, source, name, "restore the up state", state="up")
+        _move(source, name, temp_fd, "to tempNS")
+        temp = lambda: _fd_session(temp_fd)  # noqa: E731
+        undo.push(_move, temp, name, source_fd, back)
+        yield temp, temp_fd, undo
+
+
 def move_in(host_name: str, netns_path: str, ifname: str) -> dict:
     """Move host link `host_name` into the container as `ifname`, remembering the old name.
 
@@ -87,12 +101,8 @@ def move_in(host_name: str, netns_path: str, ifname: str) -> dict:
             link = links.find(ipr, host_name)
         if link is None:
             raise CNIError(INTERNAL, f'failed to find host device "{host_name}"')
-        with temporary_netns() as temp_fd, Rollback() as undo:
-            temp = lambda: _fd_session(temp_fd)  # noqa: E731
-            if link.up:
-                undo.push(_set, host, host_name, "restore the up state", state="up")
-            _move(host, host_name, temp_fd, "to tempNS")
-            undo.push(_move, temp, host_name, here, "back to the host netns")
+        parked = _parked(host, here, host_name, link.up, "back to the host netns")
+        with parked as (temp, temp_fd, undo):
             if ifname != host_name:
                 _set(
                     temp,
@@ -135,12 +145,8 @@ def move_out(netns_path: str, ifname: str, fallback_name: str = "") -> str | Non
                 f'failed to find original ifname for "{ifname}" (alias is not set)',
                 'set "device" in the config to name the host device to restore',
             )
-        with temporary_netns() as temp_fd, Rollback() as undo:
-            temp = lambda: _fd_session(temp_fd)  # noqa: E731
-            if link.up:
-                undo.push(_set, inside, ifname, "restore the up state", state="up")
-            _move(inside, ifname, temp_fd, "to tempNS")
-            undo.push(_move, temp, ifname, container, "back to the container netns")
+        parked = _parked(inside, container, ifname, link.up, "back to the container netns")
+        with parked as (temp, _, undo):
             if original != ifname:
                 _set(temp, ifname, f'rename device "{ifname}" to "{original}"', ifname=original)
                 undo.push(_set, temp, original, "restore the name", ifname=ifname)

@@ -9,9 +9,9 @@ Addresses come from IPAM, or from the previous plugin's result when no IPAM is c
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf
-from libcni.protocol.errors import INTERNAL, CNIError, config_error
-from libcni.protocol.result import Result, parse_dns
+from libcni.protocol.config import NetConf, config_dns
+from libcni.protocol.errors import config_error
+from libcni.protocol.result import Result
 from libcni.rollback import Rollback
 
 MODES = {"l2": 0, "l3": 1, "l3s": 2}
@@ -65,15 +65,7 @@ def add(call: skel.Call) -> Result:
     conf, master, previous = load_conf(call)
     kind = ipam.type_of(conf)
     with Rollback() as undo:
-        created = links.create_child(
-            "ipvlan",
-            call.netns,
-            call.ifname,
-            master,
-            master_in_container=conf.linkInContainer,
-            mtu=conf.mtu,
-            ipvlan_mode=MODES[mode_of(conf)],
-        )
+        created = links.create_for(call, "ipvlan", master, conf, ipvlan_mode=MODES[mode_of(conf)])
         undo.push(links.delete, call.netns, call.ifname)
         # Without IPAM, ipvlan takes the addresses of the plugin before it in the chain.
         result = ipam.allocate(call, kind, undo) if kind else previous.copy()  # type: ignore[union-attr]
@@ -82,57 +74,26 @@ def add(call: skel.Call) -> Result:
         result.ips = [dict(ip, interface=0) for ip in result.ips]
         links.notify_neighbours(call.netns, call.ifname)
         iface.configure(call.netns, call.ifname, result)
-    # The config's dns replaces the IPAM's, even when empty (upstream does the same).
-    result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
+    result.dns = config_dns(conf)
     return result
 
-
-def delete(call: skel.Call) -> None:
-    # Upstream resolves the master again on DEL (and fails without a default route); the
-    # link is removed by name, so nothing about the master is needed here.
-    conf = call.load(IpvlanConf)
-    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:
     conf = call.load(IpvlanConf)
     mode = mode_of(conf)
-    if ipam.type_of(conf):
-        ipam.check(call, ipam.type_of(conf))
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "Required prevResult missing")
-    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
+    ipam.check_configured(call, conf)
+
     if conf.master:  # the prevResult is ours now, so only a configured master can be checked
         links.require_master(call.netns if conf.linkInContainer else None, conf.master)
-    linkcheck.check_interface(call.netns, entry, "ipvlan")
     names = {number: name for name, number in MODES.items()}
-    actual = names.get(links.kind_data(call.netns, call.ifname).get("IFLA_IPVLAN_MODE", -1))
-    if actual != mode:
-        raise CNIError(
-            INTERNAL, f"Container IPVlan mode {actual} does not match expected value: {mode}"
-        )
-    linkcheck.check_addresses(call.netns, call.ifname, previous)
-    linkcheck.check_routes(call.netns, previous.routes)
+    wrong_mode = f"Container IPVlan mode {{}} does not match expected value: {mode}"
+    linkcheck.check_attachment(
+        call, "ipvlan",
+        settings={"IFLA_IPVLAN_MODE": (MODES[mode], lambda got: wrong_mode.format(names.get(got)))},
+    )  # fmt: skip
 
 
-def status(call: skel.Call) -> None:
-    conf = call.load(IpvlanConf)
-    ipam.forward(call, conf, "STATUS")
-    links.require_master_for_status(conf.master, conf.linkInContainer)
-
-
-def gc(call: skel.Call) -> None:
-    # Links die with their netns; only the IPAM has state to collect.
-    ipam.forward(call, call.load(IpvlanConf), "GC")
-
-
-PLUGIN = skel.Plugin("ipvlan", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+# Upstream resolves the master again on DEL (and fails without a default route); the
+# link is removed by name, so nothing about the master is needed here.
+PLUGIN = ipam.link_plugin("ipvlan", IpvlanConf, add=add, check=check, master=True)

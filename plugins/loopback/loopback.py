@@ -68,11 +68,3 @@ def check(call: skel.Call) -> None:
 
 
 PLUGIN = skel.Plugin("loopback", add=add, delete=delete, check=check)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

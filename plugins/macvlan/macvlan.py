@@ -7,9 +7,9 @@ default the interface of the host's default route), addressed by the optional IP
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct
-from libcni.protocol.errors import INTERNAL, CNIError, config_error
-from libcni.protocol.result import Result, parse_dns
+from libcni.protocol.config import NetConf, Struct, config_dns
+from libcni.protocol.errors import config_error
+from libcni.protocol.result import Result
 from libcni.rollback import Rollback
 
 # macvlan modes by config name; "source" goes beyond upstream (it needs a MAC list set later).
@@ -65,75 +65,35 @@ def add(call: skel.Call) -> Result:
     extra: dict = {"macvlan_bc_queue_len": conf.bcqueuelen} if conf.bcqueuelen else {}
     result = Result(call.cni_version)
     with Rollback() as undo:
-        created = links.create_child(
-            "macvlan",
-            call.netns,
-            call.ifname,
-            master,
-            master_in_container=conf.linkInContainer,
-            mtu=conf.mtu,
-            mac=conf.mac,
-            macvlan_mode=mode_of(conf),
-            **extra,
+        created = links.create_for(
+            call, "macvlan", master, conf, mac=conf.mac, macvlan_mode=mode_of(conf), **extra
         )
         undo.push(links.delete, call.netns, call.ifname)
         result.add_interface(**created)
         kind = ipam.type_of(conf)
         if kind:
             allocated = ipam.allocate(call, kind, undo)
-            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-            result.routes = allocated.routes
-            links.notify_neighbours(call.netns, call.ifname)
-            iface.configure(call.netns, call.ifname, result)
+            iface.configure_allocation(
+                call.netns, call.ifname, result, allocated,
+                announce=lambda: links.notify_neighbours(call.netns, call.ifname),
+            )  # fmt: skip
         else:
             links.set_up(call.netns, call.ifname)
-    # The config's dns replaces the IPAM's, even when empty (upstream does the same).
-    result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
+    result.dns = config_dns(conf)
     return result
 
-
-def delete(call: skel.Call) -> None:
-    # Neither the master nor CNI_ARGS are needed to clean up, so neither is looked at.
-    conf = call.load(MacvlanConf)
-    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:
     conf, _ = load_conf(call)
-    if ipam.type_of(conf):
-        ipam.check(call, ipam.type_of(conf))
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "required prevResult missing")
-    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
-    linkcheck.check_interface(call.netns, entry, "macvlan")
-    actual = links.kind_data(call.netns, call.ifname).get("IFLA_MACVLAN_MODE")
-    if actual != mode_of(conf):
-        expected = mode_of(conf)
-        raise CNIError(
-            INTERNAL, f"container macvlan mode {actual} does not match expected value: {expected}"
-        )
-    linkcheck.check_addresses(call.netns, call.ifname, previous)
-    linkcheck.check_routes(call.netns, previous.routes)
+    ipam.check_configured(call, conf)
+    mode = mode_of(conf)
+    wrong_mode = f"container macvlan mode {{}} does not match expected value: {mode}"
+    linkcheck.check_attachment(
+        call, "macvlan", missing="required prevResult missing",
+        settings={"IFLA_MACVLAN_MODE": (mode, wrong_mode.format)},
+    )  # fmt: skip
 
 
-def status(call: skel.Call) -> None:
-    conf = call.load(MacvlanConf)
-    ipam.forward(call, conf, "STATUS")
-    links.require_master_for_status(conf.master, conf.linkInContainer)
-
-
-def gc(call: skel.Call) -> None:
-    # Links die with their netns; only the IPAM has state to collect.
-    ipam.forward(call, call.load(MacvlanConf), "GC")
-
-
-PLUGIN = skel.Plugin("macvlan", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+# Neither the master nor CNI_ARGS are needed to clean up, so neither is looked at.
+PLUGIN = ipam.link_plugin("macvlan", MacvlanConf, add=add, check=check, master=True)

@@ -78,18 +78,10 @@ def _remove_veth_and_rules(conf: PtpConf, call: skel.Call) -> None:
 def check(call: skel.Call) -> None:
     conf = load_conf(call)
     ipam.check(call, ipam.type_of(conf))
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "ptp: Required prevResult missing")
-    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
-    linkcheck.check_interface(call.netns, entry, "veth")
     # ptp deletes the connected route on purpose: the subnet is reached via the gateway.
-    linkcheck.check_addresses(call.netns, call.ifname, previous, connected_route=False)
-    linkcheck.check_routes(call.netns, previous.routes)
-
-
-def status(call: skel.Call) -> None:
-    ipam.forward(call, call.load(PtpConf), "STATUS")
+    linkcheck.check_attachment(
+        call, "veth", missing="ptp: Required prevResult missing", connected_route=False
+    )
 
 
 def gc(call: skel.Call) -> None:
@@ -98,12 +90,6 @@ def gc(call: skel.Call) -> None:
     ipam.forward(call, conf, "GC")
 
 
-PLUGIN = skel.Plugin("ptp", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+PLUGIN = skel.Plugin(
+    "ptp", add=add, delete=delete, check=check, status=ipam.forwarding(PtpConf, "STATUS"), gc=gc
+)

@@ -7,9 +7,9 @@ port of a bridge that already exists there) and addressed by the optional IPAM p
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct
-from libcni.protocol.errors import INTERNAL, CNIError, config_error
-from libcni.protocol.result import Result, parse_dns
+from libcni.protocol.config import NetConf, Struct, config_dns
+from libcni.protocol.errors import config_error
+from libcni.protocol.result import Result
 from libcni.rollback import Rollback
 from plugins.tap import tapdev
 
@@ -64,49 +64,19 @@ def add(call: skel.Call) -> Result:
         result.add_interface(**created)
         if kind:
             allocated = ipam.allocate(call, kind, undo)
-            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-            result.routes = allocated.routes
-            links.notify_neighbours(call.netns, call.ifname, ipv6=False)
-            iface.configure(call.netns, call.ifname, result)
-    # The config's dns replaces the IPAM's, even when empty (upstream does the same).
-    result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
+            iface.configure_allocation(
+                call.netns, call.ifname, result, allocated,
+                announce=lambda: links.notify_neighbours(call.netns, call.ifname, ipv6=False),
+            )  # fmt: skip
+    result.dns = config_dns(conf)
     return result
 
-
-def delete(call: skel.Call) -> None:
-    conf = call.load(TapConf)
-    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:
     conf = load_conf(call)
-    kind = ipam.type_of(conf)
-    if kind:
-        ipam.check(call, kind)
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "Required prevResult missing")
-    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
-    linkcheck.check_interface(call.netns, entry, "tun")
-    linkcheck.check_addresses(call.netns, call.ifname, previous)
-    linkcheck.check_routes(call.netns, previous.routes)
+    ipam.check_configured(call, conf)
+    linkcheck.check_attachment(call, "tun")
 
 
-def status(call: skel.Call) -> None:
-    ipam.forward(call, call.load(TapConf), "STATUS")
-
-
-def gc(call: skel.Call) -> None:
-    # Links die with their netns; only the IPAM has state to collect.
-    ipam.forward(call, call.load(TapConf), "GC")
-
-
-PLUGIN = skel.Plugin("tap", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+PLUGIN = ipam.link_plugin("tap", TapConf, add=add, check=check)

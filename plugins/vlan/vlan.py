@@ -9,9 +9,9 @@ import errno
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf
+from libcni.protocol.config import NetConf, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
-from libcni.protocol.result import Result, parse_dns
+from libcni.protocol.result import Result
 from libcni.rollback import Rollback
 
 MAX_VLAN_ID = 4094
@@ -61,15 +61,8 @@ def add(call: skel.Call) -> Result:
     )
     result = Result(call.cni_version)
     with Rollback() as undo:
-        created = links.create_child(
-            "vlan",
-            call.netns,
-            call.ifname,
-            master,
-            master_in_container=conf.linkInContainer,
-            mtu=conf.mtu,
-            vlan_id=conf.vlanId,
-            explain={errno.EEXIST: in_use},
+        created = links.create_for(
+            call, "vlan", master, conf, vlan_id=conf.vlanId, explain={errno.EEXIST: in_use}
         )
         undo.push(links.delete, call.netns, call.ifname)
         try:
@@ -82,57 +75,29 @@ def add(call: skel.Call) -> Result:
         result.ips = [dict(ip, interface=0) for ip in allocated.ips]
         result.routes = allocated.routes
         iface.configure(call.netns, call.ifname, result)
-    # The config's dns replaces the IPAM's, even when empty (upstream does the same).
-    result.dns = parse_dns(vars(conf.dns)) if conf.dns is not None else {}
+    result.dns = config_dns(conf)
     return result
 
-
-def delete(call: skel.Call) -> None:
-    # Unlike upstream, DEL does not insist that the master still exists: a container must be
-    # removable after its parent interface went away.
-    conf = call.load(VlanConf)
-    ipam.release_then(call, conf, links.delete, call.netns, call.ifname)
 
 
 def check(call: skel.Call) -> None:
     conf, _ = load_conf(call)
-    ipam.check(call, ipam.type_of(conf))
-    previous = call.prev_result()
-    if previous is None:
-        raise CNIError(INTERNAL, "vlan: Required prevResult missing")
-    entry = linkcheck.container_interface(previous, call.ifname, call.netns)
-    link = linkcheck.check_interface(call.netns, entry, "vlan")
-    actual = links.kind_data(call.netns, call.ifname).get("IFLA_VLAN_ID")
-    if actual != conf.vlanId:
-        raise CNIError(
-            INTERNAL,
-            f"container vlan {call.ifname} has VLAN id {actual}, config wants {conf.vlanId}",
-        )
-    if conf.mtu and conf.mtu != link.mtu:
-        raise CNIError(
-            INTERNAL, f"container vlan {call.ifname} has MTU {link.mtu}, config wants {conf.mtu}"
-        )
-    linkcheck.check_addresses(call.netns, call.ifname, previous)
-    linkcheck.check_routes(call.netns, previous.routes)
+    ipam.check_configured(call, conf)
+
+    def same_mtu(previous, link) -> None:
+        if conf.mtu and conf.mtu != link.mtu:
+            raise CNIError(
+                INTERNAL,
+                f"container vlan {call.ifname} has MTU {link.mtu}, config wants {conf.mtu}",
+            )
+
+    wrong_id = f"container vlan {call.ifname} has VLAN id {{}}, config wants {conf.vlanId}"
+    linkcheck.check_attachment(
+        call, "vlan", missing="vlan: Required prevResult missing",
+        settings={"IFLA_VLAN_ID": (conf.vlanId, wrong_id.format)}, extra=same_mtu,
+    )  # fmt: skip
 
 
-def status(call: skel.Call) -> None:
-    conf = call.load(VlanConf)
-    ipam.forward(call, conf, "STATUS")
-    links.require_master_for_status(conf.master, conf.linkInContainer)
-
-
-def gc(call: skel.Call) -> None:
-    # Links die with their netns; only the IPAM has state to collect.
-    ipam.forward(call, call.load(VlanConf), "GC")
-
-
-PLUGIN = skel.Plugin("vlan", add=add, delete=delete, check=check, status=status, gc=gc)
-
-
-def main() -> int:
-    return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+# Unlike upstream, DEL does not insist that the master still exists: a container must be
+# removable after its parent interface went away.
+PLUGIN = ipam.link_plugin("vlan", VlanConf, add=add, check=check, master=True)
