@@ -24,6 +24,7 @@ PLUGINS = {
     "tuning": "meta.tuning.tuning",
     "bandwidth": "meta.bandwidth.bandwidth",
     "firewall": "meta.firewall.firewall",
+    "sbr": "meta.sbr.sbr",
     "host-local": "ipam.host_local.host_local",
     "static": "ipam.static.static",
     "cnitool": "libcni.runtime.cnitool",
