@@ -15,7 +15,7 @@ import os
 from libcni.kernel import netns
 from libcni.kernel.links import strerror
 from libcni.kernel.rules import RT_SCOPE_LINK, TableSocket, first_free_table, tables_in_use
-from libcni.protocol.errors import internal
+from libcni.protocol.errors import INTERNAL, internal
 
 FIRST_TABLE = 100
 RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never emptied by DEL
@@ -34,7 +34,7 @@ class netns_lock:  # noqa: N801 - used like a function: `with netns_lock(path):`
             self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise netns.NetnsMissing(
-                999, f'failed to open netns "{self.path}": no such file or directory'
+                INTERNAL, f'failed to open netns "{self.path}": no such file or directory'
             ) from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self

@@ -9,7 +9,7 @@ from libcni.kernel import netns
 from libcni.kernel.rules import TableSocket
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf
-from libcni.protocol.errors import CNIError, config_error, internal
+from libcni.protocol.errors import config_error, internal
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
 from meta.sbr import routing
@@ -98,8 +98,7 @@ def check(call: skel.Call) -> None:
         missing = routing.missing_rules(sock, ips, conf.table)
     if missing:
         where = f"table {conf.table}" if conf.table is not None else "a table"
-        raise CNIError(
-            999,
+        raise internal(
             f"no source rule for {', '.join(missing)} on {call.ifname}",
             f"expected `ip rule` to show 'from <ip> lookup' {where}; was sbr's ADD undone?",
         )
