@@ -25,6 +25,8 @@ PLUGINS = {
     "tuning": "meta.tuning.tuning",
     "bandwidth": "meta.bandwidth.bandwidth",
     "firewall": "meta.firewall.firewall",
+    "sbr": "meta.sbr.sbr",
+    "vrf": "meta.vrf.vrf",
     "host-local": "ipam.host_local.host_local",
     "static": "ipam.static.static",
     "cnitool": "libcni.runtime.cnitool",
@@ -32,7 +34,7 @@ PLUGINS = {
 
 # Plugins that accept only newer spec versions (as upstream); all others accept every version.
 # tests/test_startup_imports.py checks this against each module's own skel.Plugin.
-MIN_VERSION = {"bandwidth": "0.3.0", "firewall": "0.4.0"}
+MIN_VERSION = {"bandwidth": "0.3.0", "firewall": "0.4.0", "vrf": "0.3.1"}
 
 # The preloaded fork-server; it serves every name in PLUGINS except these.
 DAEMON = "pycni-daemon"

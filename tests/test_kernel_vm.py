@@ -1,6 +1,6 @@
-"""vlan, ipvlan, dummy and bridge VLAN filtering against a real kernel that has them: Debian's
-stock kernel booted under qemu (tests/vm/harness.py), running tests/vm/inside_kernel_links.py
-there with pytest, on our frozen executables and on Debian's Go plugins.
+"""vlan, ipvlan, dummy, bridge VLAN filtering and vrf against a real kernel that has them:
+Debian's stock kernel booted under qemu (tests/vm/harness.py), running the tests/vm/inside_*.py
+modules there with pytest, on our frozen executables and on Debian's Go plugins.
 
 One VM boot serves the whole session; each test function of the inside module is reported
 here as its own test. Without qemu the tests skip, except in CI where that is a failure.
@@ -18,9 +18,11 @@ from conftest import FROZEN_BIN, REPO
 sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
 import harness  # noqa: E402
 
-INSIDE = os.path.join("tests", "vm", "inside_kernel_links.py")
-with open(os.path.join(REPO, INSIDE)) as f:
-    NAMES = re.findall(r"^def (test_\w+)", f.read(), re.M)
+INSIDE = [os.path.join("tests", "vm", name) for name in ("inside_kernel_links.py", "inside_vrf.py")]
+NAMES = []
+for inside in INSIDE:
+    with open(os.path.join(REPO, inside)) as f:
+        NAMES += re.findall(r"^def (test_\w+)", f.read(), re.M)
 
 
 class Report:
@@ -48,7 +50,7 @@ def vm_report():
     if not os.path.isfile(os.path.join(FROZEN_BIN, "vlan")):
         pytest.fail("frozen executables missing: run `make build` first")
     python = os.path.realpath(sys.executable)
-    command = (f"{python} -m pytest -q -p no:cacheprovider {INSIDE} "
+    command = (f"{python} -m pytest -q -p no:cacheprovider {' '.join(INSIDE)} "
                "--junitxml=/results/junit.xml")  # fmt: skip
     try:
         run = harness.run(command, timeout=1200, collect=("junit.xml",))

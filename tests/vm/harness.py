@@ -28,7 +28,7 @@ BUSYBOX = "/bin/busybox"
 # Modules the initramfs loads itself (their dependencies are found from .modinfo); the rest
 # load on demand from inside, through modprobe.
 BOOT_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
-TEST_MODULES = ("8021q", "ipvlan", "dummy", "macvlan", "veth", "bridge")
+TEST_MODULES = ("8021q", "ipvlan", "dummy", "macvlan", "veth", "bridge", "vrf")
 BOOT_ATTEMPTS = 2
 
 

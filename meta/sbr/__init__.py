@@ -1,0 +1,1 @@
+"""The sbr plugin: its config and verbs, and what only it uses."""

@@ -1,0 +1,1 @@
+"""The vrf plugin: its config and verbs, and what only it uses."""
