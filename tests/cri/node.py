@@ -346,9 +346,10 @@ class CriNode:
     # -- running things inside the node ---------------------------------------------------------
 
     def sh(self, *argv, check=True, timeout=120, netns=None) -> subprocess.CompletedProcess:
-        """A command in the node's netns and private mount namespace (in a pod's netns, a path
-        seen from the node, when `netns` is given)."""
-        full = ["nsenter", "-t", str(self.init_pid), "-m", "-n", "--"]
+        """A command in the node's netns, private mount and PID namespace (its /proc is that
+        PID namespace's: /proc/self exists only inside). In a pod's netns, a path seen from the
+        node, when `netns` is given."""
+        full = ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--"]
         if netns:
             full += ["nsenter", f"--net={netns}", "--"]
         proc = subprocess.run([*full, *argv], env={"PATH": PATH, "HOME": self.work},
