@@ -44,6 +44,8 @@ class BridgeConf(NetConf):
     forceAddress: bool = False
     ipMasq: bool = False
     ipMasqBackend: str = ""
+    # Beyond upstream: destinations that keep the pod's source address (a cluster CIDR).
+    ipMasqExclude: list[str] | None = None
     mtu: int = 0
     hairpinMode: bool = False
     promiscMode: bool = False
@@ -99,6 +101,7 @@ def load_conf(call: skel.Call) -> BridgeConf:
         raise config_error("cannot set hairpin mode and promiscuous mode at the same time")
     if ipam.type_of(conf) and conf.disableContainerInterface:
         raise config_error("cannot use IPAM when DisableContainerInterface flag is set")
+    conf.masq_exclude = masq.parse_exclude(conf.ipMasqExclude)  # type: ignore[attr-defined]
     return conf
 
 
@@ -139,7 +142,7 @@ def add(call: skel.Call) -> Result:
             if conf.isGateway:
                 serve_gateways(conf, gateways, result)
             if conf.ipMasq:
-                masq.setup_undoably(undo, backend, conf.name, call, result)
+                masq.setup_undoably(undo, backend, conf.name, call, result, conf.masq_exclude)
         elif not conf.disableContainerInterface:
             links.set_up(call.netns, call.ifname)
         if not conf.disableContainerInterface:
