@@ -399,3 +399,58 @@ def test_twenty_pods_at_once(node):
         list(pool.map(node.client.remove_pod_sandbox, pods))
     assert_nothing_left(node, ips)
 
+
+
+# -- two nodes, one cluster network ------------------------------------------------------------
+
+CLUSTER_CIDR = "10.244.0.0/16"
+
+
+@pytest.fixture(params=["pycni", "go"])
+def cluster(request, cri_pool, cri_runs_containers):
+    """Two nodes on one LAN, pod CIDRs 10.244.0.0/24 and 10.244.1.0/24 of CLUSTER_CIDR, each
+    routing the other's pod CIDR via its node address (what a flat cluster network does)."""
+    plugin_dir = request.getfixturevalue("frozen_bin" if request.param == "pycni" else "go_bin")
+    lan = cri_pool.lan()
+    nodes = []
+    try:
+        for number in range(2):
+            node = CriNode(cri_pool.namespaces, plugin_dir, lan, f"{LAN_PREFIX}.{number + 1}",
+                           cri_pool.image)  # fmt: skip
+            node.impl = request.param
+            nodes.append(node)
+        for number, node in enumerate(nodes):
+            other = 1 - number
+            gateway = f"{LAN_PREFIX}.{other + 1}"
+            node.sh("ip", "route", "add", f"10.244.{other}.0/24", "via", gateway)
+            plugin = {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True,
+                      "ipMasqExclude": [CLUSTER_CIDR], "hairpinMode": True,
+                      "ipam": node.host_local(f"10.244.{number}.0/24",
+                                              routes=[{"dst": "0.0.0.0/0"}])}  # fmt: skip
+            portmap = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+            node.set_conflist({"cniVersion": "1.0.0", "name": "cluster",
+                               "plugins": [plugin, portmap]})  # fmt: skip
+        yield nodes
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_two_nodes_pods_reach_each_other_without_nat(cluster, request):
+    near, far = cluster
+    known_go_bug(request, near, "bridge has no way to exclude the cluster CIDR from ipMasq: "
+                 "traffic to the other node's pods leaves masqueraded (the far pod sees the "
+                 "node's address, not the pod's)")  # fmt: skip
+    near_pod, far_pod = near.run_pod("near"), far.run_pod("far")
+    near_ip, far_ip = near.pod_ip(near_pod), far.pod_ip(far_pod)
+    assert near_ip.startswith("10.244.0.") and far_ip.startswith("10.244.1.")
+    near_ns, far_ns = near.pod_netns(near_pod), far.pod_netns(far_pod)
+    # Each pod sees the other's own address as the source: no NAT on the way between nodes.
+    assert peer_of(curl(near, f"http://{far_ip}/cgi-bin/peer", netns=near_ns)) == near_ip
+    assert peer_of(curl(far, f"http://{near_ip}/cgi-bin/peer", netns=far_ns)) == far_ip
+    # The node reaches the remote pod; pod -> outside still leaves behind the node's address.
+    assert curl(near, f"http://{far_ip}/") == "pod"
+    assert curl(near, f"http://{OUTSIDE_ADDRESS}:9000/", netns=near_ns) == near.address
+    assert curl(far, f"http://{OUTSIDE_ADDRESS}:9000/", netns=far_ns) == far.address
+    remove_and_check(near, {near_pod: near_ip})
+    remove_and_check(far, {far_pod: far_ip})
