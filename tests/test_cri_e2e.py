@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import NetnsFactory
 from cri.client import TCP, UDP
-from cri.node import LAN_PREFIX, OUTSIDE_ADDRESS, CriNode, Lan, build_pod_image
+from cri.node import LAN_PREFIX, OUTSIDE_ADDRESS, CriNode, Lan, build_pod_image, kubernetes_conflist
 
 NODE_ADDRESS = f"{LAN_PREFIX}.1"
 BANDWIDTH = {"kubernetes.io/ingress-bandwidth": "1M", "kubernetes.io/egress-bandwidth": "1M"}
@@ -91,9 +91,7 @@ def cri_runs_containers(cri_pool, go_bin):
     """Whether this machine can run a container at all: a host-network pod (no CNI) on a node."""
     node = cri_pool.node(go_bin)
     try:
-        config = {"metadata": {"name": "probe", "uid": "probe", "namespace": "default"},
-                  "linux": {"security_context": {"namespace_options": {"network": 2}}}}
-        node.remove_pod(node.client.run_pod_sandbox(config))
+        node.remove_pod(node.run_pod("probe", host_network=True))
     except Exception as err:
         pytest.skip(f"this machine cannot run containers under containerd/runc: {err}")
 
@@ -199,7 +197,7 @@ def remove_and_check(node, pods: dict) -> None:
     assert_nothing_left(node, pods)
 
 
-def assert_nothing_left(node, pods: dict, timeout: float = 10) -> None:
+def assert_nothing_left(node, pods: dict, timeout: float = 5) -> None:
     # The kernel destroys a pod's netns (and its veth) asynchronously: allow it a moment.
     deadline = time.monotonic() + timeout
     while (left := leftovers(node, pods)) and time.monotonic() < deadline:
@@ -208,19 +206,6 @@ def assert_nothing_left(node, pods: dict, timeout: float = 10) -> None:
 
 
 # -- conflists ---------------------------------------------------------------------------------
-
-
-def k8s_list(node, version: str, subnet: str) -> dict:
-    plugins = [
-        {"type": "bridge", "bridge": f"cni{subnet.split('.')[2]}", "isGateway": True,
-         "ipMasq": True, "hairpinMode": True,
-         "ipam": node.host_local(f"{subnet}.0/24", routes=[{"dst": "0.0.0.0/0"}])},
-        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        {"type": "bandwidth", "capabilities": {"bandwidth": True}},
-        {"type": "tuning", "sysctl": {"net.core.somaxconn": "1024"}},
-        {"type": "firewall", "backend": "iptables"},
-    ]  # fmt: skip
-    return {"cniVersion": version, "name": f"k8s-{subnet.replace('.', '-')}", "plugins": plugins}
 
 
 def bridge_list(node, name: str, *ranges, bridge="cni0", **extra) -> dict:
@@ -236,7 +221,7 @@ def bridge_list(node, name: str, *ranges, bridge="cni0", **extra) -> dict:
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0"])
 def test_kubernetes_list_ports_bandwidth_and_teardown(node, version):
     subnet = "10.244.40" if version == "0.4.0" else "10.244.41"
-    node.set_conflist(k8s_list(node, version, subnet))
+    node.set_conflist(kubernetes_conflist(node, version, subnet))
     ports = [(TCP, 80, 18080, ""), (UDP, 5353, 15353, ""), (TCP, 80, 18082, "127.0.0.1")]
     web = node.run_pod("web", ports=ports, annotations=BANDWIDTH)
     ip = check_pod_network(node, web, subnet, f"{subnet}.1")
@@ -329,7 +314,7 @@ def test_dual_stack(node):
 def test_exhausted_range_failed_add_leaves_nothing(node):
     ipam = node.host_local({"subnet": "10.244.70.0/24", "rangeStart": "10.244.70.10",
                             "rangeEnd": "10.244.70.10"})  # fmt: skip
-    conflist = k8s_list(node, "1.0.0", "10.244.70")
+    conflist = kubernetes_conflist(node, "1.0.0", "10.244.70")
     conflist["plugins"][0]["ipam"] = ipam
     conflist["name"] = "tiny"
     node.set_conflist(conflist)
@@ -351,7 +336,7 @@ def test_netns_gone_before_stop(node, request):
     known_go_bug(request, node, "bridge DEL with an empty CNI_NETNS releases the IP but skips "
                  "the ipMasq teardown (it learns the pod's addresses only from the netns): the "
                  "pod's CNI-<hash> masquerade chain stays")  # fmt: skip
-    node.set_conflist(k8s_list(node, "1.0.0", "10.244.80"))
+    node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.80"))
     pod = node.run_pod("nsgone", ports=[(TCP, 80, 18100, "")], annotations=BANDWIDTH)
     ip = node.pod_ip(pod)
     netns = node.pod_netns(pod)
@@ -364,7 +349,7 @@ def test_result_cache_gone_before_stop(node, request):
     known_go_bug(request, node, "firewall DEL without a prevResult removes nothing (its "
                  "iptables rules are found only by the prevResult's addresses): the pod's "
                  "CNI-FORWARD rules stay")  # fmt: skip
-    node.set_conflist(k8s_list(node, "1.0.0", "10.244.90"))
+    node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.90"))
     pod = node.run_pod("nocache", ports=[(TCP, 80, 18110, "")], annotations=BANDWIDTH)
     ip = node.pod_ip(pod)
     cached = node.sh("sh", "-c", f"ls /var/lib/cni/results/ | grep {pod}").stdout.split()
@@ -374,7 +359,7 @@ def test_result_cache_gone_before_stop(node, request):
 
 
 def test_containerd_restart_while_the_pod_runs(node):
-    node.set_conflist(k8s_list(node, "1.0.0", "10.244.100"))
+    node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.100"))
     pod = node.run_pod("survivor", ports=[(TCP, 80, 18120, "")], annotations=BANDWIDTH)
     ip = node.pod_ip(pod)
     node.restart()
@@ -384,7 +369,7 @@ def test_containerd_restart_while_the_pod_runs(node):
 
 
 def test_twenty_pods_at_once(node):
-    node.set_conflist(k8s_list(node, "1.0.0", "10.244.110"))
+    node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.110"))
     with ThreadPoolExecutor(20) as pool:
         pods = list(pool.map(lambda n: node.run_pod(f"many-{n}", annotations=BANDWIDTH),
                              range(20)))  # fmt: skip

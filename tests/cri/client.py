@@ -44,7 +44,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "host_port": (3, "int32"),
         "host_ip": (4, "string"),
     },
-    # NamespaceMode: POD = 0, CONTAINER = 1, NODE = 2
+    # NamespaceMode: POD = 0, CONTAINER = 1, POD, NODE = 0, 2
     "NamespaceOption": {"network": (1, "enum"), "pid": (2, "enum"), "ipc": (3, "enum")},
     "LinuxSandboxSecurityContext": {"namespace_options": (1, "NamespaceOption")},
     "LinuxPodSandboxConfig": {
@@ -97,7 +97,7 @@ _MAP_ENTRY = {"key": (1, "string"), "value": (2, "string")}
 _VARINT_KINDS = {"bool", "int32", "uint32", "int64", "enum"}
 TCP, UDP, SCTP = 0, 1, 2
 SANDBOX_READY, SANDBOX_NOTREADY = 0, 1
-NODE = 2
+POD, NODE = 0, 2
 
 
 # -- wire format -------------------------------------------------------------------------------

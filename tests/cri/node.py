@@ -24,7 +24,7 @@ import tarfile
 import tempfile
 import time
 
-from cri.client import CriClient
+from cri.client import NODE, POD, CriClient
 from nodekit import busybox_rootfs, cgroup_mounts
 
 IMAGE = "localhost/pycni-pod:test"
@@ -146,6 +146,21 @@ def build_pod_image(path: str, work: str) -> str:
             info.size = len(data)
             layout.addfile(info, io.BytesIO(data))
     return path
+
+
+def kubernetes_conflist(node, version: str, subnet: str) -> dict:
+    """The Kubernetes-like list (bridge + host-local, portmap, bandwidth, tuning, firewall) for
+    `subnet` ("a.b.c", a /24), its bridge named after the subnet's third octet."""
+    plugins = [
+        {"type": "bridge", "bridge": f"cni{subnet.split('.')[2]}", "isGateway": True,
+         "ipMasq": True, "hairpinMode": True,
+         "ipam": node.host_local(f"{subnet}.0/24", routes=[{"dst": "0.0.0.0/0"}])},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        {"type": "bandwidth", "capabilities": {"bandwidth": True}},
+        {"type": "tuning", "sysctl": {"net.core.somaxconn": "1024"}},
+        {"type": "firewall", "backend": "iptables"},
+    ]  # fmt: skip
+    return {"cniVersion": version, "name": f"k8s-{subnet.replace('.', '-')}", "plugins": plugins}
 
 
 class Lan:
@@ -313,17 +328,19 @@ class CriNode:
 
     # -- pods -----------------------------------------------------------------------------------
 
-    def run_pod(self, name: str, ports=(), annotations=None) -> str:
-        """RunPodSandbox; `ports` are (protocol, container_port, host_port, host_ip) tuples."""
+    def run_pod(self, name: str, ports=(), annotations=None, host_network=False) -> str:
+        """RunPodSandbox; `ports` are (protocol, container_port, host_port, host_ip) tuples;
+        `host_network` runs it in the node's netns (no CNI at all)."""
         config = {
             "metadata": {"name": name, "uid": f"uid-{name}", "namespace": "default"},
-            "hostname": name,
+            "hostname": "" if host_network else name,  # runc sets none without a UTS ns
             "log_directory": os.path.join(self.work, "logs", name),
             "port_mappings": [{"protocol": proto, "container_port": inner, "host_port": outer,
                                "host_ip": host_ip} for proto, inner, outer, host_ip in ports],
             "annotations": dict(annotations or {}),
             "labels": {"io.kubernetes.pod.name": name},
-            "linux": {"security_context": {"namespace_options": {"network": 0}}},
+            "linux": {"security_context": {"namespace_options": {
+                "network": NODE if host_network else POD}}},
         }  # fmt: skip
         return self.client.run_pod_sandbox(config)
 
