@@ -6,7 +6,8 @@ Per pod: RunPodSandbox (create: loopback + the list's ADD chain) and StopPodSand
 RemovePodSandbox (teardown: two whole DEL chains), next to a host-network pod (no CNI) whose
 difference is the network's share. Then 20 pods at once: the wall time of 20 concurrent
 RunPodSandbox calls, and of their 20 concurrent Stop + Remove. Medians.
-Usage: python3 benchmarks/cri.py [-n 10] [--batches 3] [--a DIR] [--b DIR]
+With --daemon, a third node C runs B's plugins through pycni-daemon (the fast path).
+Usage: python3 benchmarks/cri.py [-n 10] [--batches 3] [--daemon] [--a DIR] [--b DIR]
 """
 
 import argparse
@@ -59,6 +60,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=3, help="20-pod batches per side")
     parser.add_argument("--a", default="/usr/lib/cni")
     parser.add_argument("--b", default=os.path.join(REPO, "build", "dist", "bin"))
+    parser.add_argument("--daemon", action="store_true",
+                        help="also C: B's plugins through pycni-daemon on a third node")
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("containerd") is None:
         print("needs root and containerd (Debian packages containerd, runc)", file=sys.stderr)
@@ -68,9 +71,12 @@ def main() -> int:
     nodes: dict = {}
     try:
         image = build_pod_image(os.path.join(work, "pod.tar"), work)
-        for label, plugin_dir in (("A", args.a), ("B", args.b)):
+        sides = [("A", args.a), ("B", args.b)] + ([("C", args.b)] if args.daemon else [])
+        for label, plugin_dir in sides:
             node = nodes[label] = CriNode(namespaces, plugin_dir, Lan(namespaces),
                                           "192.168.210.1", image)  # fmt: skip
+            if label == "C":
+                node.start_fast_path()
             node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.200"))
             one_pod(node, "warm", False)  # image, snapshot, first-use costs
         samples = {label: {k: [] for k in ("create", "teardown", "host-create", "host-teardown",
@@ -94,9 +100,13 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     med = {label: {k: statistics.median(v) * 1000 for k, v in rows.items()}
            for label, rows in samples.items()}  # fmt: skip
-    print(f"A = {args.a}\nB = {args.b}\ncontainerd 1.6 CRI, Kubernetes-like list at 1.0.0, "
+    columns = list(med)
+    print(f"A = {args.a}\nB = {args.b}" + ("\nC = B via pycni-daemon" if args.daemon else ""))
+    print(f"containerd 1.6 CRI, Kubernetes-like list at 1.0.0, "
           f"medians of n = {args.n} pods and {args.batches} batches of {BATCH}, ms\n")
-    print(f"{'':<40}{'A':>9}{'B':>9}{'B/A':>7}")
+    ratios = ["B"] + (["C"] if "C" in med else [])
+    print(f"{'':<40}" + "".join(f"{c:>9}" for c in columns)
+          + "".join(f"{r + '/A':>7}" for r in ratios))  # fmt: skip
     rows = [
         ("create", "RunPodSandbox (CNI)"),
         ("teardown", "Stop + Remove (CNI)"),
@@ -105,14 +115,15 @@ def main() -> int:
         ("add-batch", f"{BATCH} pods at once: ADD batch wall"),
         ("del-batch", f"{BATCH} pods at once: DEL batch wall"),
     ]
+    for key in ("create", "teardown"):
+        for label in columns:
+            med[label][f"net-{key}"] = med[label][key] - med[label][f"host-{key}"]
+    rows += [("net-create", "network share of create"),
+             ("net-teardown", "network share of teardown")]
     for key, text in rows:
-        a, b = med["A"][key], med["B"][key]
-        print(f"{text:<40}{a:9.1f}{b:9.1f}{b / a:7.2f}")
-    for key, text in (("create", "network share of create"), ("teardown", "network share of "
-                                                                          "teardown")):
-        a = med["A"][key] - med["A"][f"host-{key}"]
-        b = med["B"][key] - med["B"][f"host-{key}"]
-        print(f"{text:<40}{a:9.1f}{b:9.1f}{b / a:7.2f}")
+        values = [med[label][key] for label in columns]
+        print(f"{text:<40}" + "".join(f"{v:9.1f}" for v in values)
+              + "".join(f"{med[r][key] / med['A'][key]:7.2f}" for r in ratios))  # fmt: skip
     return 0
 
 
