@@ -38,7 +38,8 @@ def timed(func, *args) -> tuple:
 
 def one_pod(node, name: str, host_network: bool) -> tuple:
     create, pod = timed(lambda: node.run_pod(name, ports=[(0, 80, 18080, "")],
-                                             annotations=BANDWIDTH, host_network=host_network))
+                                             annotations=BANDWIDTH, host_network=host_network,
+                                             wait_serving=False))
     teardown, _ = timed(node.remove_pod, pod)
     return create, teardown
 
@@ -47,7 +48,7 @@ def batch(node, round_number: int) -> tuple:
     names = [f"b{round_number}-{n}" for n in range(BATCH)]
     with ThreadPoolExecutor(BATCH) as pool:
         add_wall, pods = timed(lambda: list(pool.map(
-            lambda name: node.run_pod(name, annotations=BANDWIDTH), names)))
+            lambda name: node.run_pod(name, annotations=BANDWIDTH, wait_serving=False), names)))
         if len({node.pod_ip(pod) for pod in pods}) != BATCH:
             raise RuntimeError("the batch did not get distinct pod IPs")
         del_wall, _ = timed(lambda: list(pool.map(node.remove_pod, pods)))

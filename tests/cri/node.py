@@ -50,8 +50,8 @@ exec {python} -c '{reaper}'
 # The sandbox image's entrypoint: the servers the tests talk to (HTTP on 80 with a CGI that
 # answers the peer's address, UDP echo on 5353), then sleep until TERM. A pause that serves.
 POD_INIT = """#!/bin/sh
-httpd -p 80 -h /www
 udpecho 5353 &
+httpd -p 80 -h /www
 trap 'exit 0' TERM
 while :; do sleep 3600 & wait $!; done
 """
@@ -343,9 +343,11 @@ class CriNode:
 
     # -- pods -----------------------------------------------------------------------------------
 
-    def run_pod(self, name: str, ports=(), annotations=None, host_network=False) -> str:
+    def run_pod(self, name: str, ports=(), annotations=None, host_network=False,
+                wait_serving=True) -> str:  # fmt: skip
         """RunPodSandbox; `ports` are (protocol, container_port, host_port, host_ip) tuples;
-        `host_network` runs it in the node's netns (no CNI at all)."""
+        `host_network` runs it in the node's netns (no CNI at all). RunPodSandbox returns once
+        the sandbox's init runs; with `wait_serving`, also wait until its servers answer."""
         config = {
             "metadata": {"name": name, "uid": f"uid-{name}", "namespace": "default"},
             "hostname": "" if host_network else name,  # runc sets none without a UTS ns
@@ -357,7 +359,19 @@ class CriNode:
             "linux": {"security_context": {"namespace_options": {
                 "network": NODE if host_network else POD}}},
         }  # fmt: skip
-        return self.client.run_pod_sandbox(config)
+        sandbox_id = self.client.run_pod_sandbox(config)
+        if wait_serving and not host_network:
+            self.wait_serving(sandbox_id)
+        return sandbox_id
+
+    def wait_serving(self, sandbox_id: str, timeout: float = 10) -> None:
+        netns = self.pod_netns(sandbox_id)
+        deadline = time.monotonic() + timeout
+        while self.sh("curl", "-s", "-m", "1", "http://127.0.0.1/", netns=netns,
+                      check=False).stdout.strip() != "pod":  # fmt: skip
+            if time.monotonic() > deadline:
+                raise AssertionError(f"pod {sandbox_id} does not serve HTTP on its loopback")
+            time.sleep(0.05)
 
     def remove_pod(self, sandbox_id: str) -> None:
         self.client.stop_pod_sandbox(sandbox_id)
