@@ -37,9 +37,15 @@ def timed(func, *args) -> tuple:
 
 
 def one_pod(node, name: str, host_network: bool) -> tuple:
-    create, pod = timed(lambda: node.run_pod(name, ports=[(0, 80, 18080, "")],
-                                             annotations=BANDWIDTH, host_network=host_network,
-                                             wait_serving=False))
+    create, pod = timed(
+        lambda: node.run_pod(
+            name,
+            ports=[(0, 80, 18080, "")],
+            annotations=BANDWIDTH,
+            host_network=host_network,
+            wait_serving=False,
+        )
+    )
     teardown, _ = timed(node.remove_pod, pod)
     return create, teardown
 
@@ -47,8 +53,14 @@ def one_pod(node, name: str, host_network: bool) -> tuple:
 def batch(node, round_number: int) -> tuple:
     names = [f"b{round_number}-{n}" for n in range(BATCH)]
     with ThreadPoolExecutor(BATCH) as pool:
-        add_wall, pods = timed(lambda: list(pool.map(
-            lambda name: node.run_pod(name, annotations=BANDWIDTH, wait_serving=False), names)))
+        add_wall, pods = timed(
+            lambda: list(
+                pool.map(
+                    lambda name: node.run_pod(name, annotations=BANDWIDTH, wait_serving=False),
+                    names,
+                )
+            )
+        )
         if len({node.pod_ip(pod) for pod in pods}) != BATCH:
             raise RuntimeError("the batch did not get distinct pod IPs")
         del_wall, _ = timed(lambda: list(pool.map(node.remove_pod, pods)))
@@ -61,8 +73,11 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=3, help="20-pod batches per side")
     parser.add_argument("--a", default="/usr/lib/cni")
     parser.add_argument("--b", default=os.path.join(REPO, "build", "dist", "bin"))
-    parser.add_argument("--daemon", action="store_true",
-                        help="also C: B's plugins through pycni-daemon on a third node")
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="also C: B's plugins through pycni-daemon on a third node",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("containerd") is None:
         print("needs root and containerd (Debian packages containerd, runc)", file=sys.stderr)
@@ -103,8 +118,10 @@ def main() -> int:
            for label, rows in samples.items()}  # fmt: skip
     columns = list(med)
     print(f"A = {args.a}\nB = {args.b}" + ("\nC = B via pycni-daemon" if args.daemon else ""))
-    print(f"containerd 1.6 CRI, Kubernetes-like list at 1.0.0, "
-          f"medians of n = {args.n} pods and {args.batches} batches of {BATCH}, ms\n")
+    print(
+        f"containerd 1.6 CRI, Kubernetes-like list at 1.0.0, "
+        f"medians of n = {args.n} pods and {args.batches} batches of {BATCH}, ms\n"
+    )
     ratios = ["B"] + (["C"] if "C" in med else [])
     print(f"{'':<40}" + "".join(f"{c:>9}" for c in columns)
           + "".join(f"{r + '/A':>7}" for r in ratios))  # fmt: skip
@@ -119,8 +136,10 @@ def main() -> int:
     for key in ("create", "teardown"):
         for label in columns:
             med[label][f"net-{key}"] = med[label][key] - med[label][f"host-{key}"]
-    rows += [("net-create", "network share of create"),
-             ("net-teardown", "network share of teardown")]
+    rows += [
+        ("net-create", "network share of create"),
+        ("net-teardown", "network share of teardown"),
+    ]
     for key, text in rows:
         values = [med[label][key] for label in columns]
         print(f"{text:<40}" + "".join(f"{v:9.1f}" for v in values)

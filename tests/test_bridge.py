@@ -122,8 +122,9 @@ def source_seen_by_external(node, pod) -> str:
 
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 @pytest.mark.parametrize("excluded", [True, False])
-def test_ipmasq_exclude_keeps_the_pod_source_towards_those_destinations(plugin_dir, node,
-                                                                       backend, excluded):
+def test_ipmasq_exclude_keeps_the_pod_source_towards_those_destinations(
+    plugin_dir, node, backend, excluded
+):
     # The external netns routes the pod subnet back through the node, like a cluster peer.
     ns_exec(node.external, "ip", "route", "add", f"{SUBNET}.0/24", "via", EXTERNAL_HOST_SIDE)
     pod = node.pod()
@@ -256,8 +257,10 @@ def test_existing_non_bridge_is_refused(plugin_dir, node):
         ({"vlanTrunk": [{"minID": 5}]}, "minID and maxID should be configured simultaneously"),
         ({"vlanTrunk": [{"id": 0}]}, "incorrect trunk id parameter"),
         ({"ipMasq": True, "ipMasqBackend": "pf"}, 'unknown ipmasq backend "pf"'),
-        ({"ipMasq": True, "ipMasqExclude": ["10.244.0.0/33"]},
-         'invalid CIDR "10.244.0.0/33" in ipMasqExclude'),
+        (
+            {"ipMasq": True, "ipMasqExclude": ["10.244.0.0/33"]},
+            'invalid CIDR "10.244.0.0/33" in ipMasqExclude',
+        ),
         ({"mtu": "1500"}, '"mtu" must be an integer'),
     ],
 )

@@ -73,7 +73,7 @@ class Pool:
 
     @staticmethod
     def probe(node: CriNode) -> str:
-        """"" if a host-network pod (no CNI involved) runs here, else why it does not."""
+        """ "" if a host-network pod (no CNI involved) runs here, else why it does not."""
         try:
             node.remove_pod(node.run_pod("probe", host_network=True))
             return ""
@@ -253,8 +253,11 @@ def test_kubernetes_list_ports_bandwidth_and_teardown(node, version):
 
 
 def test_ptp(node):
-    plugin = {"type": "ptp", "ipMasq": True,
-              "ipam": node.host_local("10.244.50.0/24", routes=[{"dst": "0.0.0.0/0"}])}
+    plugin = {
+        "type": "ptp",
+        "ipMasq": True,
+        "ipam": node.host_local("10.244.50.0/24", routes=[{"dst": "0.0.0.0/0"}]),
+    }
     node.set_conflist({"cniVersion": "1.0.0", "name": "ptp", "plugins": [plugin]})
     pod = node.run_pod("p2p")
     ip = node.pod_ip(pod)
@@ -387,7 +390,6 @@ def test_twenty_pods_at_once(node):
         list(pool.map(node.client.stop_pod_sandbox, pods))
         list(pool.map(node.client.remove_pod_sandbox, pods))
     assert_nothing_left(node, ips)
-
 
 
 # -- two nodes, one cluster network ------------------------------------------------------------

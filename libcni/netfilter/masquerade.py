@@ -88,9 +88,10 @@ def parse_exclude(cidrs: list | None) -> list:
 
 
 def setup(backend: str, network: str, ifname: str, container_id: str, addresses: list,
-          exclude: list = ()) -> None:  # fmt: skip
+          exclude: list | None = None) -> None:  # fmt: skip
     """Masquerade for `addresses` ("ip/prefix" strings) of one attachment, except towards the
     networks in `exclude` (see parse_exclude)."""
+    exclude = exclude or []
     interfaces = [ipaddress.ip_interface(a) for a in addresses]
     if backend == "nftables":
         _setup_nft(network, ifname, container_id, interfaces, exclude)
@@ -157,7 +158,8 @@ def _nft_masq_rules() -> list:
     return netfilter.nft_rules("chain", "inet", NFT_TABLE, NFT_CHAIN)
 
 
-def setup_undoably(undo, backend: str, network: str, call, result, exclude: list = ()) -> None:
+def setup_undoably(undo, backend: str, network: str, call, result,
+                   exclude: list | None = None) -> None:  # fmt: skip
     """ADD's masquerade for every result address, registered first in the ADD's rollback."""
     addresses = [ip["address"] for ip in result.ips]
     undo.push(teardown, network, call.ifname, call.container_id, addresses)

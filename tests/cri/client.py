@@ -227,7 +227,6 @@ def decode(message_name: str, data: bytes) -> dict:
     return _decode_message(SCHEMA[message_name], data)
 
 
-
 # -- the service -------------------------------------------------------------------------------
 
 

@@ -335,8 +335,11 @@ class CriNode:
 
     def host_local(self, *ranges, routes=None) -> dict:
         """A host-local IPAM block with its dataDir in this node's work directory."""
-        block = {"type": "host-local", "dataDir": self.host_local_dir,
-                 "ranges": [[{"subnet": r} if isinstance(r, str) else r] for r in ranges]}
+        block = {
+            "type": "host-local",
+            "dataDir": self.host_local_dir,
+            "ranges": [[{"subnet": r} if isinstance(r, str) else r] for r in ranges],
+        }
         if routes is not None:
             block["routes"] = routes
         return block
