@@ -3,10 +3,11 @@
 import concurrent.futures
 import os
 import subprocess
+import sys
 
 import pytest
 from conftest import ip_json, ns_exec
-from l3node import EXTERNAL, Node, addresses, link, pings, shape, with_prev
+from l3node import EXTERNAL, EXTERNAL_HOST_SIDE, Node, addresses, link, pings, shape, with_prev
 
 SUBNET = "10.44.0"
 
@@ -91,6 +92,63 @@ def test_ipmasq_rules_are_upstreams(plugin_dir, node):
         f":{chain} - [0:0]",
         f"-A POSTROUTING -s {SUBNET}.2/32 -m comment --comment {comment} -j {chain}",
         f"-A {chain} -d {SUBNET}.0/24 -m comment --comment {comment} -j ACCEPT",
+        f"-A {chain} ! -d 224.0.0.0/4 -m comment --comment {comment} -j MASQUERADE",
+    ]
+
+
+PEER_LISTENER = (
+    "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind(('0.0.0.0', 9000)); s.listen(4); print('ready', flush=True)\n"
+    "while True:\n c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()"
+)
+PEER_CLIENT = (
+    "import socket, sys\nc = socket.create_connection((sys.argv[1], 9000), timeout=3)\n"
+    "print(c.recv(100).decode())"
+)
+
+
+def source_seen_by_external(node, pod) -> str:
+    """The source address a TCP listener in the external netns sees for a pod's connection."""
+    listener = subprocess.Popen(["ip", "netns", "exec", os.path.basename(node.external),
+                                 sys.executable, "-c", PEER_LISTENER],
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert listener.stdout.readline().strip() == "ready"
+        return ns_exec(pod, sys.executable, "-c", PEER_CLIENT, EXTERNAL, check=False).strip()
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+@pytest.mark.parametrize("excluded", [True, False])
+def test_ipmasq_exclude_keeps_the_pod_source_towards_those_destinations(
+    plugin_dir, node, backend, excluded
+):
+    # The external netns routes the pod subnet back through the node, like a cluster peer.
+    ns_exec(node.external, "ip", "route", "add", f"{SUBNET}.0/24", "via", EXTERNAL_HOST_SIDE)
+    pod = node.pod()
+    cluster = "192.168.200.0/24" if excluded else "10.244.0.0/16"
+    config = conf(node, isGateway=True, ipMasq=True, ipMasqBackend=backend,
+                  ipMasqExclude=[cluster, "fd00:244::/48"])  # fmt: skip
+    node.add(plugin_dir, config, pod)
+    seen = source_seen_by_external(node, pod)
+    assert seen == (f"{SUBNET}.2" if excluded else EXTERNAL_HOST_SIDE)
+    assert node.run(plugin_dir, "DEL", config, pod=pod).returncode == 0
+    assert node.nat_rules() == ""
+
+
+def test_ipmasq_exclude_rules_sit_before_the_masquerade(plugin_dir, node):
+    pod = node.pod()
+    config = conf(node, isGateway=True, ipMasq=True, ipMasqExclude=["10.244.7.1/16"])
+    node.add(plugin_dir, config, pod, cid="ctr1")
+    comment = '"name: \\"brnet\\" id: \\"ctr1\\""'
+    chain = "CNI-" + __import__("hashlib").sha512(b"brnetctr1").hexdigest()[:24]
+    assert node.nat_rules().splitlines() == [
+        f":{chain} - [0:0]",
+        f"-A POSTROUTING -s {SUBNET}.2/32 -m comment --comment {comment} -j {chain}",
+        f"-A {chain} -d {SUBNET}.0/24 -m comment --comment {comment} -j ACCEPT",
+        f"-A {chain} -d 10.244.0.0/16 -m comment --comment {comment} -j ACCEPT",
         f"-A {chain} ! -d 224.0.0.0/4 -m comment --comment {comment} -j MASQUERADE",
     ]
 
@@ -199,6 +257,10 @@ def test_existing_non_bridge_is_refused(plugin_dir, node):
         ({"vlanTrunk": [{"minID": 5}]}, "minID and maxID should be configured simultaneously"),
         ({"vlanTrunk": [{"id": 0}]}, "incorrect trunk id parameter"),
         ({"ipMasq": True, "ipMasqBackend": "pf"}, 'unknown ipmasq backend "pf"'),
+        (
+            {"ipMasq": True, "ipMasqExclude": ["10.244.0.0/33"]},
+            'invalid CIDR "10.244.0.0/33" in ipMasqExclude',
+        ),
         ({"mtu": "1500"}, '"mtu" must be an integer'),
     ],
 )

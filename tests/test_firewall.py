@@ -135,6 +135,10 @@ def test_del_without_prev_result_and_after_a_flush(plugin_dir, node):
     conf = attach(plugin_dir, node, pod, backend="iptables")
     bare = {k: v for k, v in conf.items() if k != "prevResult"}
     assert firewall(plugin_dir, node, "DEL", bare, pod).returncode == 0
+    # Beyond upstream (which removes nothing then): the addresses still on the container's
+    # interface find the rules, as when a runtime's result cache is gone.
+    assert [r for r in filter_rules(node) if "10.91.0.2" in r] == []
+    assert firewall(plugin_dir, node, "ADD", conf, pod).returncode == 0
     ns_exec(node.host, "iptables", "-F")
     ns_exec(node.host, "iptables", "-X")
     assert firewall(plugin_dir, node, "DEL", conf, pod).returncode == 0

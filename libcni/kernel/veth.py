@@ -90,6 +90,18 @@ def delete_collecting_addresses(netns_path: str, ifname: str) -> list | None:
     return found
 
 
+def global_addresses(netns_path: str, ifname: str) -> list:
+    """The container end's global addresses ("ip/prefix"); [] when the link or netns is gone."""
+    if not netns_path or not netns.exists(netns_path):
+        return []
+    try:
+        with RouteSocket(netns_path) as sock:
+            link = sock.link(ifname) if len(ifname.encode()) <= 15 else None
+            return [a for a in sock.addresses(link.index) if _is_global(a)] if link else []
+    except (netns.NetnsMissing, OSError):
+        return []
+
+
 def _is_global(address: str) -> bool:
     import ipaddress
 

@@ -8,9 +8,12 @@ the Go plugins deletes what the other made:
   `name: "<net>" id: "<cid>"`.
 - nftables: table `inet cni_plugins_masquerade`, one rule per address in chain `masq_checks`,
   commented `<H(net)>-<H(ifname:cid)>, net: .., if: .., id: ..`.
-Beyond upstream: teardown needs no addresses (iptables rules are found by their jump target),
-so a DEL whose netns is gone still cleans up; and GC removes what containers no longer valid
-left behind.
+Beyond upstream: `exclude` (bridge's `ipMasqExclude`, e.g. a Kubernetes cluster CIDR) adds
+ACCEPT (nftables: accept) rules for those destinations ahead of the MASQUERADE, in the same
+per-attachment chain or with the same comment, so traffic between pods of different nodes keeps
+its source address and goes with the attachment's other rules. Teardown needs no addresses
+(iptables rules are found by their jump target), so a DEL whose netns is gone still cleans up;
+and GC removes what containers no longer valid left behind.
 """
 
 import ipaddress
@@ -69,19 +72,39 @@ def nft_comment(network: str, ifname: str, container_id: str) -> str:
 # -- setup ---------------------------------------------------------------------------------
 
 
-def setup(backend: str, network: str, ifname: str, container_id: str, addresses: list) -> None:
-    """Masquerade for `addresses` ("ip/prefix" strings) of one attachment."""
+def parse_exclude(cidrs: list | None) -> list:
+    """`ipMasqExclude` as networks (host bits cleared, as iptables-save prints them)."""
+    networks = []
+    for cidr in cidrs or []:
+        try:
+            networks.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f'invalid CIDR "{cidr}" in ipMasqExclude',
+                'give destinations that keep the pod\'s source address, e.g. "10.244.0.0/16"',
+            ) from None
+    return networks
+
+
+def setup(backend: str, network: str, ifname: str, container_id: str, addresses: list,
+          exclude: list | None = None) -> None:  # fmt: skip
+    """Masquerade for `addresses` ("ip/prefix" strings) of one attachment, except towards the
+    networks in `exclude` (see parse_exclude)."""
+    exclude = exclude or []
     interfaces = [ipaddress.ip_interface(a) for a in addresses]
     if backend == "nftables":
-        _setup_nft(network, ifname, container_id, interfaces)
+        _setup_nft(network, ifname, container_id, interfaces, exclude)
         return
     for family in (4, 6):
         mine = [i for i in interfaces if i.version == family]
         if mine:
-            _setup_iptables(family, network, container_id, mine)
+            kept = [n for n in exclude if n.version == family]
+            _setup_iptables(family, network, container_id, mine, kept)
 
 
-def _setup_iptables(family: int, network: str, container_id: str, interfaces: list) -> None:
+def _setup_iptables(family: int, network: str, container_id: str, interfaces: list,
+                    exclude: list) -> None:  # fmt: skip
     chain = chain_name(network, container_id)
     comment = netfilter.quote(iptables_comment(network, container_id))
     table = netfilter.save(family, "nat")
@@ -92,6 +115,7 @@ def _setup_iptables(family: int, network: str, container_id: str, interfaces: li
         # The order and spelling of iptables-save, so "already there" is a string compare.
         wanted = [
             f"-A {chain} -d {iface.network} -m comment --comment {comment} -j ACCEPT",
+            *[f"-A {chain} -d {kept} -m comment --comment {comment} -j ACCEPT" for kept in exclude],
             f"-A {chain} ! -d {MULTICAST[family]} -m comment --comment {comment} -j MASQUERADE",
             f"-A POSTROUTING -s {iface.ip}/{host_len} -m comment --comment {comment} -j {chain}",
         ]
@@ -99,7 +123,8 @@ def _setup_iptables(family: int, network: str, container_id: str, interfaces: li
     netfilter.restore(family, "nat", lines)
 
 
-def _setup_nft(network: str, ifname: str, container_id: str, interfaces: list) -> None:
+def _setup_nft(network: str, ifname: str, container_id: str, interfaces: list,
+               exclude: list) -> None:  # fmt: skip
     prefix = nft_prefix(network, ifname, container_id)
     stale = [r for r in _nft_masq_rules() if r.get("comment", "").startswith(prefix)]
     where = f"inet {NFT_TABLE}"
@@ -116,6 +141,12 @@ def _setup_nft(network: str, ifname: str, container_id: str, interfaces: list) -
     script += [f"delete rule {where} {NFT_CHAIN} handle {r['handle']}" for r in stale]
     for iface in interfaces:
         ip = "ip" if iface.version == 4 else "ip6"
+        script += [
+            f"add rule {where} {NFT_CHAIN} {ip} saddr == {iface.ip} {ip} daddr == {kept} "
+            f"accept comment {comment}"
+            for kept in exclude
+            if kept.version == iface.version
+        ]
         script.append(
             f"add rule {where} {NFT_CHAIN} {ip} saddr == {iface.ip} "
             f"{ip} daddr != {iface.network} masquerade comment {comment}"
@@ -127,11 +158,12 @@ def _nft_masq_rules() -> list:
     return netfilter.nft_rules("chain", "inet", NFT_TABLE, NFT_CHAIN)
 
 
-def setup_undoably(undo, backend: str, network: str, call, result) -> None:
+def setup_undoably(undo, backend: str, network: str, call, result,
+                   exclude: list | None = None) -> None:  # fmt: skip
     """ADD's masquerade for every result address, registered first in the ADD's rollback."""
     addresses = [ip["address"] for ip in result.ips]
     undo.push(teardown, network, call.ifname, call.container_id, addresses)
-    setup(backend, network, call.ifname, call.container_id, addresses)
+    setup(backend, network, call.ifname, call.container_id, addresses, exclude)
 
 
 # -- teardown ------------------------------------------------------------------------------

@@ -41,10 +41,14 @@ def load_conf(call: skel.Call) -> FirewallConf:
 
 def addresses(result: Result) -> dict:
     """{family: ["ip/32", ...]} of every address in the result (any interface, as upstream)."""
+    return by_family_of([entry["address"] for entry in result.ips])
+
+
+def by_family_of(cidrs: list) -> dict:
     found: dict = {4: [], 6: []}
-    for entry in result.ips:
-        family, cidr = fwrules.host_cidr(entry["address"])
-        found[family].append(cidr)
+    for cidr in cidrs:
+        family, host = fwrules.host_cidr(cidr)
+        found[family].append(host)
     return found
 
 
@@ -102,8 +106,14 @@ def delete(call: skel.Call) -> None:
         fwrules.teardown_nft(conf.name, call.container_id, call.ifname)
         return
     if previous is None:
-        return  # iptables and firewalld rules carry only addresses: nothing to find them by
-    by_family = addresses(previous)
+        # iptables and firewalld rules carry only addresses. Without a prevResult (a runtime
+        # whose result cache is gone; upstream then removes nothing) the container's interface
+        # still has them on the first DEL, which runs before the main plugin's.
+        from libcni.kernel import veth
+
+        by_family = by_family_of(veth.global_addresses(call.netns, call.ifname))
+    else:
+        by_family = addresses(previous)
     if conf.backend == "firewalld":
         for cidr in by_family[4] + by_family[6]:
             try:

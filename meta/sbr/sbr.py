@@ -62,9 +62,7 @@ def interface_ips(result: Result, ifname: str) -> list:
 
 def add(call: skel.Call) -> Result:
     conf, gateways = load_conf(call)
-    previous = call.prev_result()
-    if previous is None:
-        raise internal("This plugin must be called as chained plugin")
+    previous = call.chained_result("This plugin must be called as chained plugin")
     ips = interface_ips(previous, call.ifname)
     with routing.netns_lock(call.netns), TableSocket(call.netns) as sock:
         with Rollback() as undo:
@@ -88,9 +86,7 @@ def delete(call: skel.Call) -> None:
 
 def check(call: skel.Call) -> None:
     conf, _ = load_conf(call)
-    previous = call.prev_result()
-    if previous is None:
-        raise internal("Required prevResult missing")
+    previous = call.chained_result("Required prevResult missing")
     ips = interface_ips(previous, call.ifname)
     with routing.netns_lock(call.netns), TableSocket(call.netns) as sock:
         if sock.link(call.ifname) is None:

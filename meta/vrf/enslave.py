@@ -93,6 +93,8 @@ def enslave(sock: TableSocket, vrf: Link, ifname: str, undo) -> None:
         name = master.name if master is not None else f"#{link.master}"
         raise internal(f"interface {ifname} has already a master set: {name}")
     table = vrf_table(vrf)
+    if table is None:
+        raise internal(f"{vrf.name} is not a VRF (it has no routing table)")
     addresses = _global_ipv6(sock, link.index)
     routes = [r for r in sock.link_routes(link.index) if r.scope == RT_SCOPE_UNIVERSE]
     undo.push(_restore, sock, link.index, addresses, routes)  # back in main if we fail later

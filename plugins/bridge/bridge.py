@@ -44,6 +44,8 @@ class BridgeConf(NetConf):
     forceAddress: bool = False
     ipMasq: bool = False
     ipMasqBackend: str = ""
+    # Beyond upstream: destinations that keep the pod's source address (a cluster CIDR).
+    ipMasqExclude: list[str] | None = None
     mtu: int = 0
     hairpinMode: bool = False
     promiscMode: bool = False
@@ -85,8 +87,9 @@ def load_conf(call: skel.Call) -> BridgeConf:
     return load_plan(call)[0]
 
 
-def load_plan(call: skel.Call) -> tuple[BridgeConf, list, str]:
-    """The checked config, its trunk VLAN ids and the container MAC to set ("" for any)."""
+def load_plan(call: skel.Call) -> tuple[BridgeConf, list, str, list]:
+    """The checked config, its trunk VLAN ids, the container MAC to set ("" for any) and the
+    networks `ipMasqExclude` keeps from masquerading."""
     conf = call.load(BridgeConf)
     if not 0 <= conf.vlan <= MAX_VLAN:
         raise config_error(f"invalid VLAN ID {conf.vlan} (must be between 0 and {MAX_VLAN})")
@@ -104,11 +107,12 @@ def load_plan(call: skel.Call) -> tuple[BridgeConf, list, str]:
         raise config_error("cannot set hairpin mode and promiscuous mode at the same time")
     if ipam.type_of(conf) and conf.disableContainerInterface:
         raise config_error("cannot use IPAM when DisableContainerInterface flag is set")
-    return conf, trunk, container_mac
+    masq_exclude = masq.parse_exclude(conf.ipMasqExclude)
+    return conf, trunk, container_mac, masq_exclude
 
 
 def add(call: skel.Call) -> Result:
-    conf, trunk, container_mac = load_plan(call)
+    conf, trunk, container_mac, masq_exclude = load_plan(call)
     kind = ipam.type_of(conf)
     backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
     filtering = bool(conf.vlan or conf.vlanTrunk is not None)
@@ -144,7 +148,7 @@ def add(call: skel.Call) -> Result:
             if conf.isGateway:
                 serve_gateways(conf, gateways, result)
             if conf.ipMasq:
-                masq.setup_undoably(undo, backend, conf.name, call, result)
+                masq.setup_undoably(undo, backend, conf.name, call, result, masq_exclude)
         elif not conf.disableContainerInterface:
             links.set_up(call.netns, call.ifname)
         if not conf.disableContainerInterface:

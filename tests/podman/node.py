@@ -14,25 +14,10 @@ import subprocess
 import tempfile
 import time
 
+from nodekit import busybox_rootfs, cgroup_mounts
+
 NODE_ADDRESS, EXTERNAL_ADDRESS = "192.168.210.1", "192.168.210.2"
 IMAGE = "localhost/pycni-busybox:test"
-
-# `ip netns exec` remounted /sys without cgroups. On a cgroup v1 machine (these development
-# machines): the v1 hierarchies and name=systemd, but not cgroup2 (crun refuses the hybrid);
-# on a unified (v2-only) machine, Debian bookworm's default: the one cgroup2 hierarchy.
-CGROUP_V1 = r"""
-mount -t tmpfs tmpfs /sys/fs/cgroup
-while read -r name hierarchy _ enabled; do
-    case "$name" in "#"*) continue;; esac
-    [ "$hierarchy" != 0 ] && [ "$enabled" = 1 ] || continue
-    mkdir -p "/sys/fs/cgroup/$name"
-    mount -t cgroup -o "$name" cgroup "/sys/fs/cgroup/$name" 2>/dev/null ||
-        rmdir "/sys/fs/cgroup/$name"
-done < /proc/cgroups
-mkdir -p /sys/fs/cgroup/systemd
-mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
-"""
-CGROUP_V2 = "mount -t cgroup2 cgroup2 /sys/fs/cgroup\n"
 
 HOLDER = r"""
 set -e
@@ -45,12 +30,6 @@ ip link set lo up
 echo ready
 exec sleep 100000
 """
-
-
-def unified_cgroups() -> bool:
-    kind = subprocess.run(["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], capture_output=True,
-                          text=True).stdout.strip()  # fmt: skip
-    return kind == "cgroup2fs"
 
 
 def _containers_conf(work: str, plugin_dir: str) -> str:
@@ -92,7 +71,7 @@ class PodmanNode:
         self._join_external()
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", os.path.basename(self.node), "sh", "-c",
-             HOLDER.replace("{cgroups}", CGROUP_V2 if unified_cgroups() else CGROUP_V1)],
+             HOLDER.replace("{cgroups}", cgroup_mounts())],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         if self.holder.stdout.readline().strip() != "ready":
@@ -129,20 +108,7 @@ class PodmanNode:
         return self.sh("podman", *argv, check=check, timeout=timeout).stdout.strip()
 
     def _import_image(self) -> None:
-        rootfs = os.path.join(self.work, "rootfs")
-        os.makedirs(os.path.join(rootfs, "bin"))
-        os.makedirs(os.path.join(rootfs, "www"))
-        shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
-        applets = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True)
-        for applet in applets.stdout.split():
-            if applet != "busybox":
-                os.symlink("busybox", os.path.join(rootfs, "bin", applet))
-        with open(os.path.join(rootfs, "www", "index.html"), "w") as f:
-            f.write("pod\n")
-        # busybox has no UDP server: a tiny static one, compiled here (gcc, libc6-dev).
-        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udpecho.c")
-        subprocess.run(["gcc", "-static", "-O2", "-o", os.path.join(rootfs, "bin", "udpecho"),
-                        source], check=True)  # fmt: skip
+        rootfs = busybox_rootfs(os.path.join(self.work, "rootfs"))
         tarball = os.path.join(self.work, "rootfs.tar")
         subprocess.run(["tar", "-C", rootfs, "-cf", tarball, "."], check=True)
         self.podman("import", "--change", "CMD=/bin/sh", tarball, IMAGE)
