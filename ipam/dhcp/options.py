@@ -177,10 +177,10 @@ def result_from_ack(yiaddr: str, options: dict, priority: int = 0) -> dict:
     if options.get("classless_static_route"):
         # RFC 3442: with option 121 the client ignores option 33 and the routers for routes.
         for dst, gateway in classless_routes(options["classless_static_route"]):
-            if gateway == "0.0.0.0":
-                routes.append({"dst": dst, "scope": SCOPE_LINK})
-            else:
-                routes.append({"dst": dst, "gw": gateway})
+            route = {"dst": dst, "gw": gateway}
+            if gateway == "0.0.0.0":  # on-link: as upstream, gw 0.0.0.0 with scope link
+                route["scope"] = SCOPE_LINK
+            routes.append(route)
     else:
         for dst, gateway in static_routes(options.get("static_route") or []):
             routes.append({"dst": dst, "gw": gateway})
