@@ -222,7 +222,10 @@ class Daemon:
         try:
             conn.settimeout(30)
             try:
-                request = rpc.decode(rpc._read_line(conn))
+                line = rpc._read_line(conn)
+                if not line:
+                    return  # a probe: connected and closed
+                request = rpc.decode(line)
                 method, params = request.get("method"), request.get("params")
                 if request.get("protocol") != rpc.PROTOCOL or method not in self.METHODS:
                     raise CNIError(INTERNAL, f"bad request: unknown method {method!r} or protocol")

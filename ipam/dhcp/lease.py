@@ -16,7 +16,7 @@ import random
 import threading
 import time
 
-from pyroute2.dhcp import CodeMapping, fsm
+from pyroute2.dhcp import CodeMapping, fsm, messages
 from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
 from pyroute2.dhcp.dhcp4msg import dhcp4msg
 from pyroute2.dhcp.enums import bootp, dhcp
@@ -166,6 +166,7 @@ class LeaseWorker(threading.Thread):
         self._stop_event: asyncio.Event | None = None
         self._stop_wanted = self._release_wanted = False
         self._netns_id: tuple | None = None
+        self.release_from_host = False
         self._lease_class = type("WorkerLease", (_StoredLease,), {"worker": self})
 
     # -- called from the daemon's threads --------------------------------------------------
@@ -240,6 +241,8 @@ class LeaseWorker(threading.Thread):
                 st = os.stat(self.att.netns)
                 self._netns_id = (st.st_dev, st.st_ino)
                 asyncio.run(self._serve())
+            if self.release_from_host:  # back in the daemon's netns here
+                release_from_host(self)
         except CNIError as err:
             self.error = err
         except Exception as err:  # never let one lease take the daemon down
@@ -293,18 +296,32 @@ class LeaseWorker(threading.Thread):
             if self._stop_wanted:
                 return
         self._link_up()
-        client = _Client(self._config(), self)
-        async with client:
-            if self.stored is not None:
-                await self._resume(client)
-            else:
-                await client.bootstrap()
-            await self._watch()
-            client.config.release = self._release_wanted and self.held()
+        while True:
+            client = _Client(self._config(), self)
+            async with client:
+                if self.stored is not None or self.lease is not None:
+                    await self._resume(client)
+                else:
+                    await client.bootstrap()
+                restart = await self._watch(client)
+                # Released on DEL and GC, and when the container is gone without a DEL. Our
+                # thread keeps a deleted netns (and so its link) alive: the raw socket still
+                # works then. The socket dies with the link: then we release from the host.
+                wanted = not restart and self.held() and (
+                    self._release_wanted or self.ended in ("netns gone", "netns replaced",
+                                                           "link gone"))  # fmt: skip
+                self.release_from_host = wanted and self._gone() == "link gone"
+                client.config.release = wanted and not self.release_from_host
+            if not restart:
+                return
+            self.stored = None
+            LOG.info("%s: the DHCP socket on %s died (link down?); reopening it", self.att.key,
+                     self.att.ifname)  # fmt: skip
 
     async def _resume(self, client: _Client) -> None:
-        """A lease the previous daemon held: renew it (unicast REQUEST), no new DISCOVER."""
-        lease = self._lease_class(**self.stored)
+        """A lease we held (the previous daemon's, or ours before the socket died): renew it
+        with a unicast REQUEST, no new DISCOVER."""
+        lease = self.lease or self._lease_class(**self.stored)
         if lease.expired:
             self.lease = lease
             self.expire()
@@ -332,7 +349,8 @@ class LeaseWorker(threading.Thread):
             pass  # a transient netlink failure: look again next time
         return ""
 
-    async def _watch(self) -> None:
+    async def _watch(self, client: _Client) -> bool:
+        """Until stopped or orphaned; True when the client's socket died and must be reopened."""
         started = time.monotonic()
         assert self._stop_event is not None
         while not self._stop_wanted:
@@ -341,11 +359,14 @@ class LeaseWorker(threading.Thread):
             except TimeoutError:
                 pass
             if self._stop_wanted:
-                return
+                return False
             self.ended = self._gone()
             if self.ended:
                 LOG.info("%s: %s, stopping", self.att.key, self.ended)
-                return
+                return False
+            tasks = (client._receiver_task, client._sender_task)
+            if any(task is not None and task.done() for task in tasks):
+                return True
             waited = time.monotonic() - started
             if not self.ready.is_set() and waited > self.settings.resend_timeout:
                 self.error = CNIError(
@@ -353,4 +374,35 @@ class LeaseWorker(threading.Thread):
                     f"no DHCP lease for {self.att.key} on {self.att.ifname} after "
                     f"{self.settings.resend_timeout:.0f}s: no answer from a DHCP server",
                 )
-                return
+                return False
+        return False
+
+
+def release_from_host(worker: LeaseWorker) -> None:
+    """DHCPRELEASE over UDP from the daemon's own netns, for a lease whose interface is gone
+    (bridge deletes the veth before its IPAM DEL, as upstream). It reaches the server when the
+    host can route to it; the server matches the lease by client-id and ciaddr."""
+    import socket
+
+    lease = worker.lease
+    if lease is None:
+        return
+    try:
+        msg = messages.release(lease=lease)
+        wire = _Message(dict(msg.dhcp))
+        wire["options"] = dict(msg.dhcp["options"])
+        wire["options"]["client_id"] = {"type": 0, "key": worker.att.key.encode()}
+        wire["xid"] = random.getrandbits(32)
+        wire["chaddr"] = lease.ack.get("chaddr") or "00:00:00:00:00:00"
+        data = wire.encode().buf
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("", 68))
+            except OSError:
+                pass  # a host DHCP client holds port 68: the server does not care
+            sock.sendto(data, (lease.server_id, 67))
+        LOG.info("%s: released %s from the host (its interface is gone)", worker.att.key,
+                 lease.ip)  # fmt: skip
+    except Exception as err:  # best effort: DEL never fails on it
+        LOG.warning("%s: cannot release %s from the host: %s", worker.att.key, lease.ip, err)
