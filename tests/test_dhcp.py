@@ -9,10 +9,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ip_json, ns_exec, run_plugin, unique_name
+from conftest import REPO, ip_json, ns_exec, run_plugin, unique_name
 from dhcpnode import BR_NET, MV_NET, DaemonProcess, Node, wait_for
 
 from ipam.dhcp import daemon as dhcp_daemon
@@ -323,6 +324,20 @@ def shipped(node, frozen_bin, tmp_path):
         started.stop(signal.SIGKILL)
 
 
+def test_same_attachment_in_a_new_netns_starts_over(node, source_bin, tmp_path, make_netns):
+    started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path)).start()
+    try:
+        conf = mv_conf(started)
+        first, second = make_netns("dhp"), make_netns("dhp")
+        ok(cni(source_bin, node, "ADD", conf, first, container_id="re1"))
+        ns_exec(first, "ip", "link", "del", "eth0")  # the runtime lost the old sandbox
+        ok(cni(source_bin, node, "ADD", conf, second, container_id="re1"))
+        ok(run_plugin(source_bin, "dhcp", "CHECK", conf, netns=second, container_id="re1"))
+        assert daemon_status(started) == 1
+    finally:
+        started.stop(signal.SIGKILL)
+
+
 def test_twenty_containers_at_once(shipped, node, make_netns):
     plugin_dir, daemon = shipped
     conf = mv_conf(daemon)
@@ -402,6 +417,14 @@ def test_option_lists_from_config():
     assert options.provided(ipam, "K=v=w;X") == {"12": b"a".hex(), "77": b"v=w".hex()}
     with pytest.raises(Exception, match="value too long"):
         options.provided(IPAMConf(provide=[ProvideOption(option="12", value="x" * 256)]), "")
+
+
+def test_plugin_side_never_imports_pyroute2():
+    probe = ("import sys; sys.path[:0] = [sys.argv[1]]; import ipam.dhcp.dhcp; "
+             "print(sorted(m for m in sys.modules if m.startswith(('pyroute2', 'asyncio'))))")
+    out = subprocess.run([sys.executable, "-I", "-c", probe, REPO], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert out.strip() == "[]"
 
 
 def test_bad_config_is_a_cni_error(plugin_dir):

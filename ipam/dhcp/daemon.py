@@ -156,11 +156,19 @@ class Daemon:
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'priority' must be an integer")
         key = options.client_id(container_id, network, ifname)
+        netns_path = self.host_prefix + netns_path
         with self.lock:
             worker = self.leases.get(key)
+            if worker is not None and not worker.finished.is_set() and not worker.serves(
+                netns_path
+            ):
+                LOG.info("%s: a new netns for this attachment, starting over", key)
+                worker.stop(release=False, wait=0)
+                del self.leases[key]
+                worker = None
             if worker is None or worker.finished.is_set():
                 att = Attachment(key=key, containerID=container_id, network=network,
-                                 ifname=ifname, netns=self.host_prefix + netns_path,
+                                 ifname=ifname, netns=netns_path,
                                  request=request, provide=provide, priority=priority)  # fmt: skip
                 worker = self._start(att)
         try:

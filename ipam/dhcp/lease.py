@@ -49,7 +49,7 @@ class Attachment:
     FIELDS = ("key", "containerID", "network", "ifname", "netns", "request", "provide",
               "priority")  # fmt: skip
 
-    def __init__(self, **values):
+    def __init__(self, **values) -> None:
         self.key: str = values["key"]
         self.container_id: str = values["containerID"]
         self.network: str = values["network"]
@@ -167,6 +167,7 @@ class LeaseWorker(threading.Thread):
         self._stop_wanted = self._release_wanted = False
         self._netns_id: tuple | None = None
         self.release_from_host = False
+        self.created_at = time.monotonic()
         self._lease_class = type("WorkerLease", (_StoredLease,), {"worker": self})
 
     # -- called from the daemon's threads --------------------------------------------------
@@ -187,6 +188,15 @@ class LeaseWorker(threading.Thread):
     def held(self) -> bool:
         lease = self.lease
         return lease is not None and not lease.expired and not self.finished.is_set()
+
+    def serves(self, netns_path: str) -> bool:
+        """Whether this lease is for the netns now at `netns_path` (a container restarted with
+        the same ID gets a new netns: its lease starts over)."""
+        try:
+            st = os.stat(netns_path)
+        except OSError:
+            return False
+        return self.att.netns == netns_path and self._netns_id in (None, (st.st_dev, st.st_ino))
 
     def stop(self, release: bool, wait: float = 5.0) -> None:
         with self._lock:
@@ -214,7 +224,10 @@ class LeaseWorker(threading.Thread):
             LOG.error("%s: cannot persist the lease: %s", self.att.key, err)
 
     def bound_to(self, lease: Lease) -> None:
-        verb = "acquired" if self.lease is None else "renewed"
+        if self.lease is None:
+            verb = f"acquired in {(time.monotonic() - self.created_at) * 1000:.0f} ms"
+        else:
+            verb = "renewed"
         self.lease = lease
         LOG.info("%s: lease %s %s, expires in %.0fs", self.att.key, lease.ip, verb,
                  lease.expiration_in or 0)  # fmt: skip

@@ -135,9 +135,11 @@ def static_routes(raw: list) -> list:
 def domain_list(raw: list) -> list:
     """Option 119 (RFC 3397): DNS names in wire format, with compression pointers."""
     data = bytes(raw)
-    names, offset = [], 0
+    names: list = []
+    offset = 0
     while offset < len(data):
-        labels, at, jumps, end = [], offset, 0, None
+        labels: list = []
+        at, jumps, end = offset, 0, None
         while at < len(data) and jumps < 64:
             length = data[at]
             if length == 0:
