@@ -196,6 +196,7 @@ def test_bridge_lease_with_static_routes(plugin_dir, node, daemon, make_netns):
     ok(cni(plugin_dir, node, "DEL", conf, pod, container_id="br1"))
     ok(cni(plugin_dir, node, "DEL", conf, pod, container_id="br1"))
     wait_for(lambda: address.split("/")[0] not in node.leases(), what="the release")
+    assert "from the host (its interface is gone)" in daemon.log()  # bridge deleted the veth
 
 
 def test_renew_at_t1_is_persisted(plugin_dir, node, daemon, make_netns):

@@ -297,7 +297,7 @@ def main(argv: list) -> int:
         datefmt="%Y/%m/%d %H:%M:%S",
     )  # fmt: skip
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
-    socket_path = flags["hostprefix"] + flags["socketpath"]
+    socket_path = flags["hostprefix"] + (flags["socketpath"] or rpc.DEFAULT_SOCKET)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
     listener, created = _listener(socket_path)
