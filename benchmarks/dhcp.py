@@ -78,15 +78,19 @@ def main() -> int:
                 cid = f"b{side}{rep}"
                 netns = pod(f"dhbp{os.getpid() % 100000}{side}{rep}", with_link=True)
                 samples.setdefault(f"{side} dhcp ADD", []).append(
-                    run(bin_dir, "dhcp", "ADD", conf, netns, cid))
+                    run(bin_dir, "dhcp", "ADD", conf, netns, cid)
+                )
                 samples.setdefault(f"{side} dhcp DEL", []).append(
-                    run(bin_dir, "dhcp", "DEL", conf, netns, cid))
+                    run(bin_dir, "dhcp", "DEL", conf, netns, cid)
+                )
                 subprocess.run(["ip", "netns", "del", os.path.basename(netns)], check=True)
                 netns = pod(f"dhbq{os.getpid() % 100000}{side}{rep}", with_link=False)
                 samples.setdefault(f"{side} macvlan+dhcp ADD", []).append(
-                    run(bin_dir, "macvlan", "ADD", mv_conf, netns, cid + "m"))
+                    run(bin_dir, "macvlan", "ADD", mv_conf, netns, cid + "m")
+                )
                 samples.setdefault(f"{side} macvlan+dhcp DEL", []).append(
-                    run(bin_dir, "macvlan", "DEL", mv_conf, netns, cid + "m"))
+                    run(bin_dir, "macvlan", "DEL", mv_conf, netns, cid + "m")
+                )
                 subprocess.run(["ip", "netns", "del", os.path.basename(netns)], check=True)
     finally:
         for daemon, _ in daemons.values():

@@ -23,8 +23,7 @@ DNSMASQ_OPTIONS = [
     f"--dhcp-option=tag:mv,option:dns-server,{MV_NET}.53,{MV_NET}.54",
     "--dhcp-option=tag:mv,option:domain-name,mv.example",
     "--dhcp-option=tag:mv,option:domain-search,a.example,b.example",
-    f"--dhcp-option=tag:mv,option:classless-static-route,0.0.0.0/0,{MV_NET}.1,"
-    "10.98.0.0/16,0.0.0.0",
+    f"--dhcp-option=tag:mv,option:classless-static-route,0.0.0.0/0,{MV_NET}.1,10.98.0.0/16,0.0.0.0",
     "--dhcp-option=tag:mv,option:T1,3s",
     f"--dhcp-range=set:br,{BR_NET}.10,{BR_NET}.250,255.255.255.0,2m",
     f"--dhcp-option=tag:br,option:router,{BR_NET}.1",

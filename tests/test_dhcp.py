@@ -105,7 +105,11 @@ def test_daemon_flag_errors(plugin_dir):
                           capture_output=True, text=True, timeout=10)  # fmt: skip
     assert proc.returncode == 2 and "flag provided but not defined: -bogus" in proc.stderr
     assert dhcp_daemon.parse_flags(["-timeout=1m30s", "--broadcast", "-resendmax", "500ms"]) == {
-        **dhcp_daemon.parse_flags([]), "timeout": 90.0, "broadcast": True, "resendmax": 0.5}
+        **dhcp_daemon.parse_flags([]),
+        "timeout": 90.0,
+        "broadcast": True,
+        "resendmax": 0.5,
+    }
 
 
 def test_sigterm_removes_socket_and_pidfile(daemon):
@@ -172,8 +176,11 @@ def test_ipam_result_has_dns_priority_and_provided_hostname(plugin_dir, node, da
     conf = mv_conf(daemon, priority=7, provide=[{"option": "host-name", "fromArg": "K8S_POD_NAME"}])
     result = ok(cni(plugin_dir, node, "ADD", conf, pod, plugin="dhcp", container_id="dns1",
                     args="K8S_POD_NAMESPACE=x;K8S_POD_NAME=web-1"))  # fmt: skip
-    assert result["dns"] == {"nameservers": [f"{MV_NET}.53", f"{MV_NET}.54"],
-                             "domain": "mv.example", "search": ["a.example", "b.example"]}
+    assert result["dns"] == {
+        "nameservers": [f"{MV_NET}.53", f"{MV_NET}.54"],
+        "domain": "mv.example",
+        "search": ["a.example", "b.example"],
+    }
     assert {r["priority"] for r in result["routes"]} == {7}
     ip = result["ips"][0]["address"].split("/")[0]
     assert node.leases()[ip][1] == "web-1"
@@ -289,9 +296,13 @@ def test_bad_requests_and_vanished_netns_leave_the_daemon_up(node, source_bin, t
                                                              make_netns):  # fmt: skip
     started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path)).start()
     try:
-        for garbage in (b"\xff\xfe\n", b"[1]\n", b'{"protocol": 1, "method": "nope"}\n',
-                        b'{"protocol": 1, "method": "allocate", "params": {"netns": 5}}\n',
-                        b'{"protocol": 1, "method": "gc", "params": {"valid": 3}}\n'):
+        for garbage in (
+            b"\xff\xfe\n",
+            b"[1]\n",
+            b'{"protocol": 1, "method": "nope"}\n',
+            b'{"protocol": 1, "method": "allocate", "params": {"netns": 5}}\n',
+            b'{"protocol": 1, "method": "gc", "params": {"valid": 3}}\n',
+        ):
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.connect(started.socket)
                 s.sendall(garbage)
@@ -396,9 +407,13 @@ def test_same_client_id_and_result_shape_as_go(node, source_bin, go_bin, tmp_pat
 
 def test_option_codecs():
     assert options.classless_routes([0, 10, 66, 0, 1, 16, 10, 98, 0, 0, 0, 0, 24, 1]) == [
-        ("0.0.0.0/0", "10.66.0.1"), ("10.98.0.0/16", "0.0.0.0")]  # truncated entry dropped
+        ("0.0.0.0/0", "10.66.0.1"),
+        ("10.98.0.0/16", "0.0.0.0"),
+    ]  # truncated entry dropped
     assert options.static_routes([192, 168, 5, 0, 10, 0, 0, 1, 10, 1, 0, 0, 10, 0, 0, 2]) == [
-        ("192.168.5.0/24", "10.0.0.1"), ("10.0.0.0/8", "10.0.0.2")]
+        ("192.168.5.0/24", "10.0.0.1"),
+        ("10.0.0.0/8", "10.0.0.2"),
+    ]
     wire = [1, 97, 7, 101, 120, 97, 109, 112, 108, 101, 0, 1, 98, 192, 2]
     assert options.domain_list(wire) == ["a.example", "b.example"]
     assert options.client_id("c" * 300, "n", "eth0") == "c" * 254
@@ -421,15 +436,24 @@ def test_option_lists_from_config():
 
 
 def test_plugin_side_never_imports_pyroute2():
-    probe = ("import sys; sys.path[:0] = [sys.argv[1]]; import ipam.dhcp.dhcp; "
-             "print(sorted(m for m in sys.modules if m.startswith(('pyroute2', 'asyncio'))))")
+    probe = (
+        "import sys; sys.path[:0] = [sys.argv[1]]; import ipam.dhcp.dhcp; "
+        "print(sorted(m for m in sys.modules if m.startswith(('pyroute2', 'asyncio'))))"
+    )
     out = subprocess.run([sys.executable, "-I", "-c", probe, REPO], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     assert out.strip() == "[]"
 
 
 def test_bad_config_is_a_cni_error(plugin_dir):
-    conf = {"cniVersion": "1.1.0", "name": "n", "ipam": {"type": "dhcp",
-            "request": [{"option": "no-such-option"}], "daemonSocketPath": "/nonexistent"}}
+    conf = {
+        "cniVersion": "1.1.0",
+        "name": "n",
+        "ipam": {
+            "type": "dhcp",
+            "request": [{"option": "no-such-option"}],
+            "daemonSocketPath": "/nonexistent",
+        },
+    }
     run = run_plugin(plugin_dir, "dhcp", "ADD", conf, netns="/var/run/netns/x")
     assert failed(run, 7)["msg"] == 'Can not parse option "no-such-option"'

@@ -159,8 +159,10 @@ class Daemon:
         netns_path = self.host_prefix + netns_path
         with self.lock:
             worker = self.leases.get(key)
-            if worker is not None and not worker.finished.is_set() and not worker.serves(
-                netns_path
+            if (
+                worker is not None
+                and not worker.finished.is_set()
+                and not worker.serves(netns_path)
             ):
                 LOG.info("%s: a new netns for this attachment, starting over", key)
                 worker.stop(release=False, wait=0)
@@ -257,9 +259,10 @@ class Daemon:
 
 def _listener(path: str) -> tuple:
     """(socket, whether we created the path): systemd's socket if we were activated."""
-    if os.environ.get("LISTEN_PID") == str(os.getpid()) and int(
-        os.environ.get("LISTEN_FDS") or 0
-    ) >= 1:
+    if (
+        os.environ.get("LISTEN_PID") == str(os.getpid())
+        and int(os.environ.get("LISTEN_FDS") or 0) >= 1
+    ):
         for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             os.environ.pop(name, None)
         return socket.socket(fileno=SD_LISTEN_FDS_START), False
@@ -326,4 +329,3 @@ def main(argv: list) -> int:
             except OSError:
                 pass
     return 0
-

@@ -3,8 +3,8 @@
 setns(2) moves only the calling thread, so each lease gets its own thread and asyncio loop,
 inside the container netns for its whole life: pyroute2's raw socket and its netlink lookups
 then see the container's interface. The client does DISCOVER/OFFER/REQUEST/ACK, renews at T1,
-rebinds at T2 and releases; we add the client-id and `provide` options to each message, persist
-every ACK (store.py), stop at expiry with the link set down (pyroute2 would start over), and
+rebinds at T2 and releases (client.py adapts it: client-id and `provide` options on each message,
+every ACK persisted through store.py); we stop at expiry with the link set down, and
 stop when the netns or the link is gone. A thread in a netns keeps it alive, so the watch loop
 checks that the netns path still names the same namespace.
 """
@@ -12,17 +12,15 @@ checks that the netns path still names the same namespace.
 import asyncio
 import logging
 import os
-import random
 import threading
 import time
 
-from pyroute2.dhcp import CodeMapping, fsm, messages
-from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
-from pyroute2.dhcp.dhcp4msg import dhcp4msg
-from pyroute2.dhcp.enums import bootp, dhcp
+from pyroute2.dhcp import fsm
+from pyroute2.dhcp.client import ClientConfig
 from pyroute2.dhcp.leases import Lease
 
 from ipam.dhcp import options
+from ipam.dhcp.client import Client, StoredLease, backoff, jsonable, release_from_host
 from libcni.kernel import netns
 from libcni.kernel.rtnl import RouteSocket
 from libcni.protocol.errors import INTERNAL, CNIError
@@ -65,84 +63,6 @@ class Attachment:
                 "provide": self.provide, "priority": self.priority}  # fmt: skip
 
 
-def backoff(resend_max: float):
-    """Upstream's resend schedule: 4 quick retries at 2 s, then 4 s doubling up to the
-    maximum, each with ±1 s of jitter."""
-    for _ in range(4):
-        yield 2.0 + random.uniform(-1, 1)
-    delay = 4.0
-    while True:
-        yield max(1.0, delay + random.uniform(-1, 1))
-        delay = min(delay * 2, resend_max)
-
-
-def jsonable(value):
-    """A decoded DHCP message as plain JSON values (enums as numbers, bytes as byte lists)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        return list(value)
-    if value is None or isinstance(value, (bool, str, float)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    return str(value)
-
-
-class _Message(dhcp4msg):
-    """A dhcp4msg that also encodes `option<N>` entries as raw bytes (the config's `provide`)."""
-
-    def _register_options(self) -> None:
-        super()._register_options()
-        for code in range(1, 255):
-            name = f"option{code}"
-            self._encode_map[name] = CodeMapping(name=name, code=code, format="array8")
-
-
-class _StoredLease(Lease):
-    worker: "LeaseWorker"  # set on the per-worker subclass
-
-    def dump(self) -> None:
-        self.worker.persist(self)
-
-    @classmethod
-    def load(cls, interface: str) -> None:
-        return None  # the worker resumes a stored lease itself (see LeaseWorker._resume)
-
-
-class _Client(AsyncDHCPClient):
-    def __init__(self, config: ClientConfig, worker: "LeaseWorker"):
-        super().__init__(config)
-        self.worker = worker
-
-    async def _send_message(self, msg) -> None:
-        att = self.worker.att
-        msg.dhcp["secs"] = min(int(time.time() - self.last_state_change), 0xFFFF)
-        msg.dhcp["xid"] = self.xid.for_state(self.state)
-        wire = _Message(dict(msg.dhcp))
-        wire["options"] = dict(msg.dhcp["options"])
-        if str(options.CLIENT_ID) not in att.provide:
-            wire["options"]["client_id"] = {"type": 0, "key": att.key.encode()}
-        if msg.message_type != dhcp.MessageType.RELEASE:
-            for code, value in att.provide.items():
-                wire["options"][f"option{code}"] = list(bytes.fromhex(value))
-        if not self.worker.settings.broadcast and wire["flags"] == bootp.Flag.BROADCAST:
-            wire["flags"] = 0
-        msg.dhcp = wire
-        await self._sock.put(msg)
-
-    async def ack_received(self, msg) -> None:
-        await super().ack_received(msg)
-        if self.state is fsm.State.BOUND and self.lease is not None:
-            self.worker.bound_to(self.lease)
-
-    async def _expire_lease(self) -> None:
-        self.lease_timers.cancel()
-        self.worker.expire()
-
-
 class LeaseWorker(threading.Thread):
     """Acquires (or resumes) one lease and keeps it until stopped, expired or orphaned.
 
@@ -168,7 +88,7 @@ class LeaseWorker(threading.Thread):
         self._netns_id: tuple | None = None
         self.release_from_host = False
         self.created_at = time.monotonic()
-        self._lease_class = type("WorkerLease", (_StoredLease,), {"worker": self})
+        self._lease_class = type("WorkerLease", (StoredLease,), {"worker": self})
 
     # -- called from the daemon's threads --------------------------------------------------
 
@@ -293,8 +213,11 @@ class LeaseWorker(threading.Thread):
             interface=self.att.ifname,
             lease_type=self._lease_class,
             requested_parameters=self.att.request,
-            timeouts={fsm.State.REBOOTING: timeout, fsm.State.REQUESTING: timeout,
-                      fsm.State.SELECTING: max(timeout, 60)},  # fmt: skip
+            timeouts={
+                fsm.State.REBOOTING: timeout,
+                fsm.State.REQUESTING: timeout,
+                fsm.State.SELECTING: max(timeout, 60),
+            },  # fmt: skip
             retransmission=lambda: backoff(self.settings.resend_max),
             release=False,
             handle_signals=False,  # not the main thread; the daemon owns the signals
@@ -310,7 +233,7 @@ class LeaseWorker(threading.Thread):
                 return
         self._link_up()
         while True:
-            client = _Client(self._config(), self)
+            client = Client(self._config(), self)
             async with client:
                 if self.stored is not None or self.lease is not None:
                     await self._resume(client)
@@ -331,7 +254,7 @@ class LeaseWorker(threading.Thread):
             LOG.info("%s: the DHCP socket on %s died (link down?); reopening it", self.att.key,
                      self.att.ifname)  # fmt: skip
 
-    async def _resume(self, client: _Client) -> None:
+    async def _resume(self, client: Client) -> None:
         """A lease we held (the previous daemon's, or ours before the socket died): renew it
         with a unicast REQUEST, no new DISCOVER."""
         lease = self.lease or self._lease_class(**self.stored)
@@ -362,7 +285,7 @@ class LeaseWorker(threading.Thread):
             pass  # a transient netlink failure: look again next time
         return ""
 
-    async def _watch(self, client: _Client) -> bool:
+    async def _watch(self, client: Client) -> bool:
         """Until stopped or orphaned; True when the client's socket died and must be reopened."""
         started = time.monotonic()
         assert self._stop_event is not None
@@ -389,33 +312,3 @@ class LeaseWorker(threading.Thread):
                 )
                 return False
         return False
-
-
-def release_from_host(worker: LeaseWorker) -> None:
-    """DHCPRELEASE over UDP from the daemon's own netns, for a lease whose interface is gone
-    (bridge deletes the veth before its IPAM DEL, as upstream). It reaches the server when the
-    host can route to it; the server matches the lease by client-id and ciaddr."""
-    import socket
-
-    lease = worker.lease
-    if lease is None:
-        return
-    try:
-        msg = messages.release(lease=lease)
-        wire = _Message(dict(msg.dhcp))
-        wire["options"] = dict(msg.dhcp["options"])
-        wire["options"]["client_id"] = {"type": 0, "key": worker.att.key.encode()}
-        wire["xid"] = random.getrandbits(32)
-        wire["chaddr"] = lease.ack.get("chaddr") or "00:00:00:00:00:00"
-        data = wire.encode().buf
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("", 68))
-            except OSError:
-                pass  # a host DHCP client holds port 68: the server does not care
-            sock.sendto(data, (lease.server_id, 67))
-        LOG.info("%s: released %s from the host (its interface is gone)", worker.att.key,
-                 lease.ip)  # fmt: skip
-    except Exception as err:  # best effort: DEL never fails on it
-        LOG.warning("%s: cannot release %s from the host: %s", worker.att.key, lease.ip, err)
