@@ -326,6 +326,42 @@ def test_bad_requests_and_vanished_netns_leave_the_daemon_up(node, source_bin, t
         started.stop(signal.SIGKILL)
 
 
+def test_no_server_gives_up_after_resendtimeout(node, source_bin, tmp_path, make_netns):
+    started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path),
+                            "-resendtimeout", "3s", "-resendmax", "1s").start()  # fmt: skip
+    try:
+        pod = make_netns("dhp")
+        ns_exec(node.path, "ip", "link", "add", "silent0", "type", "veth", "peer", "eth0",
+                "netns", os.path.basename(pod))  # fmt: skip
+        ns_exec(node.path, "ip", "link", "set", "silent0", "up")
+        run = cni(source_bin, node, "ADD", mv_conf(started), pod, plugin="dhcp",
+                  container_id="gu1", timeout=30)  # fmt: skip
+        assert "after 3s: no answer from a DHCP server" in failed(run)["msg"]
+        assert daemon_status(started) == 0
+    finally:
+        ns_exec(node.path, "ip", "link", "del", "silent0", check=False)
+        started.stop(signal.SIGKILL)
+
+
+def test_hostprefix_applies_to_socket_and_netns(node, source_bin, tmp_path, make_netns):
+    prefix = tmp_path / "host"
+    (prefix / "var" / "run").mkdir(parents=True)
+    os.symlink("/var/run/netns", prefix / "var" / "run" / "netns")
+    started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path))
+    started.argv = lambda: [started.executable, "daemon", "-hostprefix", str(prefix),  # type: ignore
+                            "-socketpath", "/dhcp.sock", "-pidfile", started.pidfile,
+                            "-statedir", started.statedir]  # fmt: skip
+    started.socket = str(prefix / "dhcp.sock")
+    try:
+        started.start()
+        pod = make_netns("dhp")
+        conf = mv_conf(started)
+        ok(cni(source_bin, node, "ADD", conf, pod, container_id="hp1"))
+        ok(cni(source_bin, node, "DEL", conf, pod, container_id="hp1"))
+    finally:
+        started.stop(signal.SIGKILL)
+
+
 @pytest.fixture
 def shipped(node, frozen_bin, tmp_path):
     """The frozen executables and their daemon: for the tests too heavy to run twice."""
