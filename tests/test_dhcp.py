@@ -326,6 +326,24 @@ def test_bad_requests_and_vanished_netns_leave_the_daemon_up(node, source_bin, t
         started.stop(signal.SIGKILL)
 
 
+def test_link_bounce_reopens_the_client(node, source_bin, tmp_path, make_netns):
+    started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path)).start()
+    try:
+        pod = make_netns("dhp")
+        conf = mv_conf(started)
+        ok(cni(source_bin, node, "ADD", conf, pod, container_id="lb1"))
+        mac = mac_of(pod)
+        ns_exec(pod, "ip", "link", "set", "eth0", "down")
+        ns_exec(pod, "ip", "link", "set", "eth0", "up")
+        wait_for(lambda: "reopening it" in started.log(), what="the client to be reopened")
+        acks = node.count("DHCPACK", mac)
+        wait_for(lambda: node.count("DHCPACK", mac) > acks, what="a renewal on the new socket")
+        ok(run_plugin(source_bin, "dhcp", "CHECK", conf, netns=pod, container_id="lb1"))
+        assert node.count("DHCPDISCOVER", mac) == 1
+    finally:
+        started.stop(signal.SIGKILL)
+
+
 def test_no_server_gives_up_after_resendtimeout(node, source_bin, tmp_path, make_netns):
     started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path),
                             "-resendtimeout", "3s", "-resendmax", "1s").start()  # fmt: skip

@@ -270,6 +270,14 @@ class LeaseWorker(threading.Thread):
         LOG.info("%s: resumed lease %s, renewing", self.att.key, lease.ip)
         await client._renew()
 
+    def _link_is_up(self) -> bool:
+        try:
+            with RouteSocket() as rt:
+                link = rt.link(self.att.ifname)
+        except OSError:
+            return False
+        return link is not None and link.up
+
     def _gone(self) -> str:
         try:
             st = os.stat(self.att.netns)
@@ -301,8 +309,8 @@ class LeaseWorker(threading.Thread):
                 LOG.info("%s: %s, stopping", self.att.key, self.ended)
                 return False
             tasks = (client._receiver_task, client._sender_task)
-            if any(task is not None and task.done() for task in tasks):
-                return True
+            if any(task is not None and task.done() for task in tasks) and self._link_is_up():
+                return True  # reopen once the link is back up
             waited = time.monotonic() - started
             if not self.ready.is_set() and waited > self.settings.resend_timeout:
                 self.error = CNIError(
