@@ -96,6 +96,27 @@ def _require(params: dict, *names: str) -> list:
     return values
 
 
+def _lease_options(params: dict) -> tuple:
+    """(request codes, provide {code: hex}, priority) of an allocate request, checked."""
+    request, provide, priority = (params.get(k) for k in ("request", "provide", "priority"))
+    if not isinstance(request, list) or not all(
+        isinstance(c, int) and 0 <= c <= 255 for c in request
+    ):
+        raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'request' must be option codes")
+    try:
+        ok = isinstance(provide, dict) and all(
+            k.isdigit() and int(k) < 255 and bytes.fromhex(v) is not None
+            for k, v in provide.items()
+        )
+    except (TypeError, ValueError, AttributeError):
+        ok = False
+    if not ok:
+        raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'provide' must map codes to hex")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'priority' must be an integer")
+    return request, provide, priority
+
+
 class Daemon:
     def __init__(self, flags: dict):
         self.host_prefix = flags["hostprefix"]
@@ -139,22 +160,7 @@ class Daemon:
         container_id, network, ifname, netns_path = _require(
             params, "containerID", "network", "ifname", "netns"
         )
-        request, provide, priority = params.get("request"), params.get("provide"), params.get(
-            "priority", 0)  # fmt: skip
-        if not isinstance(request, list) or not all(
-            isinstance(c, int) and 0 <= c <= 255 for c in request
-        ):
-            raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'request' must be option codes")
-        if not isinstance(provide, dict) or not all(
-            isinstance(v, str) and k.isdigit() and int(k) < 255 for k, v in provide.items()
-        ):
-            raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'provide' must map codes to hex")
-        try:
-            [bytes.fromhex(v) for v in provide.values()]
-        except ValueError:
-            raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'provide' must be hex") from None
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'priority' must be an integer")
+        request, provide, priority = _lease_options(params)
         key = options.client_id(container_id, network, ifname)
         netns_path = self.host_prefix + netns_path
         with self.lock:
