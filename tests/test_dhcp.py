@@ -104,6 +104,11 @@ def test_daemon_flag_errors(plugin_dir):
     proc = subprocess.run([os.path.join(plugin_dir, "dhcp"), "daemon", "-bogus"],
                           capture_output=True, text=True, timeout=10)  # fmt: skip
     assert proc.returncode == 2 and "flag provided but not defined: -bogus" in proc.stderr
+    # The explicit argument wins over CNI_COMMAND=VERSION (the multicall shortcut skips it).
+    proc = subprocess.run([os.path.join(plugin_dir, "dhcp"), "daemon", "-bogus"],
+                          env={"CNI_COMMAND": "VERSION"}, capture_output=True, text=True,
+                          timeout=10)  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
     assert dhcp_daemon.parse_flags(["-timeout=1m30s", "--broadcast", "-resendmax", "500ms"]) == {
         **dhcp_daemon.parse_flags([]),
         "timeout": 90.0,
@@ -474,6 +479,16 @@ def test_option_codecs():
     with pytest.raises(Exception, match='Can not parse option "bogus"'):
         options.parse_option_name("bogus")
     assert options.parse_option_name("vendor-class-identifier") == 60
+
+
+def test_resend_schedule_follows_upstream():
+    from ipam.dhcp.client import backoff
+
+    delays = backoff(10.0)
+    quick = [next(delays) for _ in range(4)]
+    assert all(1.0 <= d <= 3.0 for d in quick)
+    later = [next(delays) for _ in range(5)]
+    assert 3.0 <= later[0] <= 5.0 and 7.0 <= later[1] <= 9.0 and all(d <= 11.0 for d in later)
 
 
 def test_option_lists_from_config():
