@@ -29,12 +29,17 @@ PLUGINS = {
     "vrf": "meta.vrf.vrf",
     "host-local": "ipam.host_local.host_local",
     "static": "ipam.static.static",
+    "dhcp": "ipam.dhcp.dhcp",
     "cnitool": "libcni.runtime.cnitool",
 }
 
 # Plugins that accept only newer spec versions (as upstream); all others accept every version.
 # tests/test_startup_imports.py checks this against each module's own skel.Plugin.
 MIN_VERSION = {"bandwidth": "0.3.0", "firewall": "0.4.0", "vrf": "0.3.1"}
+
+# Programs with a serving mode chosen by their first argument (`dhcp daemon`): that call is
+# neither answered as VERSION nor handed to the fork-server; the module's main() runs it.
+SUBCOMMANDS = {"dhcp": "daemon"}
 
 # The preloaded fork-server; it serves every name in PLUGINS except these.
 DAEMON = "pycni-daemon"
@@ -57,7 +62,8 @@ def run(name: str, argv: list | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if name not in NOT_FORWARDED and os.environ.get("CNI_COMMAND") == "VERSION":
+    serving = name in SUBCOMMANDS and argv[:1] == [SUBCOMMANDS[name]]
+    if not serving and name not in NOT_FORWARDED and os.environ.get("CNI_COMMAND") == "VERSION":
         # Runtimes probe every plugin with VERSION (podman: 8 times per container): answer it
         # before importing the plugin, its libcni modules or the daemon client.
         from libcni.protocol import gojson, version
@@ -66,7 +72,7 @@ def run(name: str, argv: list | None = None) -> int:
         sys.stdout.write(gojson.version_info(version.CURRENT, supported))
         sys.stdout.flush()
         return 0
-    if name not in NOT_FORWARDED:
+    if not serving and name not in NOT_FORWARDED:
         from libcni.fastpath import client as fastpath
 
         status = fastpath.forward(name, argv)

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 from conftest import FROZEN_BIN, GO_BIN
@@ -194,6 +195,55 @@ def test_macvlan_network_on_a_veth_parent(node):
     assert node.inspect_ip("m", "mvnet").startswith("192.168.220.")
     assert "192.168.220." not in node.sh("ip", "route").stdout
     assert pings(node, "m", "192.168.220.2")
+
+
+def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
+    """`--ipam-driver dhcp`: the plugin directory's dhcp daemon runs in the node (its socket
+    /run/cni/dhcp.sock lives in the node's private /run/cni), dnsmasq in the external netns."""
+    if not os.path.exists("/usr/sbin/dnsmasq"):
+        pytest.skip("dnsmasq (Debian dnsmasq-base) is not installed")
+    node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
+    ip = lambda *argv: subprocess.run(["ip", *argv], check=True)  # noqa: E731
+    ip("-n", node_ns, "link", "add", "dhparent", "type", "veth", "peer", "dhpeer", "netns", ext)
+    ip("-n", node_ns, "link", "set", "dhparent", "up")
+    ip("-n", ext, "addr", "add", "192.168.221.1/24", "dev", "dhpeer")
+    ip("-n", ext, "link", "set", "dhpeer", "up")
+    leases = str(tmp_path / "leases")
+    dnsmasq = subprocess.Popen(["ip", "netns", "exec", ext, "/usr/sbin/dnsmasq", "-k",
+                                "--conf-file=/dev/null", "--port=0", "--user=root",
+                                "--group=root", "--bind-interfaces", "--interface=dhpeer",
+                                "--no-ping", f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+                                f"--dhcp-leasefile={leases}",
+                                "--dhcp-range=192.168.221.10,192.168.221.99,255.255.255.0,2m",
+                                "--dhcp-option=option:router,192.168.221.1"],
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    daemon = node.spawn(os.path.join(node.plugin_dir, "dhcp"), "daemon",
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(100):
+            if node.sh("test", "-S", "/run/cni/dhcp.sock", check=False).returncode == 0:
+                break
+            time.sleep(0.1)
+        node.podman("network", "create", "-d", "macvlan", "-o", "parent=dhparent",
+                    "--ipam-driver", "dhcp", "dhnet")  # fmt: skip
+        node.run_container("d", "--network", "dhnet")
+        address = node.inspect_ip("d", "dhnet")
+        assert address.startswith("192.168.221.")
+        assert pings(node, "d", "192.168.221.1")
+        with open(leases) as f:
+            assert address in f.read()
+        node.podman("rm", "-f", "-t", "0", "d")
+        for _ in range(50):  # the release reaches dnsmasq's lease file
+            with open(leases) as f:
+                if address not in f.read():
+                    break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"{address} still leased after podman rm")
+    finally:
+        for proc in (daemon, dnsmasq):
+            proc.kill()
+            proc.wait()
 
 
 def test_mtu_option(node):

@@ -101,6 +101,8 @@ def check_routes(netns_path: str, routes: list) -> None:
         dst = str(ipaddress.ip_network(route["dst"], strict=False))
         table = route.get("table") or MAIN_TABLE
         gateway = route.get("gw")
+        if gateway and ipaddress.ip_address(gateway).is_unspecified:
+            gateway = None  # "via 0.0.0.0" (dhcp's on-link routes) is stored without a gateway
         if gateway:
             ok = (dst, table, str(ipaddress.ip_address(gateway))) in present
         else:

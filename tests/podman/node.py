@@ -23,7 +23,8 @@ HOLDER = r"""
 set -e
 mount --make-rprivate /
 {cgroups}
-for d in /var/lib/containers /var/lib/cni /run/netns /run/containers /run/libpod /var/tmp; do
+for d in /var/lib/containers /var/lib/cni /run/netns /run/containers /run/libpod /run/cni \
+         /var/tmp; do
     mkdir -p "$d" && mount -t tmpfs tmpfs "$d"
 done
 ip link set lo up
@@ -103,6 +104,11 @@ class PodmanNode:
         if check and proc.returncode != 0:
             raise AssertionError(f"{argv} failed ({proc.returncode}): {proc.stderr[-3000:]}")
         return proc
+
+    def spawn(self, *argv, **popen) -> subprocess.Popen:
+        """A long-running process in the node's namespaces (nsenter execs it: its PID is ours)."""
+        return subprocess.Popen(["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv],
+                                **popen)  # fmt: skip
 
     def podman(self, *argv, check=True, timeout=120) -> str:
         return self.sh("podman", *argv, check=check, timeout=timeout).stdout.strip()

@@ -1,0 +1,1 @@
+"""dhcp IPAM plugin and its daemon."""

@@ -1,0 +1,322 @@
+"""One lease: a thread that enters the container's netns and runs pyroute2's DHCP client there.
+
+setns(2) moves only the calling thread, so each lease gets its own thread and asyncio loop,
+inside the container netns for its whole life: pyroute2's raw socket and its netlink lookups
+then see the container's interface. The client does DISCOVER/OFFER/REQUEST/ACK, renews at T1,
+rebinds at T2 and releases (client.py adapts it: client-id and `provide` options on each message,
+every ACK persisted through store.py); we stop at expiry with the link set down, and
+stop when the netns or the link is gone. A thread in a netns keeps it alive, so the watch loop
+checks that the netns path still names the same namespace.
+"""
+
+import asyncio
+import logging
+import os
+import threading
+import time
+
+from pyroute2.dhcp import fsm
+from pyroute2.dhcp.client import ClientConfig
+from pyroute2.dhcp.leases import Lease
+
+from ipam.dhcp import options
+from ipam.dhcp.client import Client, StoredLease, backoff, jsonable, release_from_host
+from libcni.kernel import netns
+from libcni.kernel.rtnl import RouteSocket
+from libcni.protocol.errors import INTERNAL, CNIError
+
+LOG = logging.getLogger("dhcp")
+IFF_LOWER_UP = 0x10000
+CARRIER_WAIT = 2.0  # seconds to wait for the link's carrier before the first DISCOVER anyway
+WATCH_PERIOD = 1.0
+
+
+class Settings:
+    """The daemon's flags that shape every exchange."""
+
+    def __init__(self, timeout=10.0, resend_max=62.0, resend_timeout=208.0, broadcast=False):
+        self.timeout = timeout
+        self.resend_max = resend_max
+        self.resend_timeout = resend_timeout
+        self.broadcast = broadcast
+
+
+class Attachment:
+    """What a lease is for: the container's interface and the options to send and ask for."""
+
+    FIELDS = ("key", "containerID", "network", "ifname", "netns", "request", "provide",
+              "priority")  # fmt: skip
+
+    def __init__(self, **values) -> None:
+        self.key: str = values["key"]
+        self.container_id: str = values["containerID"]
+        self.network: str = values["network"]
+        self.ifname: str = values["ifname"]
+        self.netns: str = values["netns"]
+        self.request: list = list(values.get("request") or [])
+        self.provide: dict = dict(values.get("provide") or {})  # str(code) -> hex
+        self.priority: int = int(values.get("priority") or 0)
+
+    def record(self) -> dict:
+        return {"key": self.key, "containerID": self.container_id, "network": self.network,
+                "ifname": self.ifname, "netns": self.netns, "request": self.request,
+                "provide": self.provide, "priority": self.priority}  # fmt: skip
+
+
+class LeaseWorker(threading.Thread):
+    """Acquires (or resumes) one lease and keeps it until stopped, expired or orphaned.
+
+    `on_end(worker)` runs in the worker's thread when it is done, whatever the reason.
+    """
+
+    def __init__(self, att: Attachment, settings: Settings, store, on_end, stored=None):
+        super().__init__(name=f"lease {att.key}", daemon=True)
+        self.att = att
+        self.settings = settings
+        self.store = store
+        self.on_end = on_end
+        self.stored = stored  # a persisted lease to resume instead of a new DISCOVER
+        self.lease: Lease | None = None
+        self.error: CNIError | None = None
+        self.ready = threading.Event()  # bound, or failed (then self.error)
+        self.finished = threading.Event()
+        self.ended = ""  # why it stopped
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._stop_wanted = self._release_wanted = False
+        self._netns_id: tuple | None = None
+        self.release_from_host = False
+        self.created_at = time.monotonic()
+        self._lease_class = type("WorkerLease", (StoredLease,), {"worker": self})
+
+    # -- called from the daemon's threads --------------------------------------------------
+
+    def wait(self, timeout: float) -> dict:
+        if not self.ready.wait(timeout):
+            raise CNIError(INTERNAL, f"{self.att.key}: no DHCP lease after {timeout:.0f}s")
+        if self.error is not None:
+            raise self.error
+        return self.result()
+
+    def result(self) -> dict:
+        lease = self.lease
+        if lease is None:
+            raise CNIError(INTERNAL, f"{self.att.key}: no lease held")
+        return options.result_from_ack(lease.ip, lease.ack["options"], self.att.priority)
+
+    def held(self) -> bool:
+        lease = self.lease
+        return lease is not None and not lease.expired and not self.finished.is_set()
+
+    def serves(self, netns_path: str) -> bool:
+        """Whether this lease is for the netns now at `netns_path` (a container restarted with
+        the same ID gets a new netns: its lease starts over)."""
+        try:
+            st = os.stat(netns_path)
+        except OSError:
+            return False
+        return self.att.netns == netns_path and self._netns_id in (None, (st.st_dev, st.st_ino))
+
+    def stop(self, release: bool, wait: float = 5.0) -> None:
+        with self._lock:
+            self._release_wanted = self._release_wanted or release
+            self._stop_wanted = True
+            loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:
+                pass  # the loop already ended
+        if threading.current_thread() is not self:
+            self.finished.wait(wait)
+
+    # -- called from the client, in this thread ----------------------------------------------
+
+    def persist(self, lease: Lease) -> None:
+        record = dict(self.att.record(), lease={
+            "ack": jsonable(lease.ack), "interface": lease.interface,
+            "server_mac": lease.server_mac, "obtained": lease.obtained,
+        })  # fmt: skip
+        try:
+            self.store.save(record)
+        except OSError as err:
+            LOG.error("%s: cannot persist the lease: %s", self.att.key, err)
+
+    def bound_to(self, lease: Lease) -> None:
+        if self.lease is None:
+            verb = f"acquired in {(time.monotonic() - self.created_at) * 1000:.0f} ms"
+        else:
+            verb = "renewed"
+        self.lease = lease
+        LOG.info("%s: lease %s %s, expires in %.0fs", self.att.key, lease.ip, verb,
+                 lease.expiration_in or 0)  # fmt: skip
+        self.ready.set()
+
+    def expire(self) -> None:
+        LOG.warning("%s: lease %s expired; setting %s down", self.att.key,
+                    self.lease.ip if self.lease else "?", self.att.ifname)  # fmt: skip
+        try:
+            with RouteSocket() as rt:
+                link = rt.link(self.att.ifname)
+                if link is not None:
+                    rt.set_up(link.index, False)
+        except OSError as err:
+            LOG.error("%s: cannot set %s down: %s", self.att.key, self.att.ifname, err)
+        self.ended = "expired"
+        self.stop(release=False)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            with netns.entered(self.att.netns):
+                st = os.stat(self.att.netns)
+                self._netns_id = (st.st_dev, st.st_ino)
+                asyncio.run(self._serve())
+            if self.release_from_host:  # back in the daemon's netns here
+                release_from_host(self)
+        except CNIError as err:
+            self.error = err
+        except Exception as err:  # never let one lease take the daemon down
+            LOG.exception("%s: lease worker failed", self.att.key)
+            self.error = CNIError(INTERNAL, f"{self.att.key}: {err}")
+        finally:
+            if self.error is not None:
+                self.ended = self.ended or f"failed: {self.error.msg}"
+            self.finished.set()
+            self.ready.set()
+            self.on_end(self)
+
+    def _link_up(self) -> None:
+        """Bring the interface up and wait for its carrier: a DISCOVER sent before that is
+        lost, and upstream then waits ~2 s for its first resend."""
+        with RouteSocket() as rt:
+            link = rt.link(self.att.ifname)
+            if link is None:
+                raise CNIError(
+                    INTERNAL,
+                    f'DHCP: interface "{self.att.ifname}" not found in netns {self.att.netns}',
+                )
+            if not link.up:
+                rt.set_up(link.index, True)
+            deadline = time.monotonic() + CARRIER_WAIT
+            while time.monotonic() < deadline:
+                link = rt.link_by_index(link.index)
+                if link is None or link.flags & IFF_LOWER_UP:
+                    return
+                time.sleep(0.002)
+
+    def _config(self) -> ClientConfig:
+        timeout = max(1, int(self.settings.timeout))
+        return ClientConfig(
+            interface=self.att.ifname,
+            lease_type=self._lease_class,
+            requested_parameters=self.att.request,
+            timeouts={
+                fsm.State.REBOOTING: timeout,
+                fsm.State.REQUESTING: timeout,
+                fsm.State.SELECTING: max(timeout, 60),
+            },  # fmt: skip
+            retransmission=lambda: backoff(self.settings.resend_max),
+            release=False,
+            handle_signals=False,  # not the main thread; the daemon owns the signals
+            vendor_id=None,
+            host_name=None,
+        )
+
+    async def _serve(self) -> None:
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._stop_event = asyncio.Event()
+            if self._stop_wanted:
+                return
+        self._link_up()
+        while True:
+            client = Client(self._config(), self)
+            async with client:
+                if self.stored is not None or self.lease is not None:
+                    await self._resume(client)
+                else:
+                    await client.bootstrap()
+                restart = await self._watch(client)
+                # Released on DEL and GC, and when the container is gone without a DEL. Our
+                # thread keeps a deleted netns (and so its link) alive: the raw socket still
+                # works then. The socket dies with the link: then we release from the host.
+                wanted = not restart and self.held() and (
+                    self._release_wanted or self.ended in ("netns gone", "netns replaced",
+                                                           "link gone"))  # fmt: skip
+                self.release_from_host = wanted and self._gone() == "link gone"
+                client.config.release = wanted and not self.release_from_host
+            if not restart:
+                return
+            self.stored = None
+            LOG.info("%s: the DHCP socket on %s died (link down?); reopening it", self.att.key,
+                     self.att.ifname)  # fmt: skip
+
+    async def _resume(self, client: Client) -> None:
+        """A lease we held (the previous daemon's, or ours before the socket died): renew it
+        with a unicast REQUEST, no new DISCOVER."""
+        lease = self.lease or self._lease_class(**self.stored)
+        if lease.expired:
+            self.lease = lease
+            self.expire()
+            return
+        for state in (fsm.State.SELECTING, fsm.State.REQUESTING, fsm.State.BOUND):
+            client.state = state  # the only legal path from INIT to BOUND
+        client.lease = lease  # arms the T1, T2 and expiry timers
+        self.lease = lease
+        self.ready.set()
+        LOG.info("%s: resumed lease %s, renewing", self.att.key, lease.ip)
+        await client._renew()
+
+    def _link_is_up(self) -> bool:
+        try:
+            with RouteSocket() as rt:
+                link = rt.link(self.att.ifname)
+        except OSError:
+            return False
+        return link is not None and link.up
+
+    def _gone(self) -> str:
+        try:
+            st = os.stat(self.att.netns)
+        except OSError:
+            return "netns gone"
+        if (st.st_dev, st.st_ino) != self._netns_id:
+            return "netns replaced"
+        try:
+            with RouteSocket() as rt:
+                if rt.link(self.att.ifname) is None:
+                    return "link gone"
+        except OSError:
+            pass  # a transient netlink failure: look again next time
+        return ""
+
+    async def _watch(self, client: Client) -> bool:
+        """Until stopped or orphaned; True when the client's socket died and must be reopened."""
+        started = time.monotonic()
+        assert self._stop_event is not None
+        while not self._stop_wanted:
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), WATCH_PERIOD)
+            except TimeoutError:
+                pass
+            if self._stop_wanted:
+                return False
+            self.ended = self._gone()
+            if self.ended:
+                LOG.info("%s: %s, stopping", self.att.key, self.ended)
+                return False
+            tasks = (client._receiver_task, client._sender_task)
+            if any(task is not None and task.done() for task in tasks) and self._link_is_up():
+                return True  # reopen once the link is back up
+            waited = time.monotonic() - started
+            if not self.ready.is_set() and waited > self.settings.resend_timeout:
+                self.error = CNIError(
+                    INTERNAL,
+                    f"no DHCP lease for {self.att.key} on {self.att.ifname} after "
+                    f"{self.settings.resend_timeout:.0f}s: no answer from a DHCP server",
+                )
+                return False
+        return False
