@@ -9,8 +9,8 @@ Only the chosen plugin's module is imported, so start-up stays small. When the p
 import os
 import sys
 
-# Executable name -> module with a PLUGIN for the skeleton (or, for cnitool, a main()). Add a
-# plugin here and it is frozen and launched.
+# Executable name -> module with a PLUGIN for the skeleton, or a main() of its own (cnitool, dhcp).
+# Add a plugin here and it is frozen and launched.
 PLUGINS = {
     "loopback": "plugins.loopback.loopback",
     "bridge": "plugins.bridge.bridge",
@@ -83,12 +83,11 @@ def run(name: str, argv: list | None = None) -> int:
     libcni.SIBLINGS = PLUGINS
     __import__(module_name)
     module = sys.modules[module_name]
-    plugin = getattr(module, "PLUGIN", None)
-    if plugin is None:
-        return module.main()  # cnitool
+    if hasattr(module, "main"):  # cnitool, and dhcp (its `daemon` subcommand)
+        return module.main()
     from libcni.protocol import skel
 
-    return skel.main(plugin)
+    return skel.main(module.PLUGIN)
 
 
 def drop_bundle_environment(environ) -> None:

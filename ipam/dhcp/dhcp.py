@@ -146,7 +146,3 @@ def main(argv: list | None = None) -> int:
 
         return daemon.main(argv[1:])
     return skel.main(PLUGIN)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
