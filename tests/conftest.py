@@ -238,3 +238,69 @@ class FakeIPAM:
 @pytest.fixture
 def fake_ipam(tmp_path_factory):
     return FakeIPAM(tmp_path_factory.mktemp("fake-ipam"))
+
+
+def daemon_program(plugin_dir: str) -> str:
+    """pycni-daemon of a plugin directory: in the frozen build's runtime folder (it is no
+    plugin), beside the source launchers."""
+    inside = os.path.join(plugin_dir, "_internal", "pycni-daemon")
+    return inside if os.path.exists(inside) else os.path.join(plugin_dir, "pycni-daemon")
+
+
+class Daemon:
+    """pycni-daemon serving a private socket from inside a test netns and a private mount
+    namespace (never the machine's own), stopped by its PID."""
+
+    def __init__(self, plugin_dir, workdir, make_netns, *args):
+        import time
+
+        self.socket = str(workdir / "run" / "pycni.sock")
+        self.log_path = workdir / "daemon.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed by stop()
+        home = os.path.basename(make_netns("pyd"))
+        # `ip netns exec` and `unshare` exec (no fork): the PID we get is the daemon's.
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", home, "unshare", "--mount", "--propagation", "private",
+             daemon_program(plugin_dir), "--verbose", *args, self.socket],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": os.environ["PATH"]},
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while "serving" not in self.log_path.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"daemon did not start: {self.log_path.read_text()}")
+            time.sleep(0.05)
+        assert f"pycni-daemon[{self.proc.pid}]" in self.log_path.read_text()
+
+    def served(self) -> int:
+        return self.log_path.read_text().count(": worker ")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_daemon(make_netns, tmp_path):
+    """Call it with a plugin directory to get a running Daemon; all are stopped afterwards."""
+    started = []
+
+    def start(plugin_dir, *args):
+        workdir = tmp_path / f"daemon{len(started)}"
+        workdir.mkdir()
+        started.append(Daemon(plugin_dir, workdir, make_netns, *args))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            daemon.stop()

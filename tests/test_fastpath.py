@@ -1,8 +1,8 @@
 """The preloaded fast path: plugin calls served by the pycni daemon (fork-server).
 
-Each test starts its own daemon on a private socket (never the default path) and stops it by
-PID. A call through the daemon must be indistinguishable from an exec: same bytes, same exit
-status, run in the caller's namespaces.
+Each test starts its own daemon on a private socket (never the default path), inside a test
+netns and a private mount namespace, and stops it by PID. A call through the daemon must be
+indistinguishable from an exec: same bytes, same exit status, run in the caller's namespaces.
 """
 
 import os
@@ -14,51 +14,16 @@ import subprocess
 import time
 
 import pytest
-from conftest import run_plugin
+from conftest import daemon_program, run_plugin
 
 CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 
 
-class Daemon:
-    def __init__(self, plugin_dir, workdir):
-        self.socket = str(workdir / "run" / "pycni.sock")
-        self.log_path = workdir / "daemon.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(
-            [os.path.join(plugin_dir, "pycni-daemon"), "--verbose", self.socket],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={"PATH": os.environ["PATH"]},
-        )
-        deadline = time.monotonic() + 60
-        while "serving" not in self.log_path.read_text():
-            assert self.proc.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, "daemon did not start"
-            time.sleep(0.05)
-
-    def served(self):
-        return self.log_path.read_text().count(": worker ")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 @pytest.fixture
-def daemon(plugin_dir, tmp_path):
-    if not os.path.exists(os.path.join(plugin_dir, "pycni-daemon")):
+def daemon(plugin_dir, start_daemon):
+    if not os.path.exists(daemon_program(plugin_dir)):
         pytest.fail(f"no pycni-daemon in {plugin_dir}")
-    started = Daemon(plugin_dir, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop()
+    return start_daemon(plugin_dir)
 
 
 def via(daemon):
