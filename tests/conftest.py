@@ -140,11 +140,13 @@ def run_plugin(
     stdin: bytes | None = None,
     timeout: float = 60,
     in_netns: str | None = None,
+    wrapper: list | None = None,
 ) -> PluginRun:
     """Exec `plugin_dir/name` like a runtime: a clean environment with CNI_* set, config on stdin.
 
     Pass env={} plus explicit keys to control exactly what is set (None values are dropped).
-    `in_netns` runs the plugin inside that netns (a test "host" holding the master links).
+    `in_netns` runs the plugin inside that netns (a test "host" holding the master links);
+    `wrapper` is a command line to run the plugin under (GNU time, strace).
     """
     full_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     full_env.update(
@@ -162,7 +164,7 @@ def run_plugin(
     full_env = {k: v for k, v in full_env.items() if v is not None}
     if stdin is None:
         stdin = json.dumps(conf).encode() if conf is not None else b""
-    argv = [os.path.join(plugin_dir, name)]
+    argv = [*(wrapper or []), os.path.join(plugin_dir, name)]
     if in_netns:
         argv = ["ip", "netns", "exec", os.path.basename(in_netns), *argv]
     proc = subprocess.run(
