@@ -153,7 +153,7 @@ def compiler() -> str:
 
 def build(output: str, *, runtime: str = RUNTIME, sanitize: bool = False) -> str:
     """Generate the table and compile the front door into `output`; returns `output`."""
-    include = os.path.join(WORK, "frontdoor-sanitize" if sanitize else "frontdoor")
+    include = os.path.join(WORK, "frontdoor-table-sanitize" if sanitize else "frontdoor-table")
     os.makedirs(include, exist_ok=True)
     with open(os.path.join(include, "frontdoor_table.h"), "w") as f:
         f.write(generate_header(runtime))
