@@ -19,8 +19,12 @@ plugin it needs. `run_chain()` runs a network list like a runtime does (ADD in o
 prevResult, CHECK with the final result, DEL in reverse order).
 
 Every namespace the harness makes has a unique name and is deleted afterwards, also on error.
+--both adds a third side: B on its own and C = B's calls through a private pycni-daemon, all
+three interleaved in one run. The CPU column is per exec: a step's user+sys time over the execs
+it made. Through the daemon that is the client's own time; the worker's is the daemon's.
+
 Needs root. Usage: python3 benchmarks/bench.py [-n 20] [--rss-reps 3] [--a DIR] [--b DIR]
-[--daemon] [--json FILE] [--list] [SCENARIO ...]   (SCENARIO: name substrings to run)
+[--daemon | --both] [--json FILE] [--list] [SCENARIO ...]   (SCENARIO: name substrings to run)
 """
 
 import argparse
@@ -50,8 +54,9 @@ GNU_TIME = "/usr/bin/time"
 @dataclass
 class Sample:
     wall: float  # seconds, fork to exit (0 in an RSS repetition)
-    cpu: float  # user + system seconds of the exec'd process
+    cpu: float  # user + system seconds of the exec'd processes
     maxrss_kib: int = 0  # peak RSS of the exec'd process (only in an RSS repetition)
+    execs: int = 1  # plugin execs this sample covers (a list step, a batch)
 
 
 @dataclass
@@ -177,7 +182,7 @@ def in_netns(netns: str, *argv: str) -> None:
 def combine(samples: list) -> Sample:
     """Several execs as one step: total wall and CPU, the largest peak RSS."""
     return Sample(sum(s.wall for s in samples), sum(s.cpu for s in samples),
-                  max(s.maxrss_kib for s in samples))
+                  max(s.maxrss_kib for s in samples), sum(s.execs for s in samples))
 
 
 def run_chain(side: Side, conflist: dict, netns: str, *, ifname: str = "eth0",
@@ -378,7 +383,7 @@ def bridge_parallel(side: Side) -> list:
             if len(samples) != PARALLEL:
                 raise PluginFailed(f"{side.label}: {PARALLEL - len(samples)} {command}s failed")
             return Sample(wall, sum(s.cpu for s in samples),
-                          max(s.maxrss_kib for s in samples))
+                          max(s.maxrss_kib for s in samples), len(samples))
 
         added = batch("ADD")
         if len(set(results.values())) != PARALLEL:
@@ -393,14 +398,25 @@ def plugins_in(directory: str) -> set:
             if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith("_")}
 
 
+def daemon_program(plugin_dir: str) -> str:
+    """pycni-daemon lives in the frozen build's runtime folder, beside source launchers."""
+    inside = os.path.join(plugin_dir, "_internal", "pycni-daemon")
+    return inside if os.path.exists(inside) else os.path.join(plugin_dir, "pycni-daemon")
+
+
 class Daemon:
-    """Our pycni-daemon on a private socket, for measuring the preloaded fast path."""
+    """Our pycni-daemon on a private socket, for measuring the preloaded fast path. It runs in
+    a netns of its own and a private mount namespace (its workers enter each caller's)."""
 
     def __init__(self, plugin_dir: str):
         self.dir = tempfile.mkdtemp(prefix="pycni-bench-")
         self.socket = os.path.join(self.dir, "pycni.sock")
-        self.proc = subprocess.Popen([os.path.join(plugin_dir, "pycni-daemon"), self.socket],
-                                     stderr=subprocess.DEVNULL)
+        self.namespaces = Namespaces()
+        home = os.path.basename(self.namespaces.new())
+        # `ip netns exec` and `unshare` exec without forking: proc.pid is the daemon's.
+        self.proc = subprocess.Popen(["ip", "netns", "exec", home, "unshare", "--mount",
+                                      "--propagation", "private", daemon_program(plugin_dir),
+                                      self.socket], stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not os.path.exists(self.socket):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -412,45 +428,60 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        self.namespaces.__exit__()
         subprocess.run(["rm", "-rf", self.dir], check=False)
 
 
-def measure(table: list, a: Side, b: Side, repetitions: int, rss_repetitions: int) -> list:
-    """Run every scenario on both sides, alternating which goes first; returns result rows."""
+def measure(table: list, sides: list, repetitions: int, rss_repetitions: int) -> list:
+    """Run every scenario on every side, rotating which goes first; returns result rows."""
     rows = []
+    labels = [side.label for side in sides]
     for sc in table:
         walls: dict = {}
         rsses: dict = {}
         for rep in range(repetitions + rss_repetitions):
             into = walls if rep < repetitions else rsses
-            for side in ((a, b) if rep % 2 == 0 else (b, a)):
+            for side in sides[rep % len(sides):] + sides[:rep % len(sides)]:
                 side.rss = into is rsses
                 for step, sample in sc.run(side):
-                    into.setdefault(step, {a.label: [], b.label: []})[side.label].append(sample)
-        a.rss = b.rss = False
-        for step, sides in walls.items():
+                    into.setdefault(step, {label: [] for label in labels})[side.label].append(
+                        sample)
+        for side in sides:
+            side.rss = False
+        for step, by_side in walls.items():
             row = {"scenario": sc.name, "step": step, "n": repetitions}
-            for label, got in sides.items():
+            for label, got in by_side.items():
                 peaks = [s.maxrss_kib for s in rsses.get(step, {}).get(label, [])]
                 row[label] = {
                     "wall_ms": statistics.median(s.wall for s in got) * 1000,
                     "cpu_ms": statistics.median(s.cpu for s in got) * 1000,
+                    "cpu_per_exec_ms": statistics.median(s.cpu / s.execs for s in got) * 1000,
+                    "execs": got[0].execs,
                     "maxrss_mib": statistics.median(peaks) / 1024 if peaks else None,
                 }
             rows.append(row)
-            print_row(row, a.label, b.label)
+            print_row(row, labels)
     return rows
 
 
-def print_row(row: dict, a: str, b: str) -> None:
-    wa, wb = row[a]["wall_ms"], row[b]["wall_ms"]
+def print_header(labels: list) -> None:
+    print(f"{'scenario':<18} {'step':<11} "
+          + " ".join(f"{label + ' wall':>8}" for label in labels) + " "
+          + " ".join(f"{label + '/' + labels[0]:>6}" for label in labels[1:]) + " "
+          + " ".join(f"{label + ' cpu/x':>8}" for label in labels) + " "
+          + " ".join(f"{label + ' MiB':>6}" for label in labels))
 
+
+def print_row(row: dict, labels: list) -> None:
     def mib(value):
-        return f"{value:7.1f}" if value is not None else f"{'-':>7}"
+        return f"{value:6.1f}" if value is not None else f"{'-':>6}"
 
-    print(f"{row['scenario']:<18} {row['step']:<11} {wa:8.1f} {wb:8.1f} {wb / wa:6.1f}x "
-          f"{row[a]['cpu_ms']:7.1f} {row[b]['cpu_ms']:7.1f} "
-          f"{mib(row[a]['maxrss_mib'])} {mib(row[b]['maxrss_mib'])}", flush=True)
+    base = row[labels[0]]["wall_ms"]
+    print(f"{row['scenario']:<18} {row['step']:<11} "
+          + " ".join(f"{row[label]['wall_ms']:8.1f}" for label in labels) + " "
+          + " ".join(f"{row[label]['wall_ms'] / base:5.2f}x" for label in labels[1:]) + " "
+          + " ".join(f"{row[label]['cpu_per_exec_ms']:8.1f}" for label in labels) + " "
+          + " ".join(mib(row[label]["maxrss_mib"]) for label in labels), flush=True)
 
 
 def main() -> int:
@@ -464,6 +495,9 @@ def main() -> int:
                         "0 without /usr/bin/time)")
     parser.add_argument("--daemon", action="store_true",
                         help="B's calls go through a private pycni-daemon")
+    parser.add_argument("--both", action="store_true",
+                        help="B on its own and C = B through a private pycni-daemon, "
+                        "interleaved with A in one run")
     parser.add_argument("--json", metavar="FILE", help="also write the result rows here")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("only", nargs="*", metavar="SCENARIO",
@@ -490,23 +524,34 @@ def main() -> int:
             print(f"skipping {sc.name}: {', '.join(missing)} not in both directories")
             continue
         table.append(sc)
-    daemon = Daemon(args.b) if args.daemon else None
-    a = Side("A", args.a, common=common)
-    b = Side("B", args.b, {"PYCNI_SOCKET": daemon.socket} if daemon else {}, common=common)
+    daemon = Daemon(args.b) if args.daemon or args.both else None
+    # Without the daemon, B's fast path looks for a socket that is not there (never the
+    # default path, in case this machine runs a daemon).
+    alone = {"PYCNI_SOCKET": os.path.join(tempfile.gettempdir(), f"pycni-none-{os.getpid()}")}
+    sides = [Side("A", args.a, common=common)]
+    described = [f"A = {args.a}"]
+    if args.both:
+        sides += [Side("B", args.b, alone, common=common),
+                  Side("C", args.b, {"PYCNI_SOCKET": daemon.socket}, common=common)]
+        described += [f"B = {args.b}", f"C = {args.b} via pycni-daemon"]
+    else:
+        sides.append(Side("B", args.b, {"PYCNI_SOCKET": daemon.socket} if daemon else alone,
+                          common=common))
+        described.append(f"B = {args.b}{' via pycni-daemon' if daemon else ''}")
     try:
-        print(f"A = {args.a}\nB = {args.b}{' (via pycni-daemon)' if daemon else ''}\n"
-              f"n = {args.n} per side, interleaved A/B; medians of wall and CPU time (ms) "
-              f"and of peak RSS per exec (MiB, {args.rss_reps} extra runs via GNU time)\n")
-        print(f"{'scenario':<18} {'step':<11} {'A wall':>8} {'B wall':>8} {'B/A':>7} "
-              f"{'A cpu':>7} {'B cpu':>7} {'A MiB':>7} {'B MiB':>7}")
-        rows = measure(table, a, b, args.n, args.rss_reps)
+        print("\n".join(described))
+        print(f"n = {args.n} per side, interleaved; medians of wall time per step (ms), of CPU "
+              f"time per exec (ms, user+sys of each exec'd process), and of peak RSS per exec "
+              f"(MiB, {args.rss_reps} extra runs via GNU time)\n")
+        print_header([side.label for side in sides])
+        rows = measure(table, sides, args.n, args.rss_reps)
     finally:
         if daemon:
             daemon.stop()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"a": args.a, "b": args.b, "daemon": bool(daemon), "rows": rows}, f,
-                      indent=2)
+            json.dump({"sides": dict(zip([s.label for s in sides], described, strict=True)),
+                       "rows": rows}, f, indent=2)
     return 0
 
 
