@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="-n 50 loopback"`.
 BENCH_ARGS ?=
 
-.PHONY: all deps build srcbin test test-vm test-fast lint release bench print-python clean distclean
+.PHONY: all deps build srcbin test test-vm test-fast test-sanitize lint release bench print-python clean distclean
 
 all: build
 
@@ -19,7 +19,8 @@ all: build
 deps:
 	bash build/install-deps.sh "$(PYTHON)"
 
-# Freeze every program of build/multicall.py into build/dist/bin (one executable, hard links).
+# Freeze every program of build/multicall.py into build/dist/bin/_internal and put the native
+# front door (build/frontdoor.c, compiled with gcc) beside it under every program name.
 build: deps
 	$(PY) build/freeze.py
 
@@ -33,6 +34,11 @@ test: build
 # Only the kernel tests that boot Debian's kernel under qemu (vlan, ipvlan, dummy, bridge VLANs).
 test-vm: build
 	$(PY) -m pytest tests/test_kernel_vm.py $(PYTEST_ARGS)
+
+# Only the front door built under ASan/UBSan, running each of its paths once (`make test` runs it
+# too, once).
+test-sanitize: build
+	$(PY) -m pytest tests/test_frontdoor.py -k sanitized $(PYTEST_ARGS)
 
 # Iterating without a frozen build: source tests only.
 test-fast:

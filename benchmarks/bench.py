@@ -45,7 +45,7 @@ REPO = os.path.dirname(HERE)
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 CLONE_NEWNET = 0x40000000
 # Executables in a plugin dir that are not CNI plugins.
-NOT_PLUGINS = {"pycni", "pycni-daemon", "cnitool"}
+NOT_PLUGINS = {"pycni", "pycni-daemon", "cnitool"}  # (older builds had the first two here)
 
 
 GNU_TIME = "/usr/bin/time"

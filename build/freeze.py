@@ -2,15 +2,20 @@
 
 Layout (like upstream's release, one file per plugin, plus one shared runtime):
 
-    build/dist/bin/pycni        the one frozen executable (onedir mode: starts in ~17 ms;
-                                onefile would unpack itself to /tmp on every call, 300+ ms)
-    build/dist/bin/<plugin>     a hard link to it per program name; it runs the program it is
-                                named after (argv[0]), see build/multicall.py
-    build/dist/bin/_internal/   the Python runtime and libraries, shared by all of them
+    build/dist/bin/<program>    the native front door (build/frontdoor.c, ~20 KiB), hard-linked
+                                under every name of build/multicall.py's PLUGINS: it answers
+                                VERSION itself, hands a call to the daemon when one runs, and
+                                otherwise execs the frozen program with the same argv
+    build/dist/bin/_internal/   the runtime folder: the one frozen executable `pycni` (onedir
+                                mode: starts in ~17 ms; onefile would unpack itself to /tmp on
+                                every call, 300+ ms), which runs the program it is named after
+                                (argv[0], see build/multicall.py), `pycni-daemon` (a hard link
+                                of it: no plugin, so not in the plugin directory), and the
+                                Python runtime and libraries they share
 
 The program table is read from build/multicall.py at build time, so a plugin added there is
-frozen and linked without touching this file. The generated spec and PyInstaller's work files
-live in build/work/ (gitignored).
+frozen and gets a front door without touching this file. The generated spec, the front door's
+table and PyInstaller's work files live in build/work/ (gitignored).
 
 Usage: python3 build/freeze.py [--dist DIR] [--no-check]
 """
@@ -23,10 +28,16 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import frontdoor  # noqa: E402 - build/frontdoor.py, beside this file
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 WORK = os.path.join(HERE, "work")
 EXECUTABLE = "pycni"
+# The frozen program's folder in the plugin directory; the program names beside it are the
+# native front door (build/frontdoor.c), which answers VERSION and execs the frozen program.
+RUNTIME_DIR = "_internal"
 SOURCE_PACKAGES = ("libcni", "plugins", "ipam", "meta")
 FAST_PATH_MODULES = ("libcni.fastpath.daemon", "libcni.fastpath.client")
 
@@ -106,7 +117,7 @@ a = Analysis(
 a.scripts = [s for s in a.scripts if s[0] not in {dropped!r}]
 pyz = PYZ(a.pure)
 exe = EXE(pyz, a.scripts, [], exclude_binaries=True, name={name!r}, strip=True, upx=False,
-          console=True)
+          console=True, contents_directory=".")
 coll = COLLECT(exe, a.binaries, a.datas, strip=True, upx=False, name={name!r})
 """
 
@@ -167,14 +178,21 @@ def freeze(spec: str) -> str:
     return os.path.join(WORK, "dist", EXECUTABLE)
 
 
-def install(frozen_dir: str, dist: str, names: list) -> None:
-    """Put the frozen folder in place and hard-link one name per program, replacing `dist`."""
+def install(frozen_dir: str, dist: str, names: list, daemon: str | None) -> None:
+    """Put the frozen folder in place as the runtime folder (with the daemon's name linked in
+    it), and the front door beside it under every program name (hard links of one file),
+    replacing `dist`."""
     staging = dist + ".new"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(frozen_dir, staging, symlinks=True)
-    main = os.path.join(staging, EXECUTABLE)
-    for name in names:
-        os.link(main, os.path.join(staging, name))
+    runtime = os.path.join(staging, RUNTIME_DIR)
+    shutil.copytree(frozen_dir, runtime, symlinks=True)
+    if daemon:
+        os.link(os.path.join(runtime, EXECUTABLE), os.path.join(runtime, daemon))
+    door = frontdoor.build(os.path.join(WORK, "frontdoor"), runtime=f"{RUNTIME_DIR}/{EXECUTABLE}")
+    first = os.path.join(staging, names[0])
+    shutil.copy2(door, first)
+    for name in names[1:]:
+        os.link(first, os.path.join(staging, name))
     shutil.rmtree(dist, ignore_errors=True)
     os.replace(staging, dist)
 
@@ -209,7 +227,7 @@ def check_daemon(dist: str, daemon: str) -> list:
         sock = os.path.join(tmp, "check.sock")
         with open(os.path.join(tmp, "log"), "w+") as log:
             proc = subprocess.Popen(
-                [os.path.join(dist, daemon), sock],
+                [os.path.join(dist, RUNTIME_DIR, daemon), sock],
                 env={},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -257,9 +275,9 @@ def main() -> int:
     args.dist = os.path.abspath(args.dist)
     started = time.monotonic()
     plugins, daemon = program_table()
-    names = sorted({*plugins, *([daemon] if daemon else [])})
+    names = sorted(plugins)
     frozen = freeze(write_spec(plugins))
-    install(frozen, args.dist, names)
+    install(frozen, args.dist, names, daemon)
     took = time.monotonic() - started
     broken = []
     if not args.no_check:

@@ -24,7 +24,7 @@ SOURCE = os.path.join(HERE, "frontdoor.c")
 # The frozen program, relative to the directory holding the front door (build/freeze.py).
 RUNTIME = "_internal/pycni"
 # The module of the fast-path client whose protocol the C program speaks.
-FASTPATH = "libcni.fastpath"
+FASTPATH = "libcni.fastpath.client"
 
 CFLAGS = (
     "-std=gnu11",

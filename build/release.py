@@ -1,8 +1,9 @@
 """Pack build/dist/bin into a release tarball laid out like upstream's.
 
 build/release/cni-plugins-linux-<arch>-v<version>.tgz holds, at its top level, one executable
-per program (hard links of one file, stored once in the tarball), the shared `_internal/`
-runtime, and README.md and LICENSE when present. Unpack it into /opt/cni/bin as usual:
+per program (the native front door, hard links of one file, stored once in the tarball), the
+`_internal/` runtime folder with the frozen program, and README.md and LICENSE when present.
+Unpack it into /opt/cni/bin as usual:
 
     tar -C /opt/cni/bin -xzf cni-plugins-linux-amd64-vX.Y.Z.tgz
 
@@ -42,7 +43,7 @@ def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def pack(dist: str, outdir: str) -> str:
-    if not os.path.isfile(os.path.join(dist, "pycni")):
+    if not os.path.isfile(os.path.join(dist, "_internal", "pycni")):
         raise SystemExit(f"{dist} has no frozen build: run `make build` first")
     os.makedirs(outdir, exist_ok=True)
     path = os.path.join(outdir, release_name())

@@ -1,8 +1,10 @@
 """The frozen layout `make build` produces, and the release tarball made from it.
 
-build/dist/bin holds one PyInstaller executable hard-linked under every program name of
-build/multicall.py, next to one shared `_internal/` runtime. These tests need that build
-(marker `frozen`); the bundle-environment unit test at the end runs without it.
+build/dist/bin holds the native front door (build/frontdoor.c) hard-linked under every program
+name of build/multicall.py, next to the `_internal/` runtime folder holding the one PyInstaller
+executable (and pycni-daemon, a link of it); tests/test_frontdoor.py tests the front door itself.
+These tests need that build (marker `frozen`); the bundle-environment unit test at the end runs
+without it.
 """
 
 import json
@@ -18,7 +20,7 @@ from conftest import REPO
 
 TABLE = runpy.run_path(os.path.join(REPO, "build", "multicall.py"))
 PLUGINS = TABLE["PLUGINS"]
-PROGRAMS = sorted({*PLUGINS, TABLE["DAEMON"]})
+PROGRAMS = sorted(PLUGINS)
 CNI_PLUGINS = sorted(name for name in PLUGINS if name != "cnitool")
 VERSION = runpy.run_path(os.path.join(REPO, "libcni", "__init__.py"))["PYCNI_VERSION"]
 
@@ -78,11 +80,14 @@ def assert_no_bundle_leak(child_env: dict, bundle_dir: str) -> None:
 def test_one_executable_hard_linked_under_every_program_name(frozen_bin):
     missing = [name for name in PROGRAMS if not os.path.exists(os.path.join(frozen_bin, name))]
     assert not missing, f"build/dist/bin predates build/multicall.py, run `make build`: {missing}"
-    main = os.stat(os.path.join(frozen_bin, "pycni"))
+    door = os.stat(os.path.join(frozen_bin, PROGRAMS[0]))
     for name in PROGRAMS:
         st = os.lstat(os.path.join(frozen_bin, name))
-        assert (st.st_dev, st.st_ino) == (main.st_dev, main.st_ino), f"{name} is not a link"
+        assert (st.st_dev, st.st_ino) == (door.st_dev, door.st_ino), f"{name} is not a link"
         assert os.access(os.path.join(frozen_bin, name), os.X_OK)
+    frozen = os.stat(os.path.join(frozen_bin, "_internal", "pycni"))
+    daemon = os.lstat(os.path.join(frozen_bin, "_internal", TABLE["DAEMON"]))
+    assert (daemon.st_dev, daemon.st_ino) == (frozen.st_dev, frozen.st_ino)
 
 
 @pytest.mark.frozen
@@ -90,9 +95,10 @@ def test_one_shared_runtime_dir(frozen_bin):
     dirs = sorted(e.name for e in os.scandir(frozen_bin) if e.is_dir(follow_symlinks=False))
     assert dirs == ["_internal"]
     files = sorted(e.name for e in os.scandir(frozen_bin) if e.is_file(follow_symlinks=False))
-    assert files == sorted({*PROGRAMS, "pycni"})
+    assert files == PROGRAMS
     internal = os.listdir(os.path.join(frozen_bin, "_internal"))
     assert any(name.startswith("libpython3") for name in internal)
+    assert {"pycni", TABLE["DAEMON"]} <= set(internal)
 
 
 @pytest.mark.frozen
@@ -141,7 +147,7 @@ def test_runs_through_a_symlink_from_another_directory(frozen_bin, tmp_path):
 
 @pytest.mark.frozen
 def test_unknown_program_name_says_what_it_runs(frozen_bin, tmp_path):
-    os.symlink(os.path.join(frozen_bin, "pycni"), tmp_path / "nosuchplugin")
+    os.symlink(os.path.join(frozen_bin, "loopback"), tmp_path / "nosuchplugin")
     proc = run([str(tmp_path / "nosuchplugin")])
     assert proc.returncode == 2
     assert b"loopback" in proc.stderr and b"nosuchplugin" in proc.stderr
@@ -231,7 +237,8 @@ def test_release_tarball_extracts_and_runs(frozen_bin, tmp_path):
     fresh = tmp_path / "opt-cni-bin"
     fresh.mkdir()
     subprocess.run(["tar", "-C", str(fresh), "-xzf", str(tmp_path / "out" / tarball)], check=True)
-    assert os.stat(fresh / "loopback").st_ino == os.stat(fresh / "pycni").st_ino
+    assert os.stat(fresh / "loopback").st_ino == os.stat(fresh / "bridge").st_ino
+    assert os.path.isfile(fresh / "_internal" / "pycni")
     text = about(str(fresh / "loopback"), cwd=tmp_path)
     assert "CNI loopback plugin" in text and VERSION in text
     proc = run(

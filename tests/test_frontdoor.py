@@ -52,12 +52,12 @@ def build_id_of(path: str) -> str:
 
 
 class FakeDaemon:
-    """A socket where the daemon's would be: records each request (libcni.fastpath's header,
+    """A socket where the daemon's would be: records each request (libcni.fastpath.client header,
     plus what the passed descriptors are) and answers it with `reply`: "refuse", "hang up"
     (close without a status) or an exit status."""
 
     def __init__(self, path, reply):
-        from libcni import fastpath
+        from libcni.fastpath import client as fastpath
 
         self.decode = fastpath.decode_header
         self.reply = reply

@@ -174,6 +174,29 @@ def test_a_sibling_hard_link_of_the_frozen_program_is_recognised(tmp_path, monke
     assert invoke.sibling_module(str(tmp_path / "host-local")) is None
 
 
+def test_a_front_door_of_our_own_install_is_recognised(tmp_path, monkeypatch):
+    # plugin dir: front door links beside _internal/, which holds the frozen program.
+    import sys
+
+    import libcni
+    from libcni.delegation import invoke
+
+    (tmp_path / "_internal").mkdir()
+    program = tmp_path / "_internal" / "pycni"
+    program.write_bytes(b"\x7fELF frozen")
+    (tmp_path / "ptp").write_bytes(b"\x7fELF front door")
+    os.link(tmp_path / "ptp", tmp_path / "host-local")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "host-local").write_bytes(b"\x7fELF front door")  # another install's
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(program))
+    monkeypatch.setattr(libcni, "SIBLINGS", {"host-local": "ipam.host_local.host_local"})
+    assert invoke.sibling_module(str(tmp_path / "host-local")) == "ipam.host_local.host_local"
+    assert invoke.sibling_module(str(other / "host-local")) is None
+    assert invoke.sibling_module(str(tmp_path / "ptp")) is None  # not in SIBLINGS
+
+
 def test_in_process_sibling_answers_like_the_executable(tmp_path, monkeypatch, source_bin):
     import io
     import json

@@ -59,8 +59,9 @@ def find_plugin(name: str, cni_path: str) -> str:
 
 
 def sibling_module(plugin_path: str) -> str | None:
-    """The module behind `plugin_path` when it is this very frozen program under another name
-    (a hard link of our executable): running it in-process is then the same code, minus the
+    """The module behind `plugin_path` when it runs this very frozen program under another name:
+    the front door of our own install (it sits one folder above us, in the plugin directory)
+    or a hard link of our executable. Running it in-process is then the same code, minus the
     ~30 ms of an interpreter start. Anything else (Go plugins, a different pycni build, source
     launchers) is executed."""
     import sys
@@ -69,13 +70,18 @@ def sibling_module(plugin_path: str) -> str | None:
 
     if not getattr(sys, "frozen", False) or not libcni.SIBLINGS:
         return None
+    name = os.path.basename(plugin_path)
+    our_plugin_dir = os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))
     try:
-        theirs, ours = os.stat(plugin_path), os.stat(sys.executable)
+        theirs = os.stat(plugin_path)
+        ours = [os.stat(sys.executable)]
+        if os.path.exists(os.path.join(our_plugin_dir, name)):
+            ours.append(os.stat(os.path.join(our_plugin_dir, name)))
     except OSError:
         return None
-    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+    if not any((theirs.st_dev, theirs.st_ino) == (st.st_dev, st.st_ino) for st in ours):
         return None
-    return libcni.SIBLINGS.get(os.path.basename(plugin_path))
+    return libcni.SIBLINGS.get(name)
 
 
 def _run_in_process(module_name: str, env: dict, stdin_data: bytes, stderr) -> tuple | None:
