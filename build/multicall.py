@@ -52,6 +52,11 @@ def run(name: str, argv: list | None = None) -> int:
         import libcni
         from libcni.fastpath import daemon as zygote
 
+        if "CNI_COMMAND" in os.environ:  # run as a plugin: answer like one, never serve
+            code = zygote.answer_as_plugin(os.environ, sys.stdout)
+            sys.stdout.flush()
+            return code
+
         libcni.SIBLINGS = PLUGINS  # a worker's IPAM delegation runs in the worker itself
         return zygote.main({k: v for k, v in PLUGINS.items() if k not in NOT_FORWARDED})
     module_name = PLUGINS.get(name)

@@ -7,26 +7,38 @@ the server stays small and each fork stays cheap. For each call it forks a worke
 over the caller's stdin/stdout/stderr, enters the caller's mount and network namespaces and
 cwd, adopts its argv and environment, and runs the same plugin code an exec would have run;
 the worker sends the exit status back and exits. The server itself stays single-threaded and
-does no plugin work, so a crashing worker or a malformed request cannot take it down.
+does no plugin work, so a crashing worker or a malformed request cannot take it down; it only
+accepts and forks, and each worker reads its own request, so callers never queue behind a
+slow one.
+
+A worker is the caller's plugin process in all that matters: it takes on the caller's umask,
+resource limits and cgroups (libcni.fastpath.caller), and it dies when the caller's connection
+closes before the status was sent (a runtime's timeout, kill -9), as an exec'd plugin would.
 
 Security: the socket lives in a root-only directory and every peer's credentials are checked
 (SO_PEERCRED): only the daemon's own uid may submit calls.
 """
 
 import os
+import select
 import signal
 import socket
 import struct
 import sys
+import threading
+import time
 
+from libcni.fastpath import caller as callers
 from libcni.fastpath import client as fastpath
 from libcni.kernel.netns import CLONE_NEWNET
 from libcni.protocol import skel
 
 CLONE_NEWNS = 0x00020000
 MAX_HEADER = 1 << 20
-# The server reads requests one at a time: a client that stalls mid-request must not block it.
+# A worker gives up on a request that stalls this long between two reads, or takes longer in
+# all (it only ever holds up its own caller).
 REQUEST_TIMEOUT = 2.0
+REQUEST_DEADLINE = 10.0
 # Imported up front so that workers start with them loaded.
 PRELOAD = (
     "ipaddress", "subprocess", "json", "hashlib", "struct",
@@ -38,8 +50,9 @@ def _log(message: str) -> None:
     print(f"pycni-daemon[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
 
-def _recv_request(conn):
-    """Read the length-prefixed JSON header and the passed fds; None when malformed."""
+def _recv_request(conn, deadline: float):
+    """Read the length-prefixed header and the passed fds; None when malformed or late."""
+    conn.settimeout(REQUEST_TIMEOUT)
     msg, fds, _, _ = socket.recv_fds(conn, 65536, 16)
     prefix = struct.calcsize(fastpath.LENGTH_FORMAT)
     if len(msg) < prefix:
@@ -49,19 +62,51 @@ def _recv_request(conn):
         return None, fds
     data = msg[prefix:]
     while len(data) < length:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, fds
+        conn.settimeout(min(REQUEST_TIMEOUT, left))
         chunk = conn.recv(length - len(data))
         if not chunk:
             return None, fds
         data += chunk
+    conn.settimeout(None)
     request = fastpath.decode_header(data)
     if request is None or len(fds) != 6:
         return None, fds
     return request, fds
 
 
-def _peer_uid(conn) -> int:
+def _peer(conn) -> tuple:
+    """(pid, uid) of the process at the other end (SO_PEERCRED)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    return struct.unpack("3i", creds)[1]
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+class _StaleBuild(BaseException):
+    """Raised in the server (SIGUSR1 from a worker): a caller runs another build of pycni."""
+
+
+def _stale(_signum, _frame):
+    raise _StaleBuild
+
+
+def _die_with_the_caller(conn, done: threading.Event) -> None:
+    """Kill this worker and what it started when the caller hangs up before the status was
+    sent: the call ends with its caller, as an exec'd plugin killed by its runtime does."""
+    leader = os.getpgid(0) == os.getpid()  # our own group (never the server's)
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(conn.fileno(), 0)  # hang-up and errors are always reported
+        poller.poll()
+        if not done.is_set():
+            if leader:
+                os.killpg(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="caller-watch", daemon=True).start()
 
 
 class Server:
@@ -71,8 +116,11 @@ class Server:
         self.build = fastpath.build_id()
         self.served = 0
         self.verbose = verbose
+        self.pid = os.getpid()
+        self.cgroups = callers.own_cgroups()  # workers start in these
 
     def preload(self) -> None:
+        _load_libc()
         for module in PRELOAD:
             try:
                 __import__(module)
@@ -88,55 +136,80 @@ class Server:
     def serve_forever(self) -> None:
         # Workers are reaped by the kernel; the server never waits for them.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        while True:
-            conn, _ = self.listener.accept()
-            try:
-                if self.handle(conn) == "exit":
-                    _log("code on disk changed: exiting so the new build can be started")
-                    return
-            except Exception as err:  # a bad request must never stop the server
-                _log(f"request failed: {err!r}")
-            finally:
-                conn.close()
-
-    def handle(self, conn):
-        fds: list = []
+        signal.signal(signal.SIGUSR1, _stale)
         try:
-            if _peer_uid(conn) != os.getuid():
-                _log("refused a caller with another uid")
-                conn.sendall(fastpath.REFUSED)
-                return None
-            conn.settimeout(REQUEST_TIMEOUT)
-            request, fds = _recv_request(conn)
-            conn.settimeout(None)
-            if request is None or request.get("protocol") != fastpath.PROTOCOL:
-                conn.sendall(fastpath.REFUSED)
-                return None
-            if request.get("build") != self.build:
-                conn.sendall(fastpath.REFUSED)
-                return "exit"
-            if request.get("name") not in self.plugins:
-                conn.sendall(fastpath.REFUSED)
-                return None
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:
-                self._worker(conn, request, fds)  # never returns
-            self.served += 1
-            if self.verbose:
-                command = request.get("env", {}).get("CNI_COMMAND", "")
-                _log(f"worker {pid}: {request['name']} {command}")
-            return None
-        finally:
-            for fd in fds:
-                os.close(fd)
+            while True:
+                conn, _ = self.listener.accept()
+                try:
+                    self.handle(conn)
+                except Exception as err:  # a bad request must never stop the server
+                    _log(f"request failed: {err!r}")
+                finally:
+                    conn.close()
+        except _StaleBuild:
+            _log("a caller runs another build: exiting so the new build can be started")
 
-    def _worker(self, conn, request: dict, fds: list) -> None:
+    def handle(self, conn) -> None:
+        """Check who calls and fork a worker to read and run the call: nothing here waits."""
+        pid, uid = _peer(conn)
+        if uid != os.getuid():
+            _log("refused a caller with another uid")
+            conn.sendall(fastpath.REFUSED)
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:
+            self._worker(conn, pid)  # never returns
+        self.served += 1
+
+    def _admit(self, conn, peer_pid: int):
+        """Read and check the request and join the caller's cgroups: (request, fds, caller),
+        or None after refusing (nothing was done: the client runs the plugin itself)."""
+        fds: list = []
+        stale = False
+        try:
+            request, fds = _recv_request(conn, time.monotonic() + REQUEST_DEADLINE)
+            if request is None or request.get("protocol") != fastpath.PROTOCOL:
+                reason = "a malformed request"
+            elif request.get("build") != self.build:
+                reason, stale = f"build {request.get('build')!r}", True
+            elif request.get("name") not in self.plugins:
+                reason = f"unknown program {request.get('name')!r}"
+            else:
+                caller = callers.read(peer_pid, self.cgroups)
+                caller.join_cgroups()
+                return request, fds, caller
+        except OSError as err:  # a late request, a caller we cannot follow
+            reason = str(err)
+        if self.verbose or stale:
+            _log(f"refused {reason}")
+        for fd in fds:
+            os.close(fd)
+        try:
+            conn.sendall(fastpath.REFUSED)
+        except OSError:
+            pass
+        if stale and os.getppid() == self.pid:
+            os.kill(self.pid, signal.SIGUSR1)
+        return None
+
+    def _worker(self, conn, peer_pid: int) -> None:
         status = 70
+        done = threading.Event()
+        admitted = None
         try:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # plugins wait for their children
+            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
             self.listener.close()
+            os.setpgid(0, 0)  # what the plugin starts dies with it (_die_with_the_caller)
+            admitted = self._admit(conn, peer_pid)
+            if admitted is None:
+                os._exit(0)
+            request, fds, caller = admitted
+            name = request["name"]
+            if self.verbose:
+                command = request["env"].get("CNI_COMMAND", "")
+                _log(f"worker {os.getpid()}: {name} {command}")
             stdin, stdout, stderr, net_fd, mnt_fd, cwd_fd = fds
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 os.dup2(fd, target)
@@ -145,16 +218,19 @@ class Server:
             os.fchdir(cwd_fd)
             for fd in fds:
                 os.close(fd)
+            # A thread of its own: only now, a multithreaded process cannot enter a mount ns.
+            _die_with_the_caller(conn, done)
             sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the caller's streams
             sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
             os.environ.clear()
             os.environ.update({str(k): str(v) for k, v in request.get("env", {}).items()})
-            name = request["name"]
             sys.argv = [name, *request.get("argv", [])]
-            status = skel.main(sys.modules[self.plugins[name]].PLUGIN)
-        except SystemExit as done:
-            status = done.code if isinstance(done.code, int) else 1
+            plugin = sys.modules[self.plugins[name]].PLUGIN
+            caller.apply_limits()
+            status = skel.main(plugin)
+        except SystemExit as exited:
+            status = exited.code if isinstance(exited.code, int) else 1
         except BaseException as err:  # report, never fall back into the server loop
             try:
                 print(f"pycni daemon worker: {err!r}", file=sys.stderr)
@@ -166,26 +242,45 @@ class Server:
                 sys.stderr.flush()
             except Exception:
                 pass
-            try:
-                conn.sendall(fastpath.STATUS + struct.pack("!i", int(status or 0)))
-            except Exception:
-                pass
+            done.set()
+            if admitted is not None:
+                try:
+                    conn.sendall(fastpath.STATUS + struct.pack("!i", int(status or 0)))
+                except Exception:
+                    pass
             os._exit(int(status or 0) & 0xFF)
+
+
+_libc = None
+
+
+def _load_libc():
+    """setns() through ctypes (Python 3.11 has no os.setns), loaded once in the server."""
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
 
 
 def _setns(fd: int, kind: int) -> None:
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, kind) != 0:
+    if _load_libc().setns(fd, kind) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
-def _listener(path: str):
-    """The listening socket: inherited from systemd (socket activation) or created here."""
+def _listener(path: str) -> tuple:
+    """(listening socket, whether systemd passed it): inherited from systemd (socket
+    activation: pycni.socket) or created here."""
     if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
-        return socket.socket(fileno=3)
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)  # for no child to take them as its own
+        listener = socket.socket(fileno=3)
+        os.set_inheritable(listener.fileno(), False)
+        return listener, True
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
@@ -198,14 +293,33 @@ def _listener(path: str):
     finally:
         os.umask(old_umask)
     listener.listen(128)
-    return listener
+    return listener, False
+
+
+def answer_as_plugin(env, stdout) -> int:
+    """What `pycni-daemon` does when it is run as a plugin (CNI_COMMAND set: a runtime probing
+    every file of the plugin directory, a network naming it as its type): answer at once, as
+    a plugin would, and never start serving."""
+    from libcni.protocol import errors, gojson, version
+
+    if env.get("CNI_COMMAND") == "VERSION":
+        stdout.write(gojson.version_info(version.CURRENT, version.ALL))
+        return 0
+    error = errors.config_error(
+        "pycni-daemon is not a CNI plugin",
+        "it is pycni's fork-server, started by systemd (pycni.socket); "
+        "a network's type names a plugin such as bridge",
+    )
+    stdout.write(gojson.indent(error.to_dict()))
+    return 1
 
 
 def main(plugins: dict) -> int:
     """`pycni-daemon [--verbose] [SOCKET]`: serve plugin calls until the code on disk changes."""
     args = [a for a in sys.argv[1:] if a != "--verbose"]
     path = args[0] if args else fastpath.socket_path()
-    server = Server(plugins, _listener(path), verbose="--verbose" in sys.argv[1:])
+    listener, activated = _listener(path)
+    server = Server(plugins, listener, verbose="--verbose" in sys.argv[1:])
     server.preload()
     _log(f"serving {len(plugins)} programs on {path}")
     try:
@@ -213,6 +327,6 @@ def main(plugins: dict) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        if os.path.exists(path) and not os.environ.get("LISTEN_FDS"):
+        if os.path.exists(path) and not activated:
             os.unlink(path)
     return 0

@@ -1,0 +1,127 @@
+"""What a daemon worker takes on from the process that called it: its umask, resource limits
+and cgroups, so that a call the daemon serves is limited and accounted like an exec of the
+plugin by that caller (a runtime's pod cgroup, a kubelet's RLIMIT_NOFILE, a umask for files in
+/var/lib/cni).
+
+They are read from /proc/<pid> of the peer (SO_PEERCRED) by the worker while the caller waits
+on the socket: the client sends nothing extra. The caller's cgroups are joined through its own
+view of the cgroup mounts (/proc/<pid>/root, /proc/<pid>/mountinfo), so the daemon needs none
+of its own: `ip netns exec` or a container may hide them from it.
+"""
+
+import os
+import resource
+from dataclasses import dataclass, field
+
+# Every limit setrlimit() knows here (RLIMIT_CPU ... RLIMIT_RTTIME).
+LIMITS = tuple(
+    sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")})
+)
+CGROUP_V2 = "cgroup2"
+
+
+class CallerUnknown(OSError):
+    """The caller cannot be read or followed (gone, no procfs, a cgroup we cannot join)."""
+
+
+@dataclass
+class Caller:
+    pid: int
+    umask: int
+    limits: dict = field(default_factory=dict)  # RLIMIT_* -> (soft, hard)
+    cgroups: list = field(default_factory=list)  # cgroup.procs files of cgroups to join
+
+    def join_cgroups(self) -> None:
+        for procs in self.cgroups:
+            try:
+                with open(procs, "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError as err:
+                raise CallerUnknown(err.errno, f"cannot join {os.path.dirname(procs)}") from err
+
+    def apply_limits(self) -> None:
+        """Take on the caller's umask and limits (last: a low limit must not stop our setup)."""
+        os.umask(self.umask)
+        for limit, values in self.limits.items():
+            resource.setrlimit(limit, values)
+
+
+def own_cgroups(proc: str = "/proc") -> list:
+    """This process's lines of /proc/self/cgroup (a worker starts in them)."""
+    try:
+        with open(f"{proc}/self/cgroup") as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def read(pid: int, current_cgroups: list, proc: str = "/proc") -> Caller:
+    """The caller `pid`'s umask, limits and the cgroups it is in that differ from
+    `current_cgroups` (lines of /proc/<pid>/cgroup: moving costs a kernel lock)."""
+    if pid <= 0:
+        raise CallerUnknown(0, "the caller's pid is not visible from here")
+    try:
+        with open(f"{proc}/{pid}/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        limits = {limit: resource.prlimit(pid, limit) for limit in LIMITS}
+        with open(f"{proc}/{pid}/cgroup") as f:
+            moves = [line for line in f.read().splitlines() if line not in current_cgroups]
+        cgroups = []
+        if moves:
+            cgroups = cgroup_procs_files(moves, f"{proc}/{pid}/mountinfo", f"{proc}/{pid}/root")
+    except (OSError, StopIteration, ValueError) as err:
+        raise CallerUnknown(0, f"cannot read caller {pid}: {err}") from err
+    return Caller(pid, umask, limits, cgroups)
+
+
+def cgroup_procs_files(lines: list, mountinfo: str, root: str = "/") -> list:
+    """The cgroup.procs file of each cgroup of `lines` (from a /proc/<pid>/cgroup) in the cgroup
+    mounts `mountinfo` lists, under `root` (that process's /proc/<pid>/root). A hierarchy with
+    no mount there cannot be joined: CallerUnknown."""
+    mounts = _cgroup_mounts(mountinfo)
+    files = []
+    for line in lines:
+        number, controllers, path = line.split(":", 2)
+        wanted: str | frozenset = CGROUP_V2
+        if number != "0" or controllers:
+            wanted = frozenset(controllers.split(","))
+        found = _find_mount(mounts, wanted, path)
+        if found is None:
+            raise CallerUnknown(0, f"cgroup hierarchy {controllers or CGROUP_V2} not mounted")
+        files.append(os.path.join(root, found.lstrip("/")))
+    return files
+
+
+def _cgroup_mounts(mountinfo: str) -> list:
+    """(kind, root, mount point) of each cgroup mount: kind is CGROUP_V2, or for a v1 hierarchy
+    the set of its controllers (and name=...) from the super options."""
+    mounts: list = []
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split()
+            separator = fields.index("-")
+            fstype, options = fields[separator + 1], fields[separator + 3].split(",")
+            root, point = _unescape(fields[3]), _unescape(fields[4])
+            if fstype == "cgroup2":
+                mounts.append((CGROUP_V2, root, point))
+            elif fstype == "cgroup":
+                mounts.append((frozenset(options) - {"rw", "ro"}, root, point))
+    return mounts
+
+
+def _find_mount(mounts: list, wanted, path: str) -> str | None:
+    for kind, root, point in mounts:
+        matches = kind == wanted if wanted == CGROUP_V2 else kind != CGROUP_V2 and wanted <= kind
+        if not matches:
+            continue
+        # A mount of a sub-tree (a container's view) holds only the paths under its root.
+        relative = os.path.relpath(path, root)
+        if relative == ".." or relative.startswith("../"):
+            continue
+        return os.path.normpath(os.path.join(point, relative, "cgroup.procs"))
+    return None
+
+
+def _unescape(text: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    return text.encode().decode("unicode_escape") if "\\" in text else text
