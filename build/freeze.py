@@ -10,8 +10,9 @@ Layout (like upstream's release, one file per plugin, plus one shared runtime):
                                 mode: starts in ~17 ms; onefile would unpack itself to /tmp on
                                 every call, 300+ ms), which runs the program it is named after
                                 (argv[0], see build/multicall.py), `pycni-daemon` (a hard link
-                                of it: no plugin, so not in the plugin directory), and the
-                                Python runtime and libraries they share
+                                of it: no plugin, so not in the plugin directory) with its
+                                systemd units in systemd/, and the Python runtime and
+                                libraries they share
 
 The program table is read from build/multicall.py at build time, so a plugin added there is
 frozen and gets a front door without touching this file. The generated spec, the front door's
@@ -188,6 +189,8 @@ def install(frozen_dir: str, dist: str, names: list, daemon: str | None) -> None
     shutil.copytree(frozen_dir, runtime, symlinks=True)
     if daemon:
         os.link(os.path.join(runtime, EXECUTABLE), os.path.join(runtime, daemon))
+        # Its socket activation (pycni.socket + pycni.service), to copy to /etc/systemd/system.
+        shutil.copytree(os.path.join(HERE, "systemd"), os.path.join(runtime, "systemd"))
     door = frontdoor.build(os.path.join(WORK, "frontdoor"), runtime=f"{RUNTIME_DIR}/{EXECUTABLE}")
     first = os.path.join(staging, names[0])
     shutil.copy2(door, first)

@@ -249,24 +249,41 @@ def daemon_program(plugin_dir: str) -> str:
     return inside if os.path.exists(inside) else os.path.join(plugin_dir, "pycni-daemon")
 
 
+# Starts a program the way systemd's socket activation does: the listening socket as fd 3,
+# LISTEN_FDS=1 and LISTEN_PID = its own pid (the exec keeps it).
+SOCKET_ACTIVATED = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 class Daemon:
     """pycni-daemon serving a private socket from inside a test netns and a private mount
-    namespace (never the machine's own), stopped by its PID."""
+    namespace (never the machine's own), stopped by its PID. With `listener` (a bound,
+    listening socket) it is started as systemd's socket activation starts it."""
 
-    def __init__(self, plugin_dir, workdir, make_netns, *args):
+    def __init__(self, plugin_dir, workdir, make_netns, *args, listener=None):
         import time
 
-        self.socket = str(workdir / "run" / "pycni.sock")
+        self.socket = listener.getsockname() if listener else str(workdir / "run" / "pycni.sock")
         self.log_path = workdir / "daemon.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed by stop()
         home = os.path.basename(make_netns("pyd"))
-        # `ip netns exec` and `unshare` exec (no fork): the PID we get is the daemon's.
+        program = [daemon_program(plugin_dir), "--verbose", *args, self.socket]
+        if listener is not None:
+            program = [sys.executable, "-I", "-c", SOCKET_ACTIVATED, str(listener.fileno()),
+                       *program]  # fmt: skip
+        # `ip netns exec`, `unshare` and the activation shim exec (no fork): the PID we get is
+        # the daemon's.
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", home, "unshare", "--mount", "--propagation", "private",
-             daemon_program(plugin_dir), "--verbose", *args, self.socket],
+             *program],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={"PATH": os.environ["PATH"]},
+            pass_fds=() if listener is None else (listener.fileno(),),
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while "serving" not in self.log_path.read_text():
@@ -295,10 +312,10 @@ def start_daemon(make_netns, tmp_path):
     """Call it with a plugin directory to get a running Daemon; all are stopped afterwards."""
     started = []
 
-    def start(plugin_dir, *args):
+    def start(plugin_dir, *args, listener=None):
         workdir = tmp_path / f"daemon{len(started)}"
-        workdir.mkdir()
-        started.append(Daemon(plugin_dir, workdir, make_netns, *args))
+        (workdir / "run").mkdir(parents=True)
+        started.append(Daemon(plugin_dir, workdir, make_netns, *args, listener=listener))
         return started[-1]
 
     try:

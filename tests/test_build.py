@@ -239,6 +239,8 @@ def test_release_tarball_extracts_and_runs(frozen_bin, tmp_path):
     subprocess.run(["tar", "-C", str(fresh), "-xzf", str(tmp_path / "out" / tarball)], check=True)
     assert os.stat(fresh / "loopback").st_ino == os.stat(fresh / "bridge").st_ino
     assert os.path.isfile(fresh / "_internal" / "pycni")
+    for unit in ("pycni.socket", "pycni.service"):  # the daemon's socket activation
+        assert os.path.isfile(fresh / "_internal" / "systemd" / unit)
     text = about(str(fresh / "loopback"), cwd=tmp_path)
     assert "CNI loopback plugin" in text and VERSION in text
     proc = run(

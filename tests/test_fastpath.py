@@ -5,16 +5,20 @@ netns and a private mount namespace, and stops it by PID. A call through the dae
 indistinguishable from an exec: same bytes, same exit status, run in the caller's namespaces.
 """
 
+import contextlib
+import json
 import os
+import resource
 import signal
 import socket
 import stat
 import struct
 import subprocess
+import threading
 import time
 
 import pytest
-from conftest import daemon_program, run_plugin
+from conftest import REPO, daemon_program, ip_json, run_plugin, unique_name
 
 CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 
@@ -186,3 +190,247 @@ def test_no_daemon_means_in_process(plugin_dir, tmp_path, netns):
         plugin_dir, "loopback", "ADD", CONF, netns=netns, env={"PYCNI_SOCKET": str(stale)}
     )
     assert run.returncode == 0 and run.json["ips"][0]["address"] == "127.0.0.1/8"
+
+
+# --- the daemon on a node: socket activation, run as a plugin -------------------------------
+
+
+@pytest.mark.frozen
+def test_systemd_units_start_the_daemon_of_the_install_on_the_clients_socket(frozen_bin):
+    from libcni.fastpath import client as fastpath
+
+    units = os.path.join(REPO, "build", "systemd")
+    socket_unit = open(os.path.join(units, "pycni.socket")).read().splitlines()
+    service_unit = open(os.path.join(units, "pycni.service")).read().splitlines()
+    assert f"ListenStream={fastpath.DEFAULT_SOCKET}" in socket_unit
+    assert "SocketMode=0600" in socket_unit and "DirectoryMode=0700" in socket_unit
+    (exec_start,) = [
+        line.split("=", 1)[1] for line in service_unit if line.startswith("ExecStart=")
+    ]
+    # The install is unpacked into /opt/cni/bin: the daemon is in its runtime folder.
+    assert exec_start.startswith("/opt/cni/bin/")
+    installed = os.path.join(frozen_bin, exec_start.removeprefix("/opt/cni/bin/"))
+    assert os.path.samefile(installed, daemon_program(frozen_bin))
+    assert "Requires=pycni.socket" in service_unit
+    # ...and the build ships the units with it.
+    for unit in ("pycni.socket", "pycni.service"):
+        shipped = os.path.join(frozen_bin, "_internal", "systemd", unit)
+        assert open(shipped).read() == open(os.path.join(units, unit)).read()
+
+
+def test_socket_activated_daemon_serves_and_leaves_the_socket_to_systemd(
+    plugin_dir, start_daemon, tmp_path, netns
+):
+    path = str(tmp_path / "activation" / "pycni.sock")
+    os.makedirs(os.path.dirname(path), mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(16)
+        daemon = start_daemon(plugin_dir, listener=listener)
+        done = run_plugin(plugin_dir, "loopback", "ADD", CONF, netns=netns, env=via(daemon))
+        assert done.returncode == 0 and done.json["ips"][0]["address"] == "127.0.0.1/8"
+        assert daemon.served() == 1
+        assert f"serving 15 programs on {path}" in daemon.log_path.read_text()
+        daemon.stop()
+        assert stat.S_ISSOCK(os.stat(path).st_mode)  # systemd's to remove, not the daemon's
+    finally:
+        listener.close()
+
+
+def run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command):
+    """pycni-daemon as a runtime would run a plugin (inside a test netns and a private mount
+    namespace, pointed at a private socket, in case it started serving after all)."""
+    path = tmp_path / "would-serve" / "pycni.sock"
+    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "PYCNI_SOCKET": str(path)}
+    proc = subprocess.run(
+        ["ip", "netns", "exec", os.path.basename(make_netns()), "unshare", "--mount",
+         "--propagation", "private", daemon_program(plugin_dir)],
+        env=env, input=json.dumps(CONF).encode(), capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert not path.parent.exists(), "pycni-daemon made its socket"
+    assert b"serving" not in proc.stderr
+    return proc
+
+
+def test_daemon_run_as_a_plugin_answers_version_and_never_serves(plugin_dir, make_netns, tmp_path):
+    proc = run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, "VERSION")
+    assert proc.returncode == 0, proc
+    # Like a plugin that takes every spec version (loopback).
+    loopback = run_plugin(plugin_dir, "loopback", "VERSION")
+    assert proc.stdout.decode() == loopback.stdout
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL", ""])
+def test_daemon_run_as_a_plugin_reports_it_is_none(plugin_dir, make_netns, tmp_path, command):
+    proc = run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command)
+    assert proc.returncode == 1, proc
+    error = json.loads(proc.stdout)
+    assert error["code"] == 7 and error["msg"] == "pycni-daemon is not a CNI plugin"
+
+
+# --- a worker is the caller's plugin process ----------------------------------------------------
+
+
+@pytest.fixture
+def test_cgroup():
+    """A fresh cgroup of our own (the pids hierarchy, or cgroup2), removed afterwards."""
+    from libcni.fastpath import caller
+
+    mounts = caller._cgroup_mounts("/proc/self/mountinfo")
+    chosen = [m for m in mounts if m[0] != caller.CGROUP_V2 and "pids" in m[0]]
+    chosen = chosen or [m for m in mounts if m[0] == caller.CGROUP_V2]
+    if not chosen:
+        pytest.skip("no pids or cgroup2 hierarchy mounted")
+    kind, root, point = chosen[0]
+    path = os.path.join(point, unique_name("pycnicg"))
+    os.mkdir(path)
+    try:
+        yield kind, path, "/" + os.path.relpath(path, point)
+    finally:
+        deadline = time.monotonic() + 10
+        while open(os.path.join(path, "cgroup.procs")).read().strip():
+            assert time.monotonic() < deadline, "processes left in the test cgroup"
+            time.sleep(0.05)
+        os.rmdir(path)
+
+
+def blocked_client(plugin_dir, daemon, netns, preexec_fn=None):
+    """A loopback ADD through the daemon whose stdin stays open: its worker blocks reading the
+    config until we write it (or the caller dies)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYCNI_SOCKET": daemon.socket,
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c1",
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "lo",
+        "CNI_PATH": "/x",
+    }
+    client = subprocess.Popen(
+        [os.path.join(plugin_dir, "loopback")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        preexec_fn=preexec_fn,
+    )
+    deadline = time.monotonic() + 30
+    while daemon.served() < 1:
+        assert client.poll() is None, client.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker = int(daemon.log_path.read_text().split(": worker ")[1].split(":")[0])
+    return client, worker
+
+
+def eventually(check, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_worker_takes_on_the_callers_umask_limits_and_cgroup(
+    plugin_dir, daemon, netns, test_cgroup
+):
+    kind, cgroup_dir, cgroup_path = test_cgroup
+
+    def as_a_runtime_would():
+        os.umask(0o027)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (123, 456))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    client, worker = blocked_client(plugin_dir, daemon, netns, as_a_runtime_would)
+    try:
+
+        def status_line(name):
+            with open(f"/proc/{worker}/status") as f:
+                return next(line.split()[1] for line in f if line.startswith(name))
+
+        assert eventually(lambda: status_line("Umask:") == "0027"), status_line("Umask:")
+        assert resource.prlimit(worker, resource.RLIMIT_NOFILE) == (123, 456)
+        assert resource.prlimit(worker, resource.RLIMIT_CORE) == (0, 0)
+        with open(f"/proc/{worker}/cgroup") as f:
+            lines = f.read().splitlines()
+        wanted = "0::" if kind == "cgroup2" else ":pids:"
+        (line,) = [line for line in lines if wanted in line]
+        assert line.endswith(f"{wanted}{cgroup_path}"), lines
+        out, _ = client.communicate(json.dumps(CONF).encode(), timeout=30)
+        assert client.returncode == 0 and json.loads(out)["ips"][0]["address"] == "127.0.0.1/8"
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
+def test_a_worker_dies_with_its_caller(plugin_dir, daemon, netns):
+    client, worker = blocked_client(plugin_dir, daemon, netns)
+    client.kill()  # a runtime's timeout: SIGKILL of the plugin it started
+    client.wait()
+
+    def gone():
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert eventually(gone), f"worker {worker} outlived its caller"
+    # The config arrives now: nobody must act on it.
+    with contextlib.suppress(BrokenPipeError):
+        client.stdin.write(json.dumps(CONF).encode())
+        client.stdin.close()
+    time.sleep(0.5)
+    (lo,) = ip_json(netns, "link", "show", "lo")
+    assert "UP" not in lo["flags"], lo
+    assert daemon.proc.poll() is None
+
+
+def test_callers_do_not_queue_behind_a_slow_one(plugin_dir, daemon, make_netns):
+    # A client that trickles its request a byte at a time holds its own worker only: 50 calls
+    # made meanwhile, all at once, are all served while it is still sending.
+    stop = threading.Event()
+    trickle = {"hung_up": None}
+
+    def slow_client():
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(daemon.socket)
+        sock.sendall(struct.pack("!I", 4096))
+        try:
+            while not stop.wait(0.3):
+                sock.sendall(b"x")
+        except OSError:
+            pass
+        trickle["hung_up"] = None if stop.is_set() else time.monotonic()
+        sock.close()
+
+    pods = [make_netns() for _ in range(50)]
+    slow = threading.Thread(target=slow_client)
+    slow.start()
+    results: dict = {}
+    try:
+        time.sleep(0.5)  # the slow client's worker is reading by now
+
+        def call(number):
+            results[number] = run_plugin(
+                plugin_dir, "loopback", "ADD", CONF, netns=pods[number], ifname="lo",
+                env=via(daemon), timeout=60,
+            )  # fmt: skip
+
+        callers = [threading.Thread(target=call, args=(n,)) for n in range(50)]
+        for thread in callers:
+            thread.start()
+        for thread in callers:
+            thread.join()
+        finished = time.monotonic()
+    finally:
+        stop.set()
+        slow.join()
+    assert sorted(results) == list(range(50))
+    assert all(r.returncode == 0 for r in results.values()), results
+    assert daemon.served() == 50
+    assert trickle["hung_up"] is None or trickle["hung_up"] > finished
