@@ -20,8 +20,11 @@ prevResult, CHECK with the final result, DEL in reverse order).
 
 Every namespace the harness makes has a unique name and is deleted afterwards, also on error.
 --both adds a third side: B on its own and C = B's calls through a private pycni-daemon, all
-three interleaved in one run. The CPU column is per exec: a step's user+sys time over the execs
-it made. Through the daemon that is the client's own time; the worker's is the daemon's.
+three interleaved in one run. The CPU column is per exec: a step's CPU time over the execs it
+made. Each side's execs run in a cgroup of the harness's own (cpuacct, or cgroup2) and the CPU
+time is that cgroup's counter across the exec: it includes what the plugin started and, through
+the daemon, the worker's time (workers join their caller's cgroups). --rusage-cpu takes the
+exec'd process's own user+sys time (wait4) instead.
 
 Needs root. Usage: python3 benchmarks/bench.py [-n 20] [--rss-reps 3] [--a DIR] [--b DIR]
 [--daemon | --both] [--json FILE] [--list] [SCENARIO ...]   (SCENARIO: name substrings to run)
@@ -100,6 +103,48 @@ class PluginFailed(RuntimeError):
     pass
 
 
+class CpuCgroup:
+    """A cgroup of the harness's own that each exec of one side joins before it execs: its
+    CPU counter takes in everything the call cost, also a daemon worker's (workers join their
+    caller's cgroups) and the programs a plugin starts. Removed by close()."""
+
+    def __init__(self, label: str):
+        self.dir = None
+        for mount, usage in (("/sys/fs/cgroup/cpuacct", "cpuacct.usage"),
+                             ("/sys/fs/cgroup/unified", "cpu.stat"),
+                             ("/sys/fs/cgroup", "cpu.stat")):
+            if os.path.exists(os.path.join(mount, usage)):
+                self.dir = os.path.join(mount, f"pycni-bench-{os.getpid()}-{label}")
+                os.mkdir(self.dir)
+                self.usage_file = os.path.join(self.dir, usage)
+                break
+        if self.dir is None:
+            raise RuntimeError("no cpuacct or cgroup2 hierarchy to count CPU time in")
+
+    def join(self) -> None:
+        with open(os.path.join(self.dir, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def seconds(self) -> float:
+        with open(self.usage_file) as f:
+            text = f.read()
+        if self.usage_file.endswith("cpuacct.usage"):
+            return int(text) / 1e9
+        usage = next(line for line in text.splitlines() if line.startswith("usage_usec"))
+        return int(usage.split()[1]) / 1e6
+
+    def close(self) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(self.dir)
+                return
+            except OSError:  # a last worker still exiting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+
 @dataclass
 class Side:
     """One plugin directory under test, and how to exec its plugins."""
@@ -109,6 +154,7 @@ class Side:
     extra_env: dict = field(default_factory=dict)
     common: list = field(default_factory=list)  # plugins present in both directories
     rss: bool = False  # exec through GNU time to get the plugin's own peak RSS
+    cgroup: CpuCgroup | None = None  # count CPU time there instead of the child's rusage
 
     def exec(self, name: str, command: str, conf: dict, *, netns: str = "",
              ifname: str = "eth0", container_id: str = "bench1",
@@ -122,7 +168,13 @@ class Side:
                    CNI_NETNS=netns, CNI_IFNAME=ifname, CNI_PATH=self.plugin_dir,
                    **self.extra_env)
         stdin = json.dumps(conf).encode()
-        preexec = (lambda: setns(host_netns)) if host_netns else None
+        def preexec() -> None:
+            if self.cgroup:
+                self.cgroup.join()
+            if host_netns:
+                setns(host_netns)
+
+        cpu_before = self.cgroup.seconds() if self.cgroup else 0.0
         argv = [os.path.join(self.plugin_dir, name)]
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
                 tempfile.NamedTemporaryFile("r") as rss_file:
@@ -148,6 +200,8 @@ class Side:
                                f"{stderr.decode(errors='replace')[-2000:]}")
         if self.rss:
             return Sample(0.0, 0.0, maxrss), stdout
+        if self.cgroup:  # (in a parallel batch only the batch's total means anything)
+            return Sample(wall, self.cgroup.seconds() - cpu_before), stdout
         return Sample(wall, usage.ru_utime + usage.ru_stime), stdout
 
 
@@ -374,6 +428,7 @@ def bridge_parallel(side: Side) -> list:
                     results[number] = json.loads(out)["ips"][0]["address"]
 
             started = time.perf_counter()
+            cpu_before = side.cgroup.seconds() if side.cgroup else 0.0
             threads = [threading.Thread(target=one, args=(n,)) for n in range(PARALLEL)]
             for thread in threads:
                 thread.start()
@@ -382,8 +437,9 @@ def bridge_parallel(side: Side) -> list:
             wall = time.perf_counter() - started
             if len(samples) != PARALLEL:
                 raise PluginFailed(f"{side.label}: {PARALLEL - len(samples)} {command}s failed")
-            return Sample(wall, sum(s.cpu for s in samples),
-                          max(s.maxrss_kib for s in samples), len(samples))
+            cpu = (side.cgroup.seconds() - cpu_before if side.cgroup
+                   else sum(s.cpu for s in samples))
+            return Sample(wall, cpu, max(s.maxrss_kib for s in samples), len(samples))
 
         added = batch("ADD")
         if len(set(results.values())) != PARALLEL:
@@ -498,6 +554,9 @@ def main() -> int:
     parser.add_argument("--both", action="store_true",
                         help="B on its own and C = B through a private pycni-daemon, "
                         "interleaved with A in one run")
+    parser.add_argument("--rusage-cpu", action="store_true",
+                        help="CPU time from each exec's rusage (wait4), not from a cgroup of "
+                        "its own (which also counts a daemon worker's)")
     parser.add_argument("--json", metavar="FILE", help="also write the result rows here")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("only", nargs="*", metavar="SCENARIO",
@@ -539,6 +598,9 @@ def main() -> int:
                           common=common))
         described.append(f"B = {args.b}{' via pycni-daemon' if daemon else ''}")
     try:
+        if not args.rusage_cpu:
+            for side in sides:
+                side.cgroup = CpuCgroup(side.label)
         print("\n".join(described))
         print(f"n = {args.n} per side, interleaved; medians of wall time per step (ms), of CPU "
               f"time per exec (ms, user+sys of each exec'd process), and of peak RSS per exec "
@@ -548,6 +610,9 @@ def main() -> int:
     finally:
         if daemon:
             daemon.stop()
+        for side in sides:
+            if side.cgroup:
+                side.cgroup.close()
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"sides": dict(zip([s.label for s in sides], described, strict=True)),
