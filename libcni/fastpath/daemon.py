@@ -19,6 +19,7 @@ Security: the socket lives in a root-only directory and every peer's credentials
 (SO_PEERCRED): only the daemon's own uid may submit calls.
 """
 
+import gc
 import os
 import select
 import signal
@@ -132,6 +133,10 @@ class Server:
             except Exception as err:  # serve the others; callers of this one run in-process
                 _log(f"cannot load {name} ({module}): {err!r}")
                 del self.plugins[name]
+        # Everything loaded so far lives as long as we do: keep the collector out of it, so a
+        # worker's collections never walk (and copy-on-write fault in) the server's objects.
+        gc.collect()
+        gc.freeze()
 
     def serve_forever(self) -> None:
         # Workers are reaped by the kernel; the server never waits for them.
