@@ -332,13 +332,14 @@ def eventually(check, timeout=10.0):
     return True
 
 
-def test_worker_takes_on_the_callers_umask_limits_and_cgroup(
+def test_worker_takes_on_the_callers_umask_limits_nice_value_and_cgroup(
     plugin_dir, daemon, netns, test_cgroup
 ):
     kind, cgroup_dir, cgroup_path = test_cgroup
 
     def as_a_runtime_would():
         os.umask(0o027)
+        os.setpriority(os.PRIO_PROCESS, 0, 7)  # the server runs at a higher priority
         resource.setrlimit(resource.RLIMIT_NOFILE, (123, 456))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
@@ -351,8 +352,11 @@ def test_worker_takes_on_the_callers_umask_limits_and_cgroup(
             with open(f"/proc/{worker}/status") as f:
                 return next(line.split()[1] for line in f if line.startswith(name))
 
+        # Set by the worker just before the plugin runs, the umask last.
         assert eventually(lambda: status_line("Umask:") == "0027"), status_line("Umask:")
         assert resource.prlimit(worker, resource.RLIMIT_NOFILE) == (123, 456)
+        assert os.getpriority(os.PRIO_PROCESS, worker) == 7
+        assert os.getpriority(os.PRIO_PROCESS, daemon.proc.pid) == -10
         assert resource.prlimit(worker, resource.RLIMIT_CORE) == (0, 0)
         with open(f"/proc/{worker}/cgroup") as f:
             lines = f.read().splitlines()

@@ -1,7 +1,7 @@
-"""What a daemon worker takes on from the process that called it: its umask, resource limits
-and cgroups, so that a call the daemon serves is limited and accounted like an exec of the
-plugin by that caller (a runtime's pod cgroup, a kubelet's RLIMIT_NOFILE, a umask for files in
-/var/lib/cni).
+"""What a daemon worker takes on from the process that called it: its umask, resource limits,
+nice value and cgroups, so that a call the daemon serves is limited and accounted like an exec
+of the plugin by that caller (a runtime's pod cgroup, a kubelet's RLIMIT_NOFILE, a umask for
+files in /var/lib/cni).
 
 They are read from /proc/<pid> of the peer (SO_PEERCRED) by the worker while the caller waits
 on the socket: the client sends nothing extra. The caller's cgroups are joined through its own
@@ -28,6 +28,7 @@ class CallerUnknown(OSError):
 class Caller:
     pid: int
     umask: int
+    nice: int = 0
     limits: dict = field(default_factory=dict)  # RLIMIT_* -> (soft, hard)
     cgroups: list = field(default_factory=list)  # cgroup.procs files of cgroups to join
 
@@ -40,10 +41,12 @@ class Caller:
                 raise CallerUnknown(err.errno, f"cannot join {os.path.dirname(procs)}") from err
 
     def apply_limits(self) -> None:
-        """Take on the caller's umask and limits (last: a low limit must not stop our setup)."""
-        os.umask(self.umask)
+        """Take on the caller's limits, priority and umask (last thing before the plugin runs:
+        a low limit must not stop our setup; the umask goes last)."""
         for limit, values in self.limits.items():
             resource.setrlimit(limit, values)
+        os.setpriority(os.PRIO_PROCESS, 0, self.nice)
+        os.umask(self.umask)
 
 
 def own_cgroups(proc: str = "/proc") -> list:
@@ -63,6 +66,7 @@ def read(pid: int, current_cgroups: list, proc: str = "/proc") -> Caller:
     try:
         with open(f"{proc}/{pid}/status") as f:
             umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        nice = os.getpriority(os.PRIO_PROCESS, pid)
         limits = {limit: resource.prlimit(pid, limit) for limit in LIMITS}
         with open(f"{proc}/{pid}/cgroup") as f:
             moves = [line for line in f.read().splitlines() if line not in current_cgroups]
@@ -71,7 +75,7 @@ def read(pid: int, current_cgroups: list, proc: str = "/proc") -> Caller:
             cgroups = cgroup_procs_files(moves, f"{proc}/{pid}/mountinfo", f"{proc}/{pid}/root")
     except (OSError, StopIteration, ValueError) as err:
         raise CallerUnknown(0, f"cannot read caller {pid}: {err}") from err
-    return Caller(pid, umask, limits, cgroups)
+    return Caller(pid, umask, nice, limits, cgroups)
 
 
 def cgroup_procs_files(lines: list, mountinfo: str, root: str = "/") -> list:

@@ -40,6 +40,9 @@ MAX_HEADER = 1 << 20
 # all (it only ever holds up its own caller).
 REQUEST_TIMEOUT = 2.0
 REQUEST_DEADLINE = 10.0
+# The server's nice value: it only accepts and forks, and on a busy node it must not wait for
+# the CPU behind the workers it started (each worker takes on its caller's).
+SERVER_NICE = -10
 # Imported up front so that workers start with them loaded.
 PRELOAD = (
     "ipaddress", "subprocess", "json", "hashlib", "struct",
@@ -139,6 +142,11 @@ class Server:
         gc.freeze()
 
     def serve_forever(self) -> None:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, 0) > SERVER_NICE:
+                os.setpriority(os.PRIO_PROCESS, 0, SERVER_NICE)
+        except OSError:  # without CAP_SYS_NICE: serve at the priority we were given
+            pass
         # Workers are reaped by the kernel; the server never waits for them.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, _stale)
