@@ -287,9 +287,12 @@ class CriNode:
     def start_fast_path(self, timeout: float = 30) -> None:
         """Run our pycni-daemon in the node (its socket at the fixed /run/pycni/pycni.sock,
         private to the node's /run): every plugin exec containerd makes then forwards to it."""
+        # In the runtime folder of a frozen build (no plugin), beside source launchers.
+        daemon = os.path.join(self.plugin_dir, "_internal", "pycni-daemon")
+        if not os.path.exists(daemon):
+            daemon = os.path.join(self.plugin_dir, "pycni-daemon")
         self.fast_path_launcher = subprocess.Popen(
-            ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--",
-             os.path.join(self.plugin_dir, "pycni-daemon")],
+            ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--", daemon],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"PATH": PATH},
         )  # fmt: skip
         deadline = time.monotonic() + timeout
