@@ -21,9 +21,10 @@ prevResult, CHECK with the final result, DEL in reverse order).
 Every namespace the harness makes has a unique name and is deleted afterwards, also on error.
 --both adds a third side: B on its own and C = B's calls through a private pycni-daemon, all
 three interleaved in one run. The CPU column is per exec: a step's CPU time over the execs it
-made. Each side's execs run in a cgroup of the harness's own (cpuacct, or cgroup2) and the CPU
-time is that cgroup's counter across the exec: it includes what the plugin started and, through
-the daemon, the worker's time (workers join their caller's cgroups). --rusage-cpu takes the
+made. Each side's execs start in a cgroup of the harness's own (cpuacct, or cgroup2: the harness
+moves there before it forks) and the CPU time is that cgroup's counter across the exec: it
+includes what the plugin started and, through the daemon, the worker's time (workers join their
+caller's cgroups), plus the harness's own ~0.1 ms around the fork. --rusage-cpu takes the
 exec'd process's own user+sys time (wait4) instead.
 
 Needs root. Usage: python3 benchmarks/bench.py [-n 20] [--rss-reps 3] [--a DIR] [--b DIR]
@@ -104,25 +105,33 @@ class PluginFailed(RuntimeError):
 
 
 class CpuCgroup:
-    """A cgroup of the harness's own that each exec of one side joins before it execs: its
-    CPU counter takes in everything the call cost, also a daemon worker's (workers join their
-    caller's cgroups) and the programs a plugin starts. Removed by close()."""
+    """A cgroup of the harness's own for one side: the harness moves into it before it starts
+    an exec of that side (the child is born there, no move of its own), and its CPU counter
+    takes in everything the call cost, also a daemon worker's (workers join their caller's
+    cgroups) and the programs a plugin starts. Removed by close()."""
 
     def __init__(self, label: str):
         self.dir = None
-        for mount, usage in (("/sys/fs/cgroup/cpuacct", "cpuacct.usage"),
-                             ("/sys/fs/cgroup/unified", "cpu.stat"),
-                             ("/sys/fs/cgroup", "cpu.stat")):
+        for mount, usage, hierarchy in (("/sys/fs/cgroup/cpuacct", "cpuacct.usage", ":cpuacct:"),
+                                        ("/sys/fs/cgroup/unified", "cpu.stat", "0::"),
+                                        ("/sys/fs/cgroup", "cpu.stat", "0::")):
             if os.path.exists(os.path.join(mount, usage)):
                 self.dir = os.path.join(mount, f"pycni-bench-{os.getpid()}-{label}")
                 os.mkdir(self.dir)
                 self.usage_file = os.path.join(self.dir, usage)
+                with open("/proc/self/cgroup") as f:
+                    ours = next(line for line in f if hierarchy in line)
+                self.home = os.path.join(mount, ours.strip().split(":", 2)[2].lstrip("/"))
                 break
         if self.dir is None:
             raise RuntimeError("no cpuacct or cgroup2 hierarchy to count CPU time in")
 
     def join(self) -> None:
         with open(os.path.join(self.dir, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+
+    def leave(self) -> None:
+        with open(os.path.join(self.home, "cgroup.procs"), "w") as f:
             f.write(str(os.getpid()))
 
     def seconds(self) -> float:
@@ -134,6 +143,7 @@ class CpuCgroup:
         return int(usage.split()[1]) / 1e6
 
     def close(self) -> None:
+        self.leave()
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -168,12 +178,9 @@ class Side:
                    CNI_NETNS=netns, CNI_IFNAME=ifname, CNI_PATH=self.plugin_dir,
                    **self.extra_env)
         stdin = json.dumps(conf).encode()
-        def preexec() -> None:
-            if self.cgroup:
-                self.cgroup.join()
-            if host_netns:
-                setns(host_netns)
-
+        preexec = (lambda: setns(host_netns)) if host_netns else None
+        if self.cgroup:
+            self.cgroup.join()
         cpu_before = self.cgroup.seconds() if self.cgroup else 0.0
         argv = [os.path.join(self.plugin_dir, name)]
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \

@@ -45,17 +45,38 @@ SUBCOMMANDS = {"dhcp": "daemon"}
 DAEMON = "pycni-daemon"
 NOT_FORWARDED = ("cnitool",)
 
+# Programs that are no plugins, and what they are. Run the way a runtime runs a plugin
+# (CNI_COMMAND set; for cnitool also no arguments) they answer like one and do nothing else: a
+# runtime or a tool may probe every file of the plugin directory with VERSION.
+NOT_PLUGINS = {
+    DAEMON: "it is pycni's fork-server, started by systemd (pycni.socket)",
+    "cnitool": "it runs network lists like a runtime: see cnitool --help",
+}
+
+
+def answer_as_plugin(name: str) -> int:
+    """VERSION: every spec version; any other command: error 7, `name` is not a plugin."""
+    from libcni.protocol import errors, gojson, version
+
+    if os.environ["CNI_COMMAND"] == "VERSION":
+        sys.stdout.write(gojson.version_info(version.CURRENT, version.ALL))
+        code = 0
+    else:
+        what = NOT_PLUGINS[name] + "; a network's type names a plugin such as bridge"
+        error = errors.config_error(f"{name} is not a CNI plugin", what)
+        sys.stdout.write(gojson.indent(error.to_dict()))
+        code = 1
+    sys.stdout.flush()
+    return code
+
 
 def run(name: str, argv: list | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if name in NOT_PLUGINS and "CNI_COMMAND" in os.environ and (name == DAEMON or not argv):
+        return answer_as_plugin(name)  # never serves, never runs a list
     if name == DAEMON:
         import libcni
         from libcni.fastpath import daemon as zygote
-
-        if "CNI_COMMAND" in os.environ:  # run as a plugin: answer like one, never serve
-            code = zygote.answer_as_plugin(os.environ, sys.stdout)
-            sys.stdout.flush()
-            return code
 
         libcni.SIBLINGS = PLUGINS  # a worker's IPAM delegation runs in the worker itself
         return zygote.main({k: v for k, v in PLUGINS.items() if k not in NOT_FORWARDED})

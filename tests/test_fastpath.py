@@ -241,14 +241,14 @@ def test_socket_activated_daemon_serves_and_leaves_the_socket_to_systemd(
         listener.close()
 
 
-def run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command):
+def run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command, *args):
     """pycni-daemon as a runtime would run a plugin (inside a test netns and a private mount
     namespace, pointed at a private socket, in case it started serving after all)."""
     path = tmp_path / "would-serve" / "pycni.sock"
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "PYCNI_SOCKET": str(path)}
     proc = subprocess.run(
         ["ip", "netns", "exec", os.path.basename(make_netns()), "unshare", "--mount",
-         "--propagation", "private", daemon_program(plugin_dir)],
+         "--propagation", "private", daemon_program(plugin_dir), *args],
         env=env, input=json.dumps(CONF).encode(), capture_output=True, timeout=30,
     )  # fmt: skip
     assert not path.parent.exists(), "pycni-daemon made its socket"
@@ -266,7 +266,9 @@ def test_daemon_run_as_a_plugin_answers_version_and_never_serves(plugin_dir, mak
 
 @pytest.mark.parametrize("command", ["ADD", "DEL", ""])
 def test_daemon_run_as_a_plugin_reports_it_is_none(plugin_dir, make_netns, tmp_path, command):
-    proc = run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command)
+    # Also when given a socket to serve: with CNI_COMMAND set it never serves.
+    serve_here = str(tmp_path / "would-serve" / "pycni.sock")
+    proc = run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command, serve_here)
     assert proc.returncode == 1, proc
     error = json.loads(proc.stdout)
     assert error["code"] == 7 and error["msg"] == "pycni-daemon is not a CNI plugin"

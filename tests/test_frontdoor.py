@@ -414,12 +414,32 @@ def test_an_empty_environment_works(frozen_bin):
     assert door[0] == 0 and door[2].startswith(b"CNI loopback plugin")
 
 
-def test_cnitool_is_the_frozen_program(frozen_bin, tmp_path):
-    # cnitool is no plugin: even with CNI_COMMAND=VERSION it is the frozen cnitool that runs.
+def test_cnitool_is_the_frozen_program(frozen_bin, source_bin):
+    # cnitool is no plugin: the front door always execs the frozen cnitool, which with
+    # arguments runs as ever, and run like a plugin (CNI_COMMAND, no arguments) answers like one.
     for env in ({}, {"CNI_COMMAND": "VERSION"}):
         door = run([os.path.join(frozen_bin, "cnitool"), "--help"], env)
         frozen = run(["cnitool", "--help"], env, executable=frozen_program(frozen_bin))
         assert door == frozen and door[0] == 0 and b"usage: cnitool" in door[1]
+    for command in ("VERSION", "ADD"):
+        env = {"CNI_COMMAND": command}
+        door = run([os.path.join(frozen_bin, "cnitool")], env)
+        frozen = run(["cnitool"], env, executable=frozen_program(frozen_bin))
+        source = run([os.path.join(source_bin, "cnitool")], env)
+        assert door == frozen == source
+    assert door[0] == 1 and json.loads(door[1])["msg"] == "cnitool is not a CNI plugin"
+
+
+def test_everything_in_the_plugin_directory_answers_version_like_a_plugin(frozen_bin, tmp_path):
+    # A runtime or a tool may probe every file there: each answers at once and serves nothing.
+    env = {"CNI_COMMAND": "VERSION", **nowhere(tmp_path)}
+    for entry in os.scandir(frozen_bin):
+        if entry.is_dir():
+            assert entry.name == "_internal"
+            continue
+        code, out, err = run([entry.path], env, b'{"cniVersion": "1.0.0"}')
+        assert code == 0 and err == b"", (entry.name, err)
+        assert json.loads(out)["cniVersion"] == "1.1.0", entry.name
 
 
 @pytest.mark.skipif(not os.access(GNU_TIME, os.X_OK), reason="no GNU time")

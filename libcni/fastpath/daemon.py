@@ -309,24 +309,6 @@ def _listener(path: str) -> tuple:
     return listener, False
 
 
-def answer_as_plugin(env, stdout) -> int:
-    """What `pycni-daemon` does when it is run as a plugin (CNI_COMMAND set: a runtime probing
-    every file of the plugin directory, a network naming it as its type): answer at once, as
-    a plugin would, and never start serving."""
-    from libcni.protocol import errors, gojson, version
-
-    if env.get("CNI_COMMAND") == "VERSION":
-        stdout.write(gojson.version_info(version.CURRENT, version.ALL))
-        return 0
-    error = errors.config_error(
-        "pycni-daemon is not a CNI plugin",
-        "it is pycni's fork-server, started by systemd (pycni.socket); "
-        "a network's type names a plugin such as bridge",
-    )
-    stdout.write(gojson.indent(error.to_dict()))
-    return 1
-
-
 def main(plugins: dict) -> int:
     """`pycni-daemon [--verbose] [SOCKET]`: serve plugin calls until the code on disk changes."""
     args = [a for a in sys.argv[1:] if a != "--verbose"]
