@@ -291,6 +291,10 @@ int main(int argc, char **argv)
     const char *argv0 = argc > 0 ? argv[0] : "";
     const char *slash = strrchr(argv0, '/');
     const struct plugin *plugin = find_plugin(slash != NULL ? slash + 1 : argv0);
+    /* `dhcp daemon`: a serving mode, neither answered as VERSION nor handed to the daemon. */
+    if (plugin != NULL && plugin->serving != NULL && argc > 1 &&
+        strcmp(argv[1], plugin->serving) == 0)
+        plugin = NULL;
     const char *command = getenv("CNI_COMMAND");
     if (plugin != NULL && command != NULL && strcmp(command, "VERSION") == 0) {
         /* A closed stdout is an error to report, not a signal to die of (as in Python). */

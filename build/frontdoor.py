@@ -64,6 +64,7 @@ static const struct plugin {{
     const char *name;
     const char *version;     /* its CNI_COMMAND=VERSION answer */
     const char *lost_worker; /* the error printed when a worker ends without a status */
+    const char *serving;     /* a first argument that makes it serve (`dhcp daemon`), or NULL */
 }} PLUGINS[] = {{
 {rows}
 }};
@@ -131,9 +132,11 @@ def generate_header(runtime: str = RUNTIME) -> str:
         with _captured_stdout() as lost:
             fastpath._report_lost_worker(name)
         version = _version_answer(table["run"], name)
+        serving = table.get("SUBCOMMANDS", {}).get(name)
         rows.append(
             f"    {{{c_string(name)},\n     {c_string(version)},\n"
-            f"     {c_string(lost.getvalue())}}},"
+            f"     {c_string(lost.getvalue())},\n"
+            f"     {c_string(serving) if serving else 'NULL'}}},"
         )
     return HEADER.format(
         fastpath=FASTPATH,

@@ -191,6 +191,22 @@ def test_version_is_answered_without_the_runtime_folder(frozen_bin, tmp_path):
     assert b"cannot run the frozen program" in err and b"_internal/pycni" in err
 
 
+@pytest.mark.parametrize("name", sorted(TABLE.get("SUBCOMMANDS", {})))
+def test_a_serving_subcommand_is_the_frozen_programs_even_with_version_set(
+    frozen_bin, source_bin, fake_daemon, name
+):
+    # `dhcp daemon -bogus`: the explicit argument wins over CNI_COMMAND=VERSION, and the call
+    # is never handed to the fork-server either; every path gives the frozen program's answer.
+    fake = fake_daemon(0)
+    env = {"CNI_COMMAND": "VERSION", "PYCNI_SOCKET": fake.path}
+    argv = [TABLE["SUBCOMMANDS"][name], "-bogus"]
+    door = run([os.path.join(frozen_bin, name), *argv], env)
+    frozen = run([name, *argv], env, executable=frozen_program(frozen_bin))
+    source = run([os.path.join(source_bin, name), *argv], env)
+    assert door == frozen == source
+    assert door[0] != 0 and door[1] == b"" and fake.requests == []
+
+
 def test_version_never_goes_to_the_daemon(frozen_bin, fake_daemon):
     fake = fake_daemon(0)
     code, out, _ = run(
