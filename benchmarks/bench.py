@@ -251,27 +251,37 @@ def run_chain(side: Side, conflist: dict, netns: str, *, ifname: str = "eth0",
               check: bool = True) -> list:
     """A network list the way libcni runs it: ADD each plugin in order with the previous
     result as prevResult, CHECK each with the final result, DEL in reverse order with it."""
+    kwargs = dict(netns=netns, ifname=ifname, container_id=container_id,
+                  host_netns=host_netns)
+    steps = {}
+    confs, final, steps["ADD"] = chain_add(side, conflist, kwargs)
+    if check:
+        steps["CHECK"] = combine([side.exec(c["type"], "CHECK", dict(c, prevResult=final),
+                                            **kwargs)[0] for c in confs])
+    steps["DEL"] = chain_del(side, confs, final, kwargs)
+    return list(steps.items())
+
+
+def chain_add(side: Side, conflist: dict, kwargs: dict) -> tuple:
+    """ADD of every plugin of the list in order, each given the previous result: the plugin
+    configs, the final result and the step's Sample."""
     version = conflist.get("cniVersion", "1.0.0")
     confs = [dict(plugin, cniVersion=version, name=conflist["name"])
              for plugin in conflist["plugins"]]
-    kwargs = dict(netns=netns, ifname=ifname, container_id=container_id,
-                  host_netns=host_netns)
-    steps, prev = {}, None
-    added = []
+    prev, added = None, []
     for conf in confs:
         if prev is not None:
             conf = dict(conf, prevResult=prev)
         sample, out = side.exec(conf["type"], "ADD", conf, **kwargs)
         added.append(sample)
         prev = json.loads(out)
-    steps["ADD"] = combine(added)
-    final = dict(prev or {}, cniVersion=version)
-    if check:
-        steps["CHECK"] = combine([side.exec(c["type"], "CHECK", dict(c, prevResult=final),
-                                            **kwargs)[0] for c in confs])
-    steps["DEL"] = combine([side.exec(c["type"], "DEL", dict(c, prevResult=final),
-                                      **kwargs)[0] for c in reversed(confs)])
-    return list(steps.items())
+    return confs, dict(prev or {}, cniVersion=version), combine(added)
+
+
+def chain_del(side: Side, confs: list, final: dict, kwargs: dict) -> Sample:
+    """DEL of every plugin in reverse order with the final result, as libcni does."""
+    return combine([side.exec(c["type"], "DEL", dict(c, prevResult=final), **kwargs)[0]
+                    for c in reversed(confs)])
 
 
 # --- scenarios -----------------------------------------------------------------------------
@@ -396,17 +406,80 @@ def podman_chain(side: Side) -> list:
 def k8s_chain(side: Side) -> list:
     """A Kubernetes-style list: bridge+host-local, portmap, bandwidth, tuning, firewall."""
     with bench_node() as (ns, host, data):
-        conflist = {"cniVersion": "1.0.0", "name": "bench-k8s", "plugins": [
-            bridge_plugin(data, hairpinMode=True),
-            {"type": "portmap", "capabilities": {"portMappings": True},
-             "runtimeConfig": {"portMappings": PORT_MAPPINGS}},
-            {"type": "bandwidth", "capabilities": {"bandwidth": True},
-             "runtimeConfig": {"bandwidth": {"ingressRate": 100_000_000, "ingressBurst": 1_000_000,
-                                             "egressRate": 100_000_000, "egressBurst": 1_000_000}}},
-            {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
-            {"type": "firewall", "backend": "iptables"}]}
         # No CHECK: Go 1.1.1's portmap CHECK fails for an IPv4-only pod (it looks for ipv6).
-        return run_chain(side, conflist, ns.new(), host_netns=host, check=False)
+        return run_chain(side, k8s_list(data, PORT_MAPPINGS), ns.new(), host_netns=host,
+                         check=False)
+
+
+def k8s_list(data: str, port_mappings: list) -> dict:
+    return {"cniVersion": "1.0.0", "name": "bench-k8s", "plugins": [
+        bridge_plugin(data, hairpinMode=True),
+        {"type": "portmap", "capabilities": {"portMappings": True},
+         "runtimeConfig": {"portMappings": port_mappings}},
+        {"type": "bandwidth", "capabilities": {"bandwidth": True},
+         "runtimeConfig": {"bandwidth": {"ingressRate": 100_000_000, "ingressBurst": 1_000_000,
+                                         "egressRate": 100_000_000, "egressBurst": 1_000_000}}},
+        {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+        {"type": "firewall", "backend": "iptables"}]}
+
+
+PODS_AT_ONCE = 20
+
+
+@scenario("k8s-pods-20", needs=("bridge", "host-local", "portmap", "bandwidth", "tuning",
+                                "firewall"))
+def k8s_pods_at_once(side: Side) -> list:
+    """20 pods' Kubernetes-style lists at once (each pod its own host port), ADD batch then
+    DEL batch (wall of each batch; a node starting and stopping a ReplicaSet)."""
+    with bench_node() as (ns, host, data):
+        pods = [ns.new() for _ in range(PODS_AT_ONCE)]
+        # The chains the first ADD creates exist before the batch, as on a running node (Go
+        # 1.1.1's firewall races on creating CNI-ADMIN otherwise).
+        warm = k8s_list(data, [])
+        confs, final, _ = chain_add(side, warm, dict(netns=ns.new(), container_id="warm",
+                                                     host_netns=host))
+        state: dict = {}
+
+        def add(number: int) -> list:
+            ports = [dict(m, hostPort=m["hostPort"] + number) for m in PORT_MAPPINGS]
+            kwargs = dict(netns=pods[number], container_id=f"pod{number}", host_netns=host)
+            state[number] = chain_add(side, k8s_list(data, ports), kwargs) + (kwargs,)
+            return [state[number][2]]
+
+        def delete(number: int) -> list:
+            confs, final, _, kwargs = state[number]
+            return [chain_del(side, confs, final, kwargs)]
+
+        added = timed_batch(side, PODS_AT_ONCE, add)
+        addresses = {state[n][1]["ips"][0]["address"] for n in state}
+        if len(addresses) != PODS_AT_ONCE:
+            raise PluginFailed(f"{side.label}: duplicate addresses among {PODS_AT_ONCE} pods")
+        deleted = timed_batch(side, PODS_AT_ONCE, delete)
+        return [(f"ADD x{PODS_AT_ONCE}", added), (f"DEL x{PODS_AT_ONCE}", deleted)]
+
+
+def timed_batch(side: Side, count: int, one) -> Sample:
+    """`one(number) -> [Sample, ...]` in `count` threads at once: the batch's wall time, and
+    its CPU time (the side's cgroup counter, or the execs' own)."""
+    import threading
+
+    samples: list = []
+
+    def run(number: int) -> None:
+        samples.extend(one(number))
+
+    started = time.perf_counter()
+    cpu_before = side.cgroup.seconds() if side.cgroup else 0.0
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if len(samples) != count:
+        raise PluginFailed(f"{side.label}: {count - len(samples)} of {count} failed")
+    cpu = side.cgroup.seconds() - cpu_before if side.cgroup else sum(s.cpu for s in samples)
+    return Sample(wall, cpu, max(s.maxrss_kib for s in samples), sum(s.execs for s in samples))
 
 
 PARALLEL = 50
@@ -416,37 +489,21 @@ PARALLEL = 50
 def bridge_parallel(side: Side) -> list:
     """50 bridge+host-local ADDs at once on one new bridge, then 50 DELs at once (wall of
     each batch; a runtime starting a node's pods). Fails on a duplicate address."""
-    import threading
-
     with bench_node() as (ns, host, data):
         pods = [ns.new() for _ in range(PARALLEL)]
         conf = dict(bridge_plugin(data, ipMasq=False), cniVersion="1.0.0", name="bench-par")
         results: dict = {}
 
         def batch(command: str) -> Sample:
-            samples: list = []
-
-            def one(number: int) -> None:
+            def one(number: int) -> list:
                 setns(host)  # this thread only; the plugin it forks starts in the host netns
                 sample, out = side.exec("bridge", command, conf, netns=pods[number],
                                         container_id=f"par{number}")
-                samples.append(sample)
                 if command == "ADD":
                     results[number] = json.loads(out)["ips"][0]["address"]
+                return [sample]
 
-            started = time.perf_counter()
-            cpu_before = side.cgroup.seconds() if side.cgroup else 0.0
-            threads = [threading.Thread(target=one, args=(n,)) for n in range(PARALLEL)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            wall = time.perf_counter() - started
-            if len(samples) != PARALLEL:
-                raise PluginFailed(f"{side.label}: {PARALLEL - len(samples)} {command}s failed")
-            cpu = (side.cgroup.seconds() - cpu_before if side.cgroup
-                   else sum(s.cpu for s in samples))
-            return Sample(wall, cpu, max(s.maxrss_kib for s in samples), len(samples))
+            return timed_batch(side, PARALLEL, one)
 
         added = batch("ADD")
         if len(set(results.values())) != PARALLEL:
