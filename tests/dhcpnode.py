@@ -143,7 +143,9 @@ class DaemonProcess:
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, **popen,
         )  # fmt: skip
         log.close()
-        wait_for(lambda: os.path.exists(self.pidfile) and self.listening(),
+        # Generous: a daemon from source imports pyroute2's DHCP client first, which takes
+        # seconds on a loaded 2-core machine.
+        wait_for(lambda: os.path.exists(self.pidfile) and self.listening(), timeout=45.0,
                  what="the dhcp daemon to listen")  # fmt: skip
         return self
 
