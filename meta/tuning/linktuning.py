@@ -123,23 +123,73 @@ def save_backup(path: str, values: dict) -> None:
 
 
 def restore_backup(netns_path: str, ifname: str, path: str) -> None:
-    """Put the saved values back and remove the file; nothing to do without file or link."""
+    """Put the saved values back and remove the file. Without the netns or the link there is
+    nothing to restore to: the file goes anyway (upstream leaves it behind for good)."""
     try:
         with open(path) as f:
             saved = json.load(f)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         return
-    if not isinstance(saved, dict) or not netns_path or not netns.exists(netns_path):
-        return
+    except ValueError:
+        saved = None
+    if isinstance(saved, dict) and _link_exists(netns_path, ifname):
+        # Upstream's restore order; an MTU of 0 and an empty MAC mean "was not saved".
+        for key in ("mtu", "mac", "promisc", "allmulti", "txQLen"):
+            value = saved.get(key)
+            if value is not None and not (key in ("mtu", "mac") and not value):
+                apply(netns_path, ifname, {key: value})
+    _remove(path)
+
+
+def _link_exists(netns_path: str, ifname: str) -> bool:
+    if not netns_path or not netns.exists(netns_path):
+        return False
     try:
         with RouteSocket(netns_path) as sock:
-            if sock.link(ifname) is None:
-                return
+            return sock.link(ifname) is not None
     except netns.NetnsMissing:
+        return False
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+# -- which network a backup belongs to (for GC) --------------------------------------------
+#
+# A backup's name holds the container ID and ifname but not the network, and one dataDir
+# serves every network on the node. Beyond upstream, ADD also leaves an empty marker
+# `<dataDir>/networks/<network>/<containerID>_<ifname>.json` (the backup's own name), so GC of
+# one network removes the backups of its stale attachments only. Backups without a marker
+# (made by the Go plugin) are left to their DEL.
+
+
+def owner_path(data_dir: str, network: str, backup: str) -> str:
+    return os.path.join(data_dir, "networks", network, os.path.basename(backup))
+
+
+def mark_owner(data_dir: str, network: str, backup: str) -> None:
+    marker = owner_path(data_dir, network, backup)
+    os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+def forget_owner(data_dir: str, network: str, backup: str) -> None:
+    _remove(owner_path(data_dir, network, backup))
+
+
+def collect(data_dir: str, network: str, valid: list) -> None:
+    """Remove this network's backups (and markers) of attachments not in `valid`."""
+    folder = os.path.join(data_dir, "networks", network)
+    try:
+        markers = os.listdir(folder)
+    except OSError:
         return
-    # Upstream's restore order; an MTU of 0 and an empty MAC mean "was not saved".
-    for key in ("mtu", "mac", "promisc", "allmulti", "txQLen"):
-        value = saved.get(key)
-        if value is not None and not (key in ("mtu", "mac") and not value):
-            apply(netns_path, ifname, {key: value})
-    os.remove(path)
+    keep = {os.path.basename(backup_path(data_dir, cid, ifname)) for cid, ifname in valid}
+    for name in markers:
+        if name not in keep:
+            _remove(os.path.join(data_dir, name))
+            _remove(os.path.join(folder, name))

@@ -1,5 +1,8 @@
 """tuning: chained after a main plugin, set net sysctls and link attributes of the container
 interface (mac, promisc, mtu, allmulti, txQLen); DEL puts the saved attributes back.
+
+State outside the netns: the backup file per (container ID, ifname), upstream's, and an owner
+marker naming its network (linktuning.py), so DEL without the netns and GC remove them.
 """
 
 from libcni.kernel import macaddr
@@ -115,6 +118,7 @@ def add(call: skel.Call) -> Result:
         before = linktuning.current(call.netns, call.ifname)
         path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
         linktuning.save_backup(path, {key: before[key] for key in wanted})
+        linktuning.mark_owner(conf.dataDir, conf.name, path)
         linktuning.apply(call.netns, call.ifname, wanted)
     if conf.mac:
         for entry in previous.interfaces:
@@ -127,6 +131,7 @@ def delete(call: skel.Call) -> None:
     conf = load_conf(call)
     path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
     linktuning.restore_backup(call.netns, call.ifname, path)
+    linktuning.forget_owner(conf.dataDir, conf.name, path)
 
 
 def check(call: skel.Call) -> None:
@@ -153,4 +158,9 @@ def check(call: skel.Call) -> None:
             )
 
 
-PLUGIN = skel.Plugin("tuning", add=add, delete=delete, check=check)
+def gc(call: skel.Call) -> None:
+    conf = call.load(TuningConf)
+    linktuning.collect(conf.dataDir or DEFAULT_DATA_DIR, conf.name, call.valid_attachments())
+
+
+PLUGIN = skel.Plugin("tuning", add=add, delete=delete, check=check, gc=gc)
