@@ -258,3 +258,17 @@ def test_udp_conntrack_entries_to_a_mapped_port_are_cleared(plugin_dir, node):
     assert "15353" in ns_exec(node.host, *stale, check=False)
     attach(plugin_dir, node, node.pod())
     assert "15353" not in ns_exec(node.host, *stale, check=False)
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_udp_flow_through_a_host_port_is_gone_after_del(plugin_dir, node, servers, backend):
+    pod = node.pod()
+    servers(pod)
+    conf = attach(plugin_dir, node, pod, backend=backend)
+    assert ask(node.external, "udp", EXTERNAL_HOST_SIDE, 15353).startswith("udp from")
+    pod_ip = conf["prevResult"]["ips"][0]["address"].split("/")[0]
+    flows = ["conntrack", "-L", "-p", "udp", "--reply-src", pod_ip]
+    assert "dport=15353" in ns_exec(node.host, *flows, check=False)
+    bare = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+    assert portmap(plugin_dir, node, "DEL", bare, pod).returncode == 0
+    assert ns_exec(node.host, *flows, check=False) == ""

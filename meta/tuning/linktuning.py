@@ -112,11 +112,14 @@ def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
     return os.path.join(data_dir, f"{container_id}_{ifname}.json")
 
 
-def save_backup(path: str, values: dict) -> None:
-    """The values about to be changed, as upstream writes them (one-space indent, 0600).
-    The directory is 0700 (upstream creates it 0600, which only root can enter)."""
+def save_backup(path: str, values: dict, owner: dict | None = None) -> None:
+    """The values about to be changed, as upstream writes them (one-space indent, 0600), and
+    whose they are (see `owner`). The directory is 0700 (upstream creates it 0600, which only
+    root can enter)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    ordered = {key: values[key] for key in BACKUP_KEYS if key in values}
+    ordered: dict = {key: values[key] for key in BACKUP_KEYS if key in values}
+    if owner is not None:
+        ordered[OWNER_KEY] = owner
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(ordered, indent=1))
@@ -158,38 +161,38 @@ def _remove(path: str) -> None:
         pass
 
 
-# -- which network a backup belongs to (for GC) --------------------------------------------
+# -- which attachment a backup belongs to (for GC) ----------------------------------------
 #
-# A backup's name holds the container ID and ifname but not the network, and one dataDir
-# serves every network on the node. Beyond upstream, ADD also leaves an empty marker
-# `<dataDir>/networks/<network>/<containerID>_<ifname>.json` (the backup's own name), so GC of
-# one network removes the backups of its stale attachments only. Backups without a marker
-# (made by the Go plugin) are left to their DEL.
+# A backup's name holds the container ID and ifname (both may contain the `_` that joins them)
+# but not the network, and one dataDir serves every network on the node. Beyond upstream, the
+# backup also says whose it is, under a key upstream's decoder ignores (so either side's DEL
+# still restores and removes it), and GC of one network removes the backups of its stale
+# attachments only. Backups without it (made by the Go plugin) are left to their DEL.
+
+OWNER_KEY = "owner"
 
 
-def owner_path(data_dir: str, network: str, backup: str) -> str:
-    return os.path.join(data_dir, "networks", network, os.path.basename(backup))
-
-
-def mark_owner(data_dir: str, network: str, backup: str) -> None:
-    marker = owner_path(data_dir, network, backup)
-    os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
-    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-
-
-def forget_owner(data_dir: str, network: str, backup: str) -> None:
-    _remove(owner_path(data_dir, network, backup))
+def owner(network: str, container_id: str, ifname: str) -> dict:
+    return {"network": network, "containerID": container_id, "ifname": ifname}
 
 
 def collect(data_dir: str, network: str, valid: list) -> None:
-    """Remove this network's backups (and markers) of attachments not in `valid`."""
-    folder = os.path.join(data_dir, "networks", network)
+    """Remove this network's backups of attachments not in `valid` [(containerID, ifname)]."""
     try:
-        markers = os.listdir(folder)
+        names = os.listdir(data_dir)
     except OSError:
         return
-    keep = {os.path.basename(backup_path(data_dir, cid, ifname)) for cid, ifname in valid}
-    for name in markers:
-        if name not in keep:
-            _remove(os.path.join(data_dir, name))
-            _remove(os.path.join(folder, name))
+    keep = {(cid, ifname) for cid, ifname in valid}
+    for name in names:
+        path = os.path.join(data_dir, name)
+        if not name.endswith(".json") or not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as f:
+                who = json.load(f).get(OWNER_KEY)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(who, dict) or who.get("network") != network:
+            continue
+        if (who.get("containerID"), who.get("ifname")) not in keep:
+            _remove(path)

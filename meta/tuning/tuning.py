@@ -1,8 +1,8 @@
 """tuning: chained after a main plugin, set net sysctls and link attributes of the container
 interface (mac, promisc, mtu, allmulti, txQLen); DEL puts the saved attributes back.
 
-State outside the netns: the backup file per (container ID, ifname), upstream's, and an owner
-marker naming its network (linktuning.py), so DEL without the netns and GC remove them.
+State outside the netns: the backup file per (container ID, ifname), upstream's plus a key
+naming its attachment (linktuning.py), so DEL without the netns and GC remove it.
 """
 
 from libcni.kernel import macaddr
@@ -117,8 +117,8 @@ def add(call: skel.Call) -> Result:
     if wanted:
         before = linktuning.current(call.netns, call.ifname)
         path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
-        linktuning.save_backup(path, {key: before[key] for key in wanted})
-        linktuning.mark_owner(conf.dataDir, conf.name, path)
+        owner = linktuning.owner(conf.name, call.container_id, call.ifname)
+        linktuning.save_backup(path, {key: before[key] for key in wanted}, owner)
         linktuning.apply(call.netns, call.ifname, wanted)
     if conf.mac:
         for entry in previous.interfaces:
@@ -131,7 +131,6 @@ def delete(call: skel.Call) -> None:
     conf = load_conf(call)
     path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
     linktuning.restore_backup(call.netns, call.ifname, path)
-    linktuning.forget_owner(conf.dataDir, conf.name, path)
 
 
 def check(call: skel.Call) -> None:
