@@ -73,7 +73,13 @@ def add(call: skel.Call) -> Result:
         note = {"backend": conf.backend, "addresses": by_family[4] + by_family[6]}
         if conf.backend == "firewalld":
             note["zone"] = conf.firewalldZone
-        record.save(conf.dataDir, conf.name, call.container_id, call.ifname, note)
+        try:
+            record.save(conf.dataDir, conf.name, call.container_id, call.ifname, note)
+        except OSError as err:
+            raise CNIError(
+                INTERNAL, f"failed to write the firewall record in {conf.dataDir}: {err.strerror}",
+                "DEL and GC find iptables/firewalld rules there; set dataDir to a writable folder",
+            ) from None  # fmt: skip
     if conf.backend == "firewalld":
         for cidr in by_family[4] + by_family[6]:
             try:

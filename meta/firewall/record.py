@@ -23,9 +23,16 @@ def path(data_dir: str, network: str, container_id: str, ifname: str) -> str:
 def save(data_dir: str, network: str, container_id: str, ifname: str, record: dict) -> None:
     record = dict(record, containerID=container_id, ifname=ifname)
     target = path(data_dir, network, container_id, ifname)
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     temporary = f"{target}.tmp{os.getpid()}"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    for _ in range(5):  # a concurrent DEL may remove the emptied folder under us
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        raise FileNotFoundError(temporary)
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)
     os.replace(temporary, target)
@@ -45,9 +52,14 @@ def load(data_dir: str, network: str, container_id: str, ifname: str) -> dict | 
 
 
 def remove(data_dir: str, network: str, container_id: str, ifname: str) -> None:
+    target = path(data_dir, network, container_id, ifname)
     try:
-        os.remove(path(data_dir, network, container_id, ifname))
+        os.remove(target)
     except FileNotFoundError:
+        return
+    try:
+        os.rmdir(os.path.dirname(target))  # the network's last record: no empty folder left
+    except OSError:
         pass
 
 
