@@ -14,6 +14,7 @@ rules and needs no rule-by-rule comparison.
 """
 
 import ipaddress
+import json
 
 from libcni.netfilter import batch as netfilter
 from libcni.protocol.names import hashed_name
@@ -165,7 +166,8 @@ def _jumps(table, chain: str, target: str) -> list:
 
 def teardown_iptables(network: str, container_id: str, families=(4, 6)) -> list:
     """Remove the container's chain and every jump to it; legacy SNAT chains too. Returns
-    the container addresses its DNAT rules pointed at."""
+    the container addresses its UDP DNAT rules pointed at (only a pod with UDP host ports
+    needs its conntrack entries flushed, and that saves a table dump on every other DEL)."""
     chains = {
         dnat_chain(network, container_id): DNAT_CHAIN,
         old_snat_chain(network, container_id): OLD_SNAT_CHAIN,
@@ -182,7 +184,7 @@ def _drop(table, chains: dict) -> list:
     for chain, parent in chains.items():
         for hook in {parent, "PREROUTING", "OUTPUT", "POSTROUTING"}:
             lines += ["-D" + r[2:] for r in _jumps(table, hook, chain)]
-        targets += [t for r in table.rules_of(chain) if (t := _to_destination(r))]
+        targets += [t for r in table.rules_of(chain) if " udp " in r and (t := _to_destination(r))]
     for chain in chains:
         if chain in table.chains:
             lines += [f"-F {chain}", f"-X {chain}"]
@@ -307,7 +309,7 @@ def setup_nft(plan: Plan) -> None:
 
 
 def teardown_nft(network: str, container_id: str) -> list:
-    """Remove the attachment's rules; the container addresses their DNATs pointed at."""
+    """Remove the attachment's rules; the container addresses their UDP DNATs pointed at."""
     return _drop_nft(lambda c: _is_attachment(c, network, container_id))
 
 
@@ -322,7 +324,8 @@ def _drop_nft(doomed) -> list:
     targets = []
     for version in (4, 6):
         rules = [r for r in _nft_rules(version) if doomed(r.get("comment", ""))]
-        targets += [t for r in rules if (t := _dnat_target(r)) and t not in targets]
+        targets += [t for r in rules if (t := _dnat_target(r)) and t not in targets
+                    and '"udp"' in json.dumps(r)]  # fmt: skip
         if rules:
             where = f"{_nft_family(version)} {NFT_TABLE}"
             netfilter.nft_script(

@@ -136,11 +136,11 @@ def add(call: skel.Call) -> Result:
 def delete(call: skel.Call) -> None:
     conf = call.load(PortMapConf)
     # Both backends: the config may have changed since ADD, and a missing rule is fine. The
-    # rules name the pod's addresses, for its conntrack entries.
+    # UDP rules name the pod's addresses, for its conntrack entries.
     targets = hostports.teardown_iptables(conf.name, call.container_id)
     targets += hostports.teardown_nft(conf.name, call.container_id)
     previous = call.prev_result()
-    if previous is not None:
+    if previous is not None and any(m.protocol.lower() == "udp" for m in mappings_of(conf)):
         targets += [a.split("/")[0] for a in container_addresses(previous, call.ifname)]
     hostports.forget_pod_udp_flows(sorted(set(targets)))
 
