@@ -186,7 +186,8 @@ CHAINED = {
 def test_chained_results_are_upstreams_bytes(make_netns, tmp_path, go_bin, frozen_bin, plugin,
                                              version, dns):  # fmt: skip
     def make_conf(side, v):
+        # dataDir: tuning's backups and firewall's records stay in the test's directory.
         return dict(CHAINED[plugin][0], cniVersion=v, name="rb", type=plugin,
-                    prevResult=prev_result(v, side.pod, dns))  # fmt: skip
+                    dataDir=side.data_dir, prevResult=prev_result(v, side.pod, dns))  # fmt: skip
 
     compare(make_netns, tmp_path, go_bin, frozen_bin, plugin, version, make_conf)
