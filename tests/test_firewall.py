@@ -12,6 +12,18 @@ def node(make_netns, tmp_path):
     return Node(make_netns, tmp_path, "bridge")
 
 
+RECORDS: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def records_dir(tmp_path):
+    """The plugin's per-attachment records go to the test's own directory (the Go plugin
+    ignores the key)."""
+    RECORDS["dataDir"] = str(tmp_path / "firewall")
+    yield RECORDS["dataDir"]
+    RECORDS.clear()
+
+
 def bridge_conf(node, bridge="brfw", subnet="10.91.0.0/24", name="fwnet"):
     return {"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": bridge,
             "isGateway": True, "ipMasq": True,
@@ -19,7 +31,8 @@ def bridge_conf(node, bridge="brfw", subnet="10.91.0.0/24", name="fwnet"):
 
 
 def fw_conf(prev, name="fwnet", **extra):
-    conf = {"cniVersion": "1.0.0", "name": name, "type": "firewall", "prevResult": prev}
+    conf = {"cniVersion": "1.0.0", "name": name, "type": "firewall", "prevResult": prev,
+            "dataDir": RECORDS["dataDir"]}  # fmt: skip
     conf.update(extra)
     return conf
 
@@ -135,8 +148,8 @@ def test_del_without_prev_result_and_after_a_flush(plugin_dir, node):
     conf = attach(plugin_dir, node, pod, backend="iptables")
     bare = {k: v for k, v in conf.items() if k != "prevResult"}
     assert firewall(plugin_dir, node, "DEL", bare, pod).returncode == 0
-    # Beyond upstream (which removes nothing then): the addresses still on the container's
-    # interface find the rules, as when a runtime's result cache is gone.
+    # Beyond upstream (which removes nothing then): the attachment's record finds the rules,
+    # as when a runtime's result cache is gone (test_state_gc.py: also without the netns).
     assert [r for r in filter_rules(node) if "10.91.0.2" in r] == []
     assert firewall(plugin_dir, node, "ADD", conf, pod).returncode == 0
     ns_exec(node.host, "iptables", "-F")

@@ -84,8 +84,20 @@ def firewalld(make_netns):
     daemon.close()
 
 
+RECORDS: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def records_dir(tmp_path):
+    """The plugin's per-attachment records go to the test's own directory."""
+    RECORDS["dataDir"] = str(tmp_path / "firewall")
+    yield
+    RECORDS.clear()
+
+
 def conf(**extra):
-    base = {"cniVersion": "1.0.0", "name": "fwdnet", "type": "firewall", "prevResult": PREV}
+    base = {"cniVersion": "1.0.0", "name": "fwdnet", "type": "firewall", "prevResult": PREV,
+            "dataDir": RECORDS["dataDir"]}  # fmt: skip
     base.update(extra)
     return base
 

@@ -258,3 +258,35 @@ def test_udp_conntrack_entries_to_a_mapped_port_are_cleared(plugin_dir, node):
     assert "15353" in ns_exec(node.host, *stale, check=False)
     attach(plugin_dir, node, node.pod())
     assert "15353" not in ns_exec(node.host, *stale, check=False)
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_udp_flow_through_a_host_port_is_gone_after_del(plugin_dir, node, servers, backend):
+    pod = node.pod()
+    servers(pod)
+    conf = attach(plugin_dir, node, pod, backend=backend)
+    assert ask(node.external, "udp", EXTERNAL_HOST_SIDE, 15353).startswith("udp from")
+    pod_ip = conf["prevResult"]["ips"][0]["address"].split("/")[0]
+    flows = ["conntrack", "-L", "-p", "udp", "--reply-src", pod_ip]
+    assert "dport=15353" in ns_exec(node.host, *flows, check=False)
+    bare = {k: v for k, v in conf.items() if k not in ("prevResult", "runtimeConfig")}
+    assert portmap(plugin_dir, node, "DEL", bare, pod).returncode == 0
+    assert ns_exec(node.host, *flows, check=False) == ""
+
+
+def test_backend_is_nftables_when_iptables_does_not_work(plugin_dir, node, tmp_path):
+    # iptables-restore is there, but `iptables` itself fails (e.g. the legacy variant on a
+    # kernel without its tables): the probe picks nftables, as upstream's does.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "iptables").write_text("#!/bin/sh\necho 'iptables: no tables' >&2\nexit 3\n")
+    os.chmod(fake / "iptables", 0o755)
+    pod = node.pod()
+    prev = node.add(plugin_dir, bridge_conf(node), pod)
+    conf = portmap_conf(prev)
+    env = {"PATH": f"{fake}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    done = run_plugin(plugin_dir, "portmap", "ADD", conf, netns=pod, in_netns=node.host, env=env)
+    assert done.returncode == 0, done
+    nft = ns_exec(node.host, "nft", "list", "table", "ip", "cni_hostport")
+    assert "dnat to 10.66.0.2:80" in nft
+    assert "CNI-DN-" not in ns_exec(node.host, "iptables-save", "-t", "nat")

@@ -68,7 +68,10 @@ def test_link_attributes_are_set_backed_up_and_restored(plugin_dir, pod, tmp_pat
     assert after["txqlen"] == 123 and "PROMISC" in after["flags"] and "ALLMULTI" in after["flags"]
     backup = tmp_path / "tuning" / "ctr1_eth0.json"
     saved = json.loads(backup.read_text())
-    assert list(saved) == ["mac", "promisc", "mtu", "allmulti", "txQLen"]
+    # Upstream's keys in its order, then whose backup it is (for GC; Go's decoder ignores it).
+    assert list(saved) == ["mac", "promisc", "mtu", "allmulti", "txQLen", "owner"]
+    assert saved["owner"] == {"network": conf(pod, tmp_path)["name"], "containerID": "ctr1",
+                              "ifname": "eth0"}  # fmt: skip
     assert saved["mac"] == before["address"] and saved["mtu"] == before["mtu"]
     assert backup.read_text().startswith('{\n "mac"')  # one-space indent, as upstream
     assert oct(backup.stat().st_mode & 0o777) == "0o600"

@@ -141,7 +141,7 @@ IFLA_VLAN_ID = 1
 def _kind_data(kind: str, settings: dict) -> bytes:
     import struct
 
-    from libcni.kernel.rtnl import _attr
+    from libcni.kernel.netlink import _attr
 
     data = b""
     if kind == "macvlan":

@@ -3,25 +3,33 @@
 Importing pyroute2 costs 130-180 ms and ~20 MiB per exec while the kernel work of an ADD takes
 a few milliseconds. This module speaks the rtnetlink that loopback, bridge and ptp need on
 every ADD and DEL (links, veth pairs, bridge ports, addresses, routes) with socket + struct;
-rarer paths (VLAN filtering, CHECK, the other link kinds) use pyroute2 via libcni.kernel.netlink.
+the netlink framing itself is libcni.kernel.netlink. Only bridge VLAN filtering uses pyroute2.
 """
 
-import os
 import struct
 
-from libcni.kernel import netns
+from libcni.kernel.netlink import (
+    NLM_F_ACK,
+    NLM_F_APPEND,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_NEW,
+    NetlinkSocket,
+    _align,
+    _attr,
+    _attrs,
+    _cstr,
+    _nested,
+    _u32,
+)
 
 # Socket constants by value: `import socket` costs ~4 ms and only addresses() needs it.
-AF_INET, AF_INET6, AF_NETLINK = 2, 10, 16
-SOCK_RAW, SOCK_CLOEXEC = 3, 0o2000000
+AF_INET, AF_INET6 = 2, 10
 NETLINK_ROUTE = 0
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 0x1, 0x4, 0x300
-NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x200, 0x400, 0x800
-NLA_F_NESTED = 0x8000
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_TXQLEN = 1, 3, 4, 5, 10, 13
 IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 16, 18, 20, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
@@ -36,44 +44,9 @@ RTPROT_BOOT = 3  # what upstream's netlink library leaves on the routes it adds
 IFF_UP, IFF_PROMISC, IFF_ALLMULTI = 0x1, 0x100, 0x200
 OPER_STATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _IFINFOMSG = struct.Struct("=BxHiII")
 _IFADDRMSG = struct.Struct("=BBBBI")
-_RTATTR = struct.Struct("=HH")
 _RTMSG = struct.Struct("=BBBBBBBBI")
-
-
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _attr(kind: int, payload: bytes) -> bytes:
-    length = _RTATTR.size + len(payload)
-    return _RTATTR.pack(length, kind) + payload + b"\0" * (_align(length) - length)
-
-
-def _attrs(data: bytes) -> dict:
-    found: dict = {}
-    offset = 0
-    while offset + _RTATTR.size <= len(data):
-        length, kind = _RTATTR.unpack_from(data, offset)
-        if length < _RTATTR.size:
-            break
-        found.setdefault(kind, data[offset + _RTATTR.size : offset + length])
-        offset += _align(length)
-    return found
-
-
-def _nested(kind: int, payload: bytes) -> bytes:
-    return _attr(kind | NLA_F_NESTED, payload)
-
-
-def _cstr(text: str) -> bytes:
-    return text.encode() + b"\0"
-
-
-def _u32(value: int) -> bytes:
-    return struct.pack("=I", value)
 
 
 def _ip(text: str) -> tuple:
@@ -138,61 +111,10 @@ class Link:
         return cls(index, flags, _attrs(payload[_IFINFOMSG.size :]))
 
 
-class RouteSocket:
+class RouteSocket(NetlinkSocket):
     """One NETLINK_ROUTE socket, living in the netns it was opened in."""
 
-    def __init__(self, netns_path: str | int | None = None):
-        if netns_path is not None and netns_path != "":
-            with netns.entered(netns_path):
-                self.sock = self._open()
-        else:
-            self.sock = self._open()
-        self.seq = 0
-
-    @staticmethod
-    def _open():
-        from _socket import socket
-
-        sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE)
-        sock.bind((0, 0))
-        return sock
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def _request(self, kind: int, flags: int, body: bytes) -> list:
-        """Send one request; return the (type, payload) replies up to DONE or the ACK."""
-        self.seq += 1
-        header = _NLMSGHDR.pack(
-            _NLMSGHDR.size + len(body), kind, flags | NLM_F_REQUEST, self.seq, 0
-        )
-        self.sock.send(header + body)
-        replies: list = []
-        while True:
-            data = self.sock.recv(65536)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, msg_type, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
-                payload = data[offset + _NLMSGHDR.size : offset + length]
-                offset += _align(length)
-                if seq != self.seq:
-                    continue
-                if msg_type == NLMSG_DONE:
-                    return replies
-                if msg_type == NLMSG_ERROR:
-                    (error,) = struct.unpack_from("=i", payload)
-                    if error:
-                        raise OSError(-error, os.strerror(-error))
-                    return replies
-                replies.append((msg_type, payload))
-                if not flags & (NLM_F_DUMP | NLM_F_ACK):
-                    return replies
+    PROTOCOL = NETLINK_ROUTE
 
     def link(self, name: str) -> Link | None:
         body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + _attr(IFLA_IFNAME, name.encode() + b"\0")
@@ -251,7 +173,7 @@ class RouteSocket:
             info += _nested(IFLA_INFO_DATA, data)
         attrs += _nested(IFLA_LINKINFO, info)
         body = _IFINFOMSG.pack(0, 0, 0, 0, 0) + attrs
-        self._request(RTM_NEWLINK, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+        self._request(RTM_NEWLINK, NLM_F_NEW, body)
 
     @staticmethod
     def veth_peer(name: str, *, netns_fd: int | None = None, mtu: int = 0) -> bytes:
@@ -336,7 +258,7 @@ class RouteSocket:
             broadcast = (int.from_bytes(raw, "big") | host_bits).to_bytes(4, "big")
             attrs += _attr(IFA_BROADCAST, broadcast)
         body = _IFADDRMSG.pack(family, prefixlen, 0, 0, index) + attrs
-        self._request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+        self._request(RTM_NEWADDR, NLM_F_NEW, body)
 
     def delete_address(self, index: int, address: str, prefixlen: int) -> None:
         family, raw = _ip(address)

@@ -10,13 +10,19 @@ preference, source and next hops exactly, the way upstream's netlink library rou
 import struct
 
 from libcni.kernel import rtnl
-from libcni.kernel.rtnl import (
-    AF_INET,
-    AF_INET6,
+from libcni.kernel.netlink import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
     NLM_F_EXCL,
+    NLM_F_NEW,
+    _attr,
+    _attrs,
+    _u32,
+)
+from libcni.kernel.rtnl import (
+    AF_INET,
+    AF_INET6,
     RT_TABLE_MAIN,
     RTA_GATEWAY,
     RTA_OIF,
@@ -27,11 +33,8 @@ from libcni.kernel.rtnl import (
     RTM_GETROUTE,
     RTM_NEWADDR,
     RTM_NEWROUTE,
-    _attr,
-    _attrs,
     _ip,
     _show_ip,
-    _u32,
 )
 
 AF_UNSPEC = 0
@@ -184,7 +187,7 @@ class TableSocket(rtnl.RouteSocket):
         full = 32 if family == AF_INET else 128
         header = _HDR.pack(family, 0, full, 0, _small_table(table), 0, 0, FR_ACT_TO_TBL, 0)
         body = header + _attr(FRA_SRC, raw) + _attr(FRA_TABLE, _u32(table))
-        self._request(RTM_NEWRULE, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+        self._request(RTM_NEWRULE, NLM_F_NEW, body)
 
     def delete_rule(self, rule: Rule) -> None:
         self._request(RTM_DELRULE, NLM_F_ACK, rule.raw)
@@ -241,7 +244,7 @@ class TableSocket(rtnl.RouteSocket):
         return [a for a in found if a.index == index and a.family == family]
 
     def put_address(self, address: Address) -> None:
-        self._request(RTM_NEWADDR, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, address.body())
+        self._request(RTM_NEWADDR, NLM_F_NEW, address.body())
 
 
 def tables_in_use(sock: TableSocket) -> set:

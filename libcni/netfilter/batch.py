@@ -48,6 +48,28 @@ def have(binary: str) -> bool:
 # -- iptables ------------------------------------------------------------------------------
 
 
+def iptables_works() -> bool:
+    """Does iptables really work here, not just exist? (A binary for the other variant, a
+    kernel without its tables, no CAP_NET_ADMIN: each fails this, as upstream's probe does.)"""
+    return (
+        have("iptables")
+        and run_quietly(["iptables", "--wait", "-t", "filter", "-S", "INPUT"]) != ""
+    )
+
+
+def nft_works() -> bool:
+    """nft is there and accepts a table in a dry run (`--check` changes nothing)."""
+    if not have("nft"):
+        return False
+    import subprocess
+
+    argv = ["nft", "--check", "add", "table", "ip", "supports_nftables_test"]
+    try:
+        return subprocess.run(argv, capture_output=True, env=_env()).returncode == 0
+    except OSError:
+        return False
+
+
 class Table:
     """One table of `iptables-save`: chain names and rules, each rule as its saved line.
 

@@ -34,7 +34,8 @@ MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
 
 def choose_backend(configured: str) -> str:
-    """`ipMasqBackend`, or upstream's default: iptables unless only nft is on the node."""
+    """`ipMasqBackend`, or upstream's default: iptables unless iptables does not work (a
+    probe, not only a look for the binary) and nftables does."""
     if configured:
         if configured not in BACKENDS:
             raise CNIError(
@@ -43,7 +44,7 @@ def choose_backend(configured: str) -> str:
                 'use "iptables" or "nftables", or leave it out to pick automatically',
             )
         return configured
-    if not netfilter.have("iptables-restore") and netfilter.have("nft"):
+    if not netfilter.iptables_works() and netfilter.nft_works():
         return "nftables"
     return "iptables"
 

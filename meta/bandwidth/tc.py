@@ -8,17 +8,16 @@ uint32, wrapping like amd64 Go), so a CHECK by either side accepts what the othe
 
 import struct
 
-from libcni.kernel.rtnl import (
+from libcni.kernel.netlink import (
     NLM_F_ACK,
-    NLM_F_CREATE,
     NLM_F_DUMP,
-    NLM_F_EXCL,
-    RouteSocket,
+    NLM_F_NEW,
     _attr,
     _attrs,
     _cstr,
     _nested,
 )
+from libcni.kernel.rtnl import RouteSocket
 
 RTM_NEWQDISC, RTM_DELQDISC, RTM_GETQDISC, RTM_NEWTFILTER = 36, 37, 38, 44
 TCA_KIND, TCA_OPTIONS = 1, 2
@@ -82,13 +81,13 @@ def add_tbf(sock, index: int, tbf: Tbf) -> None:
     """`tc qdisc add dev <index> root handle 1: tbf ...`"""
     body = _tcmsg(index, TBF_HANDLE, TC_H_ROOT)
     body += _attr(TCA_KIND, _cstr("tbf")) + _nested(TCA_OPTIONS, tbf.options())
-    sock._request(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+    sock._request(RTM_NEWQDISC, NLM_F_NEW, body)
 
 
 def add_ingress(sock, index: int) -> None:
     """`tc qdisc add dev <index> handle ffff: ingress`"""
     body = _tcmsg(index, INGRESS_HANDLE, TC_H_INGRESS) + _attr(TCA_KIND, _cstr("ingress"))
-    sock._request(RTM_NEWQDISC, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+    sock._request(RTM_NEWQDISC, NLM_F_NEW, body)
 
 
 def add_redirect(sock, index: int, target: int) -> None:
@@ -102,7 +101,7 @@ def add_redirect(sock, index: int, target: int) -> None:
     options += _attr(TCA_U32_SEL, selector) + _nested(TCA_U32_ACT, _nested(1, action))
     body = _tcmsg(index, 0, INGRESS_HANDLE, (1 << 16) | ETH_P_ALL_BE)
     body += _attr(TCA_KIND, _cstr("u32")) + _nested(TCA_OPTIONS, options)
-    sock._request(RTM_NEWTFILTER, NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, body)
+    sock._request(RTM_NEWTFILTER, NLM_F_NEW, body)
 
 
 def qdiscs(sock, index: int) -> list:

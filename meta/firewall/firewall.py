@@ -3,6 +3,10 @@ drops forwarded traffic), optionally isolating bridges from each other (`ingress
 
 Backends: iptables and firewalld as upstream, plus nftables. An empty `backend` picks like
 upstream: firewalld when it runs on the system bus, else iptables.
+
+State and how DEL/GC find it without a prevResult: nftables rules are commented with network,
+container and interface; iptables rules and firewalld sources carry only an address, so ADD
+keeps a per-attachment record of them (see record.py; `dataDir`, beyond upstream).
 """
 
 from libcni.protocol import skel
@@ -10,6 +14,7 @@ from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
 from libcni.protocol.version import starting_from
+from meta.firewall import record
 from meta.firewall import rules as fwrules
 
 BACKENDS = ("iptables", "firewalld", "nftables")
@@ -21,6 +26,7 @@ class FirewallConf(NetConf):
     iptablesAdminChainName: str = ""
     firewalldZone: str = ""
     ingressPolicy: str = ""
+    dataDir: str = ""
 
 
 def load_conf(call: skel.Call) -> FirewallConf:
@@ -36,6 +42,7 @@ def load_conf(call: skel.Call) -> FirewallConf:
     conf.backend = conf.backend or ("firewalld" if fwrules.firewalld_running() else "iptables")
     conf.iptablesAdminChainName = conf.iptablesAdminChainName or "CNI-ADMIN"
     conf.firewalldZone = conf.firewalldZone or "trusted"
+    conf.dataDir = conf.dataDir or record.DEFAULT_DIR
     return conf
 
 
@@ -61,6 +68,18 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     previous = prev_result(call)
     by_family = addresses(previous)
+    if conf.backend != "nftables":
+        # Written first: a DEL after a failed ADD then still finds what was opened.
+        note = {"backend": conf.backend, "addresses": by_family[4] + by_family[6]}
+        if conf.backend == "firewalld":
+            note["zone"] = conf.firewalldZone
+        try:
+            record.save(conf.dataDir, conf.name, call.container_id, call.ifname, note)
+        except OSError as err:
+            raise CNIError(
+                INTERNAL, f"failed to write the firewall record in {conf.dataDir}: {err.strerror}",
+                "DEL and GC find iptables/firewalld rules there; set dataDir to a writable folder",
+            ) from None  # fmt: skip
     if conf.backend == "firewalld":
         for cidr in by_family[4] + by_family[6]:
             try:
@@ -101,29 +120,41 @@ def isolate(conf: FirewallConf, previous: Result, by_family: dict) -> None:
 
 def delete(call: skel.Call) -> None:
     conf = load_conf(call)
-    previous = call.prev_result()
     if conf.backend == "nftables":
         fwrules.teardown_nft(conf.name, call.container_id, call.ifname)
-        return
-    if previous is None:
-        # iptables and firewalld rules carry only addresses. Without a prevResult (a runtime
-        # whose result cache is gone; upstream then removes nothing) the container's interface
-        # still has them on the first DEL, which runs before the main plugin's.
+    kept = record.load(conf.dataDir, conf.name, call.container_id, call.ifname)
+    previous = call.prev_result()
+    cidrs = record.addresses_of(kept)
+    if previous is not None:
+        cidrs += [a for a in _cidrs(addresses(previous)) if a not in cidrs]
+    if not cidrs and kept is None and conf.backend != "nftables":
+        # No record (an ADD by the Go plugin) and no prevResult: the container's interface
+        # still has the addresses on the first DEL, which runs before the main plugin's.
         from libcni.kernel import veth
 
-        by_family = by_family_of(veth.global_addresses(call.netns, call.ifname))
-    else:
-        by_family = addresses(previous)
-    if conf.backend == "firewalld":
-        for cidr in by_family[4] + by_family[6]:
+        cidrs = _cidrs(by_family_of(veth.global_addresses(call.netns, call.ifname)))
+    backend = kept.get("backend", conf.backend) if kept else conf.backend
+    zone = kept.get("zone", conf.firewalldZone) if kept else conf.firewalldZone
+    remove_addresses(backend, str(zone), cidrs)
+    record.remove(conf.dataDir, conf.name, call.container_id, call.ifname)
+
+
+def _cidrs(by_family: dict) -> list:
+    return by_family[4] + by_family[6]
+
+
+def remove_addresses(backend: str, zone: str, cidrs: list) -> None:
+    """Close what ADD opened for `cidrs` ("ip/32" ...) in an address-keyed backend."""
+    if backend == "firewalld":
+        for cidr in cidrs:
             try:
-                fwrules.firewalld_call("removeSource", conf.firewalldZone, cidr)
+                fwrules.firewalld_call("removeSource", zone, cidr)
             except CNIError:
                 pass  # already gone: DEL is best effort
-        return
-    for family, cidrs in by_family.items():
-        if cidrs:
-            fwrules.teardown_iptables(family, cidrs)
+    elif backend == "iptables":
+        for family, mine in by_family_of(cidrs).items():
+            if mine:
+                fwrules.teardown_iptables(family, mine)
 
 
 def check(call: skel.Call) -> None:
@@ -150,10 +181,20 @@ def check(call: skel.Call) -> None:
 
 
 def gc(call: skel.Call) -> None:
-    # Only the nftables rules say which container they belong to.
     conf = load_conf(call)
+    valid = call.valid_attachments()
     if conf.backend == "nftables":
-        fwrules.gc_nft(conf.name, call.valid_attachments())
+        fwrules.gc_nft(conf.name, valid)
+    records = record.all_of(conf.dataDir, conf.name)
+    # An address a valid attachment holds now (reused after a missed DEL) stays open.
+    held = {a for key in valid for a in record.addresses_of(records.get(key))}
+    for (container_id, ifname), kept in records.items():
+        if (container_id, ifname) in valid:
+            continue
+        cidrs = [a for a in record.addresses_of(kept) if a not in held]
+        zone = str(kept.get("zone", conf.firewalldZone))
+        remove_addresses(str(kept.get("backend", "iptables")), zone, cidrs)
+        record.remove(conf.dataDir, conf.name, container_id, ifname)
 
 
 PLUGIN = skel.Plugin(

@@ -4,7 +4,9 @@ iptables (nat table): shared chains CNI-HOSTPORT-DNAT (jumped to from PREROUTING
 local destinations), CNI-HOSTPORT-SETMARK and CNI-HOSTPORT-MASQ (hairpin and localhost
 masquerade through a mark bit), and one CNI-DN-<sha512(net+cid)> chain per container, reached
 from CNI-HOSTPORT-DNAT by multiport jumps commented `dnat name: "<net>" id: "<cid>"`.
-nftables: tables `ip cni_hostport` / `ip6 cni_hostport`, rules commented with the container ID.
+nftables: tables `ip cni_hostport` / `ip6 cni_hostport`, rules commented
+`<containerID> net: <network>` (upstream's comment is the bare container ID, which one
+network's GC cannot tell from another network's; DEL still removes bare-ID rules, as Go's do).
 
 Each call reads a table once and writes one transaction per family; the per-container chain
 is declared in the transaction, which (re)creates it empty, so a repeated ADD never doubles
@@ -12,6 +14,7 @@ rules and needs no rule-by-rule comparison.
 """
 
 import ipaddress
+import json
 
 from libcni.netfilter import batch as netfilter
 from libcni.protocol.names import hashed_name
@@ -23,6 +26,7 @@ OLD_SNAT_CHAIN = "CNI-HOSTPORT-SNAT"
 MULTIPORT_MAX = 15
 COMMENT_MAX = 255
 NFT_TABLE = "cni_hostport"
+NFT_COMMENT_MAX = 128
 
 
 class Plan:
@@ -160,25 +164,42 @@ def _jumps(table, chain: str, target: str) -> list:
     return [r for r in table.rules_of(chain) if netfilter.target_of(r) == target]
 
 
-def teardown_iptables(network: str, container_id: str, families=(4, 6)) -> None:
-    """Remove the container's chain and every jump to it; legacy SNAT chains too."""
+def teardown_iptables(network: str, container_id: str, families=(4, 6)) -> list:
+    """Remove the container's chain and every jump to it; legacy SNAT chains too. Returns
+    the container addresses its UDP DNAT rules pointed at (only a pod with UDP host ports
+    needs its conntrack entries flushed, and that saves a table dump on every other DEL)."""
     chains = {
         dnat_chain(network, container_id): DNAT_CHAIN,
         old_snat_chain(network, container_id): OLD_SNAT_CHAIN,
     }
+    targets: list = []
     for family in families:
-        _drop(netfilter.save(family, "nat"), chains)
+        targets += _drop(netfilter.save(family, "nat"), chains)
+    return targets
 
 
-def _drop(table, chains: dict) -> None:
+def _drop(table, chains: dict) -> list:
     lines = []
+    targets = []
     for chain, parent in chains.items():
         for hook in {parent, "PREROUTING", "OUTPUT", "POSTROUTING"}:
             lines += ["-D" + r[2:] for r in _jumps(table, hook, chain)]
+        targets += [t for r in table.rules_of(chain) if " udp " in r and (t := _to_destination(r))]
     for chain in chains:
         if chain in table.chains:
             lines += [f"-F {chain}", f"-X {chain}"]
     netfilter.restore(table.family, "nat", lines)
+    return sorted(set(targets))
+
+
+def _to_destination(rule: str) -> str | None:
+    """The address of a saved `-j DNAT --to-destination 10.1.0.2:80` (`[fd00::2]:80`)."""
+    words = rule.split()
+    if "--to-destination" not in words[:-1]:
+        return None
+    target = words[words.index("--to-destination") + 1]
+    host = target.rsplit(":", 1)[0] if not target.startswith("[") else target[1:].split("]")[0]
+    return host or None
 
 
 def check_iptables(plan: Plan) -> str | None:
@@ -193,9 +214,11 @@ def check_iptables(plan: Plan) -> str | None:
     return None
 
 
-def gc_iptables(network: str, valid_ids: set) -> None:
-    """Drop the chains of this network's containers that are no longer valid."""
+def gc_iptables(network: str, valid_ids: set) -> list:
+    """Drop the chains of this network's containers that are no longer valid; the container
+    addresses they pointed at."""
     prefix = f'dnat name: "{network}" id: "'
+    targets: list = []
     for family in (4, 6):
         table = netfilter.save(family, "nat")
         stale = {}
@@ -207,7 +230,8 @@ def gc_iptables(network: str, valid_ids: set) -> None:
                 if container_id not in valid_ids:
                     stale[target] = DNAT_CHAIN
         if stale:
-            _drop(table, stale)
+            targets += _drop(table, stale)
+    return targets
 
 
 # -- nftables ------------------------------------------------------------------------------
@@ -221,10 +245,21 @@ def _nft_rules(version: int) -> list:
     return netfilter.nft_rules("table", _nft_family(version), NFT_TABLE)
 
 
+def nft_comment(network: str, container_id: str) -> str:
+    """Starts with the container ID, so a Go DEL's equality test never matches it by accident
+    and a reader sees the owner first; cut to nft's 128 bytes."""
+    return f"{container_id} net: {network}".replace('"', "")[:NFT_COMMENT_MAX]
+
+
+def _is_attachment(comment: str, network: str, container_id: str) -> bool:
+    return comment in (nft_comment(network, container_id), container_id)
+
+
 def setup_nft(plan: Plan) -> None:
     ipx = _nft_family(plan.version)
     where = f"{ipx} {NFT_TABLE}"
-    note = f"comment {netfilter.nft_string(plan.container_id)}"
+    comment = nft_comment(plan.network, plan.container_id)
+    note = f"comment {netfilter.nft_string(comment)}"
     conditions = " ".join(plan.conditions)
     script = [
         f'add table {where} {{ comment "CNI portmap plugin" ; }}',
@@ -250,7 +285,7 @@ def setup_nft(plan: Plan) -> None:
     script += [
         f"delete rule {where} {r['chain']} handle {r['handle']}"
         for r in _nft_rules(plan.version)
-        if r.get("comment") == plan.container_id
+        if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)
     ]
     for m in plan.mappings:
         match = ""
@@ -273,18 +308,44 @@ def setup_nft(plan: Plan) -> None:
     netfilter.nft_script("\n".join(script) + "\n")
 
 
-def teardown_nft(container_id: str) -> None:
+def teardown_nft(network: str, container_id: str) -> list:
+    """Remove the attachment's rules; the container addresses their UDP DNATs pointed at."""
+    return _drop_nft(lambda c: _is_attachment(c, network, container_id))
+
+
+def gc_nft(network: str, valid_ids: set) -> list:
+    """Remove the rules of this network's containers no longer valid; their addresses."""
+    tail = nft_comment(network, "")
+    keep = {nft_comment(network, cid) for cid in valid_ids}
+    return _drop_nft(lambda c: c.endswith(tail) and c not in keep and len(c) < NFT_COMMENT_MAX)
+
+
+def _drop_nft(doomed) -> list:
+    targets = []
     for version in (4, 6):
-        doomed = [r for r in _nft_rules(version) if r.get("comment") == container_id]
-        if doomed:
+        rules = [r for r in _nft_rules(version) if doomed(r.get("comment", ""))]
+        targets += [t for r in rules if (t := _dnat_target(r)) and t not in targets
+                    and '"udp"' in json.dumps(r)]  # fmt: skip
+        if rules:
             where = f"{_nft_family(version)} {NFT_TABLE}"
             netfilter.nft_script(
-                "".join(f"delete rule {where} {r['chain']} handle {r['handle']}\n" for r in doomed)
+                "".join(f"delete rule {where} {r['chain']} handle {r['handle']}\n" for r in rules)
             )
+    return targets
+
+
+def _dnat_target(rule: dict) -> str | None:
+    """The address of a `dnat to <ip>:<port>` rule in `nft -j` form."""
+    for statement in rule.get("expr", []):
+        if isinstance(statement, dict) and "dnat" in statement:
+            addr = statement["dnat"].get("addr")
+            return addr if isinstance(addr, str) else None
+    return None
 
 
 def check_nft(plan: Plan) -> str | None:
-    rules = [r for r in _nft_rules(plan.version) if r.get("comment") == plan.container_id]
+    rules = [r for r in _nft_rules(plan.version)
+             if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)]  # fmt: skip
     dnats = sum(1 for r in rules if r["chain"] == "hostports")
     masqs = sum(1 for r in rules if r["chain"] == "masquerading")
     want_masq = (2 if plan.version == 4 and not plan.masq_all else 1) if plan.snat else 0
@@ -303,13 +364,12 @@ def enable_route_localnet(container_ip: str) -> None:
     """Let 127.0.0.1:<hostPort> reach the container: route_localnet on the interface that
     routes to it (there is no IPv6 equivalent, so ::1 host ports cannot work)."""
     from libcni.kernel import sysctl
+    from libcni.kernel.routeget import output_link
     from libcni.protocol.errors import INTERNAL, CNIError
 
-    out = netfilter.run_quietly(["ip", "-o", "route", "get", container_ip])
-    words = out.split()
-    if "dev" not in words:
+    device = output_link(container_ip)
+    if device is None:
         return
-    device = words[words.index("dev") + 1]
     try:
         sysctl.ensure(sysctl.iface_key("ipv4", device, "route_localnet"), "1")
     except OSError as err:
@@ -319,8 +379,21 @@ def enable_route_localnet(container_ip: str) -> None:
 def forget_udp_flows(mappings: list, version: int) -> None:
     """Delete conntrack entries to mapped UDP host ports: a flow that existed before the
     mapping would otherwise keep black-holing. Best effort, like upstream."""
-    family = "ipv4" if version == 4 else "ipv6"
-    for port in sorted({m.hostPort for m in mappings if m.protocol == "udp"}):
-        netfilter.run_quietly(
-            ["conntrack", "-D", "-f", family, "-p", "udp", "--orig-port-dst", str(port)]
-        )
+    from libcni.kernel import conntrack
+
+    try:
+        conntrack.forget_udp_to_ports({m.hostPort for m in mappings if m.protocol == "udp"},
+                                      version)  # fmt: skip
+    except OSError:
+        pass
+
+
+def forget_pod_udp_flows(addresses: list) -> None:
+    """DEL: the pod's UDP entries go with its rules (upstream, 2024), so replies to a host
+    port stop going to the dead pod's address. Best effort."""
+    from libcni.kernel import conntrack
+
+    try:
+        conntrack.forget_udp_of(addresses)
+    except OSError:
+        pass

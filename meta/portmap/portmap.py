@@ -2,7 +2,9 @@
 main plugin whose result gives the container's addresses.
 
 Nothing is touched when there are no mappings. DEL needs neither prevResult nor the mappings:
-the container's rules are found by their derived chain name (iptables) or comment (nftables).
+the container's rules are found by their derived chain name (iptables) or comment (nftables),
+and the pod addresses their DNATs name find its UDP conntrack entries. GC finds a network's
+rules by the iptables jump comments and the nftables comments, which both name the network.
 """
 
 from libcni.protocol import skel
@@ -133,9 +135,14 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     conf = call.load(PortMapConf)
-    # Both backends: the config may have changed since ADD, and a missing rule is fine.
-    hostports.teardown_iptables(conf.name, call.container_id)
-    hostports.teardown_nft(call.container_id)
+    # Both backends: the config may have changed since ADD, and a missing rule is fine. The
+    # UDP rules name the pod's addresses, for its conntrack entries.
+    targets = hostports.teardown_iptables(conf.name, call.container_id)
+    targets += hostports.teardown_nft(conf.name, call.container_id)
+    previous = call.prev_result()
+    if previous is not None and any(m.protocol.lower() == "udp" for m in mappings_of(conf)):
+        targets += [a.split("/")[0] for a in container_addresses(previous, call.ifname)]
+    hostports.forget_pod_udp_flows(sorted(set(targets)))
 
 
 def check(call: skel.Call) -> None:
@@ -155,7 +162,9 @@ def check(call: skel.Call) -> None:
 def gc(call: skel.Call) -> None:
     conf = call.load(PortMapConf)
     valid_ids = {container_id for container_id, _ in call.valid_attachments()}
-    hostports.gc_iptables(conf.name, valid_ids)
+    targets = hostports.gc_iptables(conf.name, valid_ids)
+    targets += hostports.gc_nft(conf.name, valid_ids)
+    hostports.forget_pod_udp_flows(sorted(set(targets)))
 
 
 PLUGIN = skel.Plugin("portmap", add=add, delete=delete, check=check, gc=gc)

@@ -3,6 +3,7 @@ DEL restores them from (upstream's path and JSON layout, so either side's DEL re
 other saved).
 """
 
+import contextlib
 import json
 import os
 
@@ -112,34 +113,85 @@ def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
     return os.path.join(data_dir, f"{container_id}_{ifname}.json")
 
 
-def save_backup(path: str, values: dict) -> None:
-    """The values about to be changed, as upstream writes them (one-space indent, 0600).
-    The directory is 0700 (upstream creates it 0600, which only root can enter)."""
+def save_backup(path: str, values: dict, owner: dict | None = None) -> None:
+    """The values about to be changed, as upstream writes them (one-space indent, 0600), and
+    whose they are (see `owner`). The directory is 0700 (upstream creates it 0600, which only
+    root can enter)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    ordered = {key: values[key] for key in BACKUP_KEYS if key in values}
+    ordered: dict = {key: values[key] for key in BACKUP_KEYS if key in values}
+    if owner is not None:
+        ordered[OWNER_KEY] = owner
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(json.dumps(ordered, indent=1))
 
 
 def restore_backup(netns_path: str, ifname: str, path: str) -> None:
-    """Put the saved values back and remove the file; nothing to do without file or link."""
+    """Put the saved values back and remove the file. Without the netns or the link there is
+    nothing to restore to: the file goes anyway (upstream leaves it behind for good)."""
     try:
         with open(path) as f:
             saved = json.load(f)
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         return
-    if not isinstance(saved, dict) or not netns_path or not netns.exists(netns_path):
-        return
+    except ValueError:
+        saved = None
+    if isinstance(saved, dict) and _link_exists(netns_path, ifname):
+        # Upstream's restore order; an MTU of 0 and an empty MAC mean "was not saved".
+        for key in ("mtu", "mac", "promisc", "allmulti", "txQLen"):
+            value = saved.get(key)
+            if value is not None and not (key in ("mtu", "mac") and not value):
+                apply(netns_path, ifname, {key: value})
+    _remove(path)
+
+
+def _link_exists(netns_path: str, ifname: str) -> bool:
+    if not netns_path or not netns.exists(netns_path):
+        return False
     try:
         with RouteSocket(netns_path) as sock:
-            if sock.link(ifname) is None:
-                return
+            return sock.link(ifname) is not None
     except netns.NetnsMissing:
+        return False
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+# -- which attachment a backup belongs to (for GC) ----------------------------------------
+#
+# A backup's name holds the container ID and ifname (both may contain the `_` that joins them)
+# but not the network, and one dataDir serves every network on the node. Beyond upstream, the
+# backup also says whose it is, under a key upstream's decoder ignores (so either side's DEL
+# still restores and removes it), and GC of one network removes the backups of its stale
+# attachments only. Backups without it (made by the Go plugin) are left to their DEL.
+
+OWNER_KEY = "owner"
+
+
+def owner(network: str, container_id: str, ifname: str) -> dict:
+    return {"network": network, "containerID": container_id, "ifname": ifname}
+
+
+def collect(data_dir: str, network: str, valid: list) -> None:
+    """Remove this network's backups of attachments not in `valid` [(containerID, ifname)]."""
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
         return
-    # Upstream's restore order; an MTU of 0 and an empty MAC mean "was not saved".
-    for key in ("mtu", "mac", "promisc", "allmulti", "txQLen"):
-        value = saved.get(key)
-        if value is not None and not (key in ("mtu", "mac") and not value):
-            apply(netns_path, ifname, {key: value})
-    os.remove(path)
+    keep = {(cid, ifname) for cid, ifname in valid}
+    for name in names:
+        path = os.path.join(data_dir, name)
+        if not name.endswith(".json") or not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as f:
+                who = json.load(f).get(OWNER_KEY)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(who, dict) or who.get("network") != network:
+            continue
+        if (who.get("containerID"), who.get("ifname")) not in keep:
+            _remove(path)

@@ -1,5 +1,8 @@
 """tuning: chained after a main plugin, set net sysctls and link attributes of the container
 interface (mac, promisc, mtu, allmulti, txQLen); DEL puts the saved attributes back.
+
+State outside the netns: the backup file per (container ID, ifname), upstream's plus a key
+naming its attachment (linktuning.py), so DEL without the netns and GC remove it.
 """
 
 from libcni.kernel import macaddr
@@ -114,7 +117,8 @@ def add(call: skel.Call) -> Result:
     if wanted:
         before = linktuning.current(call.netns, call.ifname)
         path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
-        linktuning.save_backup(path, {key: before[key] for key in wanted})
+        owner = linktuning.owner(conf.name, call.container_id, call.ifname)
+        linktuning.save_backup(path, {key: before[key] for key in wanted}, owner)
         linktuning.apply(call.netns, call.ifname, wanted)
     if conf.mac:
         for entry in previous.interfaces:
@@ -153,4 +157,9 @@ def check(call: skel.Call) -> None:
             )
 
 
-PLUGIN = skel.Plugin("tuning", add=add, delete=delete, check=check)
+def gc(call: skel.Call) -> None:
+    conf = call.load(TuningConf)
+    linktuning.collect(conf.dataDir or DEFAULT_DATA_DIR, conf.name, call.valid_attachments())
+
+
+PLUGIN = skel.Plugin("tuning", add=add, delete=delete, check=check, gc=gc)

@@ -1,0 +1,85 @@
+"""Per-attachment records of the firewall's iptables and firewalld rules.
+
+Those rules are upstream's and carry only an address (`-s 10.1.0.2/32 -j ACCEPT`, a firewalld
+zone source), so nothing in the kernel says which network, container and interface they belong
+to; changing them would break a Go plugin's DEL of our rules. So ADD writes down, per
+(network, container ID, ifname), the addresses it opened and the backend (and zone) it used:
+`<dataDir>/<network>/<containerID>_<ifname>.json`, under /run by default so the records go
+with the rules on a reboot. DEL finds its addresses there when the prevResult and the netns
+are gone; GC removes what records of attachments no longer valid name.
+"""
+
+import json
+import os
+
+DEFAULT_DIR = "/run/cni/firewall"
+SUFFIX = ".json"
+
+
+def path(data_dir: str, network: str, container_id: str, ifname: str) -> str:
+    return os.path.join(data_dir, network, f"{container_id}_{ifname}{SUFFIX}")
+
+
+def save(data_dir: str, network: str, container_id: str, ifname: str, record: dict) -> None:
+    record = dict(record, containerID=container_id, ifname=ifname)
+    target = path(data_dir, network, container_id, ifname)
+    temporary = f"{target}.tmp{os.getpid()}"
+    for _ in range(5):  # a concurrent DEL may remove the emptied folder under us
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            break
+        except FileNotFoundError:
+            continue
+    else:
+        raise FileNotFoundError(temporary)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+    os.replace(temporary, target)
+
+
+def _read(file_path: str) -> dict | None:
+    try:
+        with open(file_path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def load(data_dir: str, network: str, container_id: str, ifname: str) -> dict | None:
+    return _read(path(data_dir, network, container_id, ifname))
+
+
+def remove(data_dir: str, network: str, container_id: str, ifname: str) -> None:
+    target = path(data_dir, network, container_id, ifname)
+    try:
+        os.remove(target)
+    except FileNotFoundError:
+        return
+    try:
+        os.rmdir(os.path.dirname(target))  # the network's last record: no empty folder left
+    except OSError:
+        pass
+
+
+def all_of(data_dir: str, network: str) -> dict:
+    """{(containerID, ifname): record} of every attachment of `network` with a record (the
+    record names its attachment: both names may hold the `_` of the file name)."""
+    folder = os.path.join(data_dir, network)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        record = _read(os.path.join(folder, name)) if name.endswith(SUFFIX) else None
+        if record is not None:
+            found[(str(record.get("containerID")), str(record.get("ifname")))] = record
+    return found
+
+
+def addresses_of(record: dict | None) -> list:
+    if not record or not isinstance(record.get("addresses"), list):
+        return []
+    return [a for a in record["addresses"] if isinstance(a, str)]
