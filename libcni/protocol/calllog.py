@@ -104,13 +104,13 @@ def append(path: str, text: str, max_size: int) -> None:
     Many plugin calls run at once: the rotation is done under an flock of the full file and
     only if `path` still is that file, so two callers never rotate twice; O_APPEND keeps each
     line whole."""
-    import fcntl
-
     data = text.encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
     try:
         st = os.fstat(fd)
         if st.st_size > 0 and st.st_size + len(data) > max_size:
+            import fcntl  # only a rotating call pays for it
+
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 current = os.stat(path)
