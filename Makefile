@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="-n 50 loopback"`.
 BENCH_ARGS ?=
 
-.PHONY: all deps build srcbin test test-vm test-fast test-sanitize lint release bench print-python clean distclean
+.PHONY: all deps build srcbin test test-vm test-fast test-sanitize lint release deb bench print-python clean distclean
 
 all: build
 
@@ -52,6 +52,11 @@ lint:
 # build/release/cni-plugins-linux-<arch>-v<version>.tgz, laid out like upstream's.
 release: build
 	$(PY) build/release.py
+
+# build/release/pycni_<version>_<arch>.deb: the plugin dir in /opt/cni/bin, cnitool, the
+# systemd units, the man page (dpkg-deb only, no network; see build/deb.py).
+deb: build
+	$(PY) build/deb.py
 
 # Our frozen executables against Debian's Go plugins, side by side (root: makes namespaces).
 bench: build

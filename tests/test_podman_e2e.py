@@ -10,17 +10,30 @@ import subprocess
 import time
 
 import pytest
-from conftest import FROZEN_BIN, GO_BIN
+from conftest import FROZEN_BIN, GO_BIN, REPO
 from podman.node import EXTERNAL_ADDRESS, NODE_ADDRESS, PodmanNode
 
 
-@pytest.fixture(params=["go", "pycni"])
+@pytest.fixture(scope="session")
+def deb_bin(frozen_bin, tmp_path_factory):
+    """The plugin dir `make deb`'s package installs (/opt/cni/bin), unpacked into a tmp root."""
+    import runpy
+
+    out = tmp_path_factory.mktemp("deb")
+    build = runpy.run_path(os.path.join(REPO, "build", "deb.py"))["build"]
+    deb = build(frozen_bin, str(out), "gzip", str(out / "work"))
+    subprocess.run(["dpkg-deb", "-x", deb, str(out / "root")], check=True)
+    return str(out / "root" / "opt" / "cni" / "bin")
+
+
+@pytest.fixture(params=["go", "pycni", "deb"])
 def node(request, make_netns):
     if shutil.which("podman") is None:
         if os.environ.get("CI"):
             pytest.fail("podman is not installed: .ci/run must install podman, crun and conmon")
         pytest.skip("podman is not installed")
-    plugin_dir = GO_BIN if request.param == "go" else FROZEN_BIN
+    dirs = {"go": GO_BIN, "pycni": FROZEN_BIN}
+    plugin_dir = dirs.get(request.param) or request.getfixturevalue("deb_bin")
     if not os.path.isfile(os.path.join(plugin_dir, "bridge")):
         pytest.fail(f"no plugins in {plugin_dir} (make build; Debian containernetworking-plugins)")
     podman = PodmanNode(make_netns, plugin_dir)

@@ -17,7 +17,7 @@ DEFAULT_CNI_PATH = "/opt/cni/bin"
 NETNS_DIRS = ("/var/run/netns", "/run/netns")
 COMMANDS = ("add", "check", "del", "gc", "status", "version")
 
-USAGE = "cnitool [options] {add|check|del|gc|status|version} NETWORK [NETNS]"
+USAGE = "cnitool [options] {add|check|del|gc|status|version} NETWORK [NETNS] | cnitool doctor"
 
 DESCRIPTION = """\
 Attach a network namespace to a CNI network, check it, detach it, or ask the network's
@@ -32,6 +32,8 @@ commands:
   status NETWORK        run STATUS on each plugin (cniVersion 1.1.0+)
   version [NETWORK]     the CNI versions each plugin of NETWORK supports (no NETWORK:
                         cnitool's own)
+  doctor [--json]       what keeps this node's pods off the network, and how to fix it
+                        (`cnitool doctor --help`)
 
 NETWORK is a network name from the config directory, or a path to a .conflist/.conf/.json
 file (anything containing a "/"). NETNS is a netns path, or a name in /var/run/netns."""
@@ -401,6 +403,10 @@ def run(argv, environ, stdout, stderr) -> int:
         parser.print_usage(stderr)
         stderr.write("run 'cnitool --help' for the commands and options\n")
         return 2
+    if argv[0] == "doctor":
+        from libcni.runtime import doctor
+
+        return doctor.main(argv[1:], environ, stdout)
     try:
         opts = parser.parse_intermixed_args(argv)
         inv = Invocation(opts, environ, parser)
