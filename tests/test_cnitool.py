@@ -12,7 +12,7 @@ import pytest
 import recording_plugin
 from conftest import NETNS_DIR, ip_json, unique_name
 
-from libcni.runtime.cnitool import container_id_for
+from libcni.runtime.cli import container_id_for
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
