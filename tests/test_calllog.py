@@ -10,7 +10,6 @@ import os
 
 import pytest
 from conftest import run_plugin
-from test_fastpath import Daemon
 
 from libcni.protocol import calllog, skel
 from libcni.runtime import conflist
@@ -32,16 +31,11 @@ def chain(log_keys: dict) -> conflist.NetworkList:
 
 
 @pytest.fixture
-def daemon_or_not(request, plugin_dir, tmp_path):
+def daemon_or_not(request, plugin_dir, start_daemon):
     """{} (each executable runs the call) or the env that sends calls to a private daemon."""
     if request.param == "exec":
-        yield "frozen" if plugin_dir.endswith("dist/bin") else "source", {}
-        return
-    started = Daemon(plugin_dir, tmp_path)
-    try:
-        yield "daemon", {"PYCNI_SOCKET": started.socket}
-    finally:
-        started.stop()
+        return "frozen" if plugin_dir.endswith("dist/bin") else "source", {}
+    return "daemon", {"PYCNI_SOCKET": start_daemon(plugin_dir).socket}
 
 
 @pytest.mark.parametrize("daemon_or_not", ["exec", "daemon"], indirect=True)

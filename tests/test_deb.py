@@ -53,7 +53,10 @@ def test_the_plugin_dir_is_build_dist_bin_as_it_is(frozen_bin, unpacked):
     assert all(os.stat(plugin_dir / n).st_ino == inode for n in ("bridge", "cnitool", "vrf"))
     assert os.readlink(unpacked / "usr" / "bin" / "cnitool") == "/opt/cni/bin/cnitool"
     units = sorted(os.listdir(unpacked / "lib" / "systemd" / "system"))
-    assert units == sorted(n for n in os.listdir(SYSTEMD) if n.endswith(DEB["UNIT_SUFFIXES"]))
+    sources = [n for n in os.listdir(SYSTEMD) if n.endswith(DEB["UNIT_SUFFIXES"])]
+    assert units == sorted(DEB["packaged_name"](n) for n in sources)
+    # Debian's containernetworking-plugins owns the upstream dhcp unit names.
+    assert "cni-dhcp.socket" not in units and "pycni-dhcp.socket" in units
     assert (unpacked / "usr/share/man/man8/cnitool.8.gz").exists()
     assert (unpacked / "usr/share/doc/pycni/copyright").exists()
 
@@ -62,7 +65,8 @@ def test_control_and_maintainer_scripts(deb):
     info = subprocess.run(["dpkg-deb", "-f", deb], capture_output=True, text=True).stdout
     assert "Package: pycni" in info and "Depends: libc6 (>= 2." in info
     postinst = subprocess.run(["dpkg-deb", "-I", deb, "postinst"], capture_output=True, text=True)
-    assert 'UNITS="pycni.socket' in postinst.stdout
+    enabled = postinst.stdout.split('UNITS="', 1)[1].split('"', 1)[0].split()
+    assert enabled == ["pycni-dhcp.socket", "pycni.socket"]
     assert 'if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]' in postinst.stdout
 
 
