@@ -25,12 +25,27 @@ class IPAMConf(config.Struct):
     rangeEnd: str = ""
     gateway: str = ""
     routes: list = []
-    dataDir: str = ""
-    resolvConf: str = ""
+    dataDir: config.Path = ""
+    resolvConf: config.Path = ""
+
+
+class CniArgs(config.Struct):
+    ips: list[str] = []
+
+
+class Args(config.Struct):
+    cni: CniArgs = None  # type: ignore[assignment]
+
+
+class RuntimeConfig(config.Struct):
+    ips: list[str] = []
+    ipRanges: list[list] = []
 
 
 class Conf(config.NetConf):
     ipam: IPAMConf = None  # type: ignore[assignment]
+    args: Args = None  # type: ignore[assignment]
+    runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
 
 
 class Allocation:
@@ -43,9 +58,8 @@ class Allocation:
         ipam = conf.ipam
         self.ipam = ipam
         raw_sets = []
-        runtime = conf.runtimeConfig or {}
-        if isinstance(runtime.get("ipRanges"), list):
-            raw_sets.extend(runtime["ipRanges"])
+        if conf.runtimeConfig is not None:
+            raw_sets.extend(conf.runtimeConfig.ipRanges)
         if ipam.subnet:
             legacy = {
                 "subnet": ipam.subnet,
@@ -81,9 +95,10 @@ def _requested_ips(call: skel.Call, conf: Conf) -> list:
     ip_arg = call.cni_args("IP").get("IP")
     if ip_arg:
         texts.extend(ip_arg.split(","))
-    cni_args = (conf.args or {}).get("cni") or {}
-    texts.extend(cni_args.get("ips") or [])
-    texts.extend((conf.runtimeConfig or {}).get("ips") or [])
+    if conf.args is not None and conf.args.cni is not None:
+        texts.extend(conf.args.cni.ips)
+    if conf.runtimeConfig is not None:
+        texts.extend(conf.runtimeConfig.ips)
     requested = []
     for text in texts:
         try:

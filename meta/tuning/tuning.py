@@ -4,7 +4,7 @@ interface (mac, promisc, mtu, allmulti, txQLen); DEL puts the saved attributes b
 
 from libcni.kernel import macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.config import MTU, Int32, NetConf, Path, Struct
 from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
 from libcni.protocol.result import Result
 from meta.tuning import linktuning
@@ -16,9 +16,9 @@ class CniArgs(Struct):
     sysctl: dict[str, str] | None = None
     mac: str | None = None
     promisc: bool | None = None
-    mtu: int | None = None
+    mtu: MTU | None = None
     allmulti: bool | None = None
-    txQLen: int | None = None
+    txQLen: Int32 | None = None
 
 
 class Args(Struct):
@@ -33,10 +33,10 @@ class TuningConf(NetConf):
     sysctl: dict[str, str] = {}
     mac: str = ""
     promisc: bool = False
-    mtu: int = 0
-    txQLen: int | None = None
+    mtu: MTU = 0
+    txQLen: Int32 | None = None
     allmulti: bool | None = None
-    dataDir: str = ""
+    dataDir: Path = ""
     runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
     args: Args = None  # type: ignore[assignment]
 

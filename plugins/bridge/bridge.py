@@ -9,7 +9,7 @@ from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr, netns, sysctl, veth
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct, dns_if_set
+from libcni.protocol.config import MTU, Int32, NetConf, Struct, dns_if_set
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
 from libcni.rollback import Rollback
@@ -20,9 +20,9 @@ MAX_VLAN = 4094
 
 
 class VlanTrunk(Struct):
-    minID: int | None = None
-    maxID: int | None = None
-    id: int | None = None
+    minID: Int32 | None = None
+    maxID: Int32 | None = None
+    id: Int32 | None = None
 
 
 class MacArgs(Struct):
@@ -46,10 +46,10 @@ class BridgeConf(NetConf):
     ipMasqBackend: str = ""
     # Beyond upstream: destinations that keep the pod's source address (a cluster CIDR).
     ipMasqExclude: list[str] | None = None
-    mtu: int = 0
+    mtu: MTU = 0
     hairpinMode: bool = False
     promiscMode: bool = False
-    vlan: int = 0
+    vlan: Int32 = 0
     vlanTrunk: list[VlanTrunk] | None = None
     preserveDefaultVlan: bool = False
     macspoofchk: bool = False
