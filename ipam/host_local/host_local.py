@@ -14,7 +14,6 @@ from libcni.protocol.errors import INTERNAL, INVALID_NETWORK_CONFIG, PLUGIN_NOT_
 from libcni.protocol.result import Result, parse_route
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
-VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 
 class IPAMConf(config.Struct):
@@ -184,10 +183,7 @@ def check(call: skel.Call) -> None:
 def gc(call: skel.Call) -> None:
     """Release reservations whose (containerID, ifname) is not a valid attachment."""
     alloc = Allocation(call)
-    valid = set()
-    for entry in call.conf.get(VALID_ATTACHMENTS) or []:
-        if isinstance(entry, dict):
-            valid.add((str(entry.get("containerID", "")), str(entry.get("ifname", ""))))
+    valid = set(call.valid_attachments())  # a CNIError, before anything is deleted, if malformed
     valid_ids = {container_id for container_id, _ in valid}
     with alloc.store:
         for ip, (container_id, ifname) in alloc.store.reservations().items():

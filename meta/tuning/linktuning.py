@@ -115,19 +115,23 @@ def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
 def save_backup(path: str, values: dict) -> None:
     """The values about to be changed, as upstream writes them (one-space indent, 0600).
     The directory is 0700 (upstream creates it 0600, which only root can enter)."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    from libcni import statefile
+
+    statefile.ensure_dir(os.path.dirname(path), 0o700)
     ordered = {key: values[key] for key in BACKUP_KEYS if key in values}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(ordered, indent=1))
+    statefile.write_text(path, json.dumps(ordered, indent=1))  # no symlinks, regular files only
 
 
 def restore_backup(netns_path: str, ifname: str, path: str) -> None:
     """Put the saved values back and remove the file; nothing to do without file or link."""
+    from libcni import statefile
+
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (FileNotFoundError, ValueError):
+        text = statefile.read_text(path)  # no symlinks, regular files only
+        saved = json.loads(text) if text is not None else None
+    except ValueError:
+        return
+    if text is None:
         return
     if not isinstance(saved, dict) or not netns_path or not netns.exists(netns_path):
         return
