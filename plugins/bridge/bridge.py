@@ -227,8 +227,9 @@ def status(call: skel.Call) -> None:
 
 def gc(call: skel.Call) -> None:
     conf = load_conf(call)
+    valid = call.valid_attachments()  # malformed: code 7, before anything is deleted
     try:
-        masq.gc(conf.name, call.valid_attachments())
+        masq.gc(conf.name, valid)
     except CNIError as err:
         raise CNIError(INTERNAL, f"GC of masquerade rules failed: {err}") from None
     ipam.forward(call, conf, "GC")
