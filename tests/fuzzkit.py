@@ -840,7 +840,10 @@ def in_namespaces(argv: list) -> int:
     try:
         for ns in (host, container):
             subprocess.run(["ip", "netns", "add", ns], check=True)
-        path = argv[argv.index("--frozen") + 1] if "--frozen" in argv else ""
+        path = ""
+        if "--frozen" in argv:  # absolute: the campaign runs from inside its data dir
+            at = argv.index("--frozen") + 1
+            path = argv[at] = os.path.abspath(argv[at])
         return subprocess.run(
             [
                 "ip",
