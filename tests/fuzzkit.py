@@ -391,6 +391,40 @@ SEEDS = [
 ]
 
 
+FIELD_VALUES = ["a\x00b", "x" * 300, "../../x", "\ud800", "", "/", 2**40, -1, 1.5, True, None,
+                [], {}, [None], {"a": None}]  # fmt: skip
+
+
+def _struct_fields(cls, prefix=()):
+    from libcni.protocol import config
+
+    for key, kind in config._fields(cls).items():
+        if key == "dataDir":
+            continue
+        yield (*prefix, key)
+        if isinstance(kind, type) and issubclass(kind, config.Struct):
+            yield from _struct_fields(kind, (*prefix, key))
+
+
+def field_inputs(name: str, module, data_dir: str, netns: str, cni_path: str):
+    """Type-aware inputs: every field of every config class in the plugin's module, set to each
+    of FIELD_VALUES (wrong types, NUL, surrogates, huge and negative numbers, path tricks)."""
+    from libcni.protocol import config
+
+    classes = [c for c in vars(module).values()
+               if isinstance(c, type) and issubclass(c, config.NetConf)]  # fmt: skip
+    paths = sorted({path for cls in classes for path in _struct_fields(cls)})
+    for path in paths:
+        for value in FIELD_VALUES:
+            conf = full_config(name, data_dir, netns)
+            if path[0] == "ipam" and not isinstance(conf.get("ipam"), dict):
+                continue
+            _set(conf, path, value)
+            pin_data_dirs(conf, data_dir)
+            env = base_env("ADD", netns, cni_path, ifname_for(name))
+            yield ".".join(map(str, path)), "ADD", encode(conf), env
+
+
 COMMON_KEYS = ("name", "cniVersion", "type", "args", "runtimeConfig", "dns", "capabilities", "deep")
 # Keys a plugin reads that its base config leaves at the default.
 MORE_KEYS = {
@@ -775,6 +809,7 @@ def setup_namespace_devices(container_ns: str) -> None:
 def main(argv=None) -> int:
     """A campaign from inside a host netns made for it (see `make fuzz`)."""
     import argparse
+    import importlib
     import time
 
     parser = argparse.ArgumentParser()
@@ -804,6 +839,12 @@ def main(argv=None) -> int:
             name, args.data_dir, args.container_netns, args.cni_path
         ):
             campaign.one(name, command, stdin, env)
+        if not args.frozen:  # the frozen campaign is about the executables, not the fields
+            module = importlib.import_module(plugins()[name])
+            for _what, command, stdin, env in field_inputs(
+                name, module, args.data_dir, args.container_netns, args.cni_path
+            ):
+                campaign.one(name, command, stdin, env)
     for i in range(args.inputs):
         name = names[i % len(names)]
         command, stdin, env = campaign.random_input(rng, name)

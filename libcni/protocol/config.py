@@ -43,6 +43,14 @@ def _no_nul(value: str) -> str:
     return "a NUL character" if "\x00" in value else ""
 
 
+def _link_name(value: str) -> str:
+    if "\x00" in value or "/" in value or any(c.isspace() for c in value):
+        return "NUL, / or whitespace"
+    if len(value.encode(errors="surrogatepass")) > 15:
+        return "longer than 15 bytes"
+    return ""
+
+
 def _ip_or_empty(value: str) -> str:
     if not value:
         return ""
@@ -66,21 +74,25 @@ if TYPE_CHECKING:
     Uint16 = int
     Uint32 = int
     Uint64 = int
+    Int64 = int
     Int32 = int
     MTU = int
     ID = int
     Path = str
     IP = str
+    LinkName = str
 else:
     Uint8 = _ranged("Uint8", 0, 2**8 - 1)
     Uint16 = _ranged("Uint16", 0, 2**16 - 1)
     Uint32 = _ranged("Uint32", 0, 2**32 - 1)
     Uint64 = _ranged("Uint64", 0, 2**64 - 1)
     Int32 = _ranged("Int32", -(2**31), 2**31 - 1)
+    Int64 = _ranged("Int64", -(2**63), 2**63 - 1)
     MTU = _ranged("MTU", 0, 2**31 - 1)  # dev->mtu is an unsigned int the kernel caps at INT_MAX
     ID = _ranged("ID", 0, 2**32 - 2)  # a uid or gid (uid_t; -1 means "none")
     Path = _checked("Path", "a path without NUL characters", _no_nul)
     IP = _checked("IP", "an IP address", _ip_or_empty)
+    LinkName = _checked("LinkName", "a network interface name", _link_name)
 
 _TYPE_WORDS = {
     int: "an integer",

@@ -8,7 +8,7 @@ import ipaddress
 from libcni.kernel import netns
 from libcni.kernel.rules import TableSocket
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Uint32
+from libcni.protocol.config import NetConf
 from libcni.protocol.errors import config_error, internal
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -18,7 +18,7 @@ MAX_TABLE = 2**32 - 1
 
 
 class SbrConf(NetConf):
-    table: Uint32 | None = None
+    table: int | None = None
     gateways: list[str] = []
     addSourceHints: bool = False
 

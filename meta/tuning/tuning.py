@@ -4,7 +4,7 @@ interface (mac, promisc, mtu, allmulti, txQLen); DEL puts the saved attributes b
 
 from libcni.kernel import macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import MTU, Int32, NetConf, Path, Struct
+from libcni.protocol.config import MTU, NetConf, Path, Struct, Uint32
 from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
 from libcni.protocol.result import Result
 from meta.tuning import linktuning
@@ -18,7 +18,7 @@ class CniArgs(Struct):
     promisc: bool | None = None
     mtu: MTU | None = None
     allmulti: bool | None = None
-    txQLen: Int32 | None = None
+    txQLen: Uint32 | None = None
 
 
 class Args(Struct):
@@ -34,7 +34,7 @@ class TuningConf(NetConf):
     mac: str = ""
     promisc: bool = False
     mtu: MTU = 0
-    txQLen: Int32 | None = None
+    txQLen: Uint32 | None = None
     allmulti: bool | None = None
     dataDir: Path = ""
     runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]

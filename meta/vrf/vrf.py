@@ -6,7 +6,7 @@ remove the VRF when its last interface leaves it. Spec versions from 0.3.1, as u
 from libcni.kernel import netns
 from libcni.kernel.rules import TableSocket, vrf_table
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Uint32
+from libcni.protocol.config import NetConf
 from libcni.protocol.errors import CNIError, config_error, internal
 from libcni.protocol.names import validate_ifname
 from libcni.protocol.result import Result
@@ -19,7 +19,7 @@ MAX_TABLE = 2**32 - 1
 
 class VrfConf(NetConf):
     vrfname: str = ""
-    table: Uint32 = 0
+    table: int = 0
 
 
 def load_conf(call: skel.Call) -> VrfConf:

@@ -9,7 +9,7 @@ from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr, netns, sysctl, veth
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
-from libcni.protocol.config import MTU, Int32, NetConf, Struct, dns_if_set
+from libcni.protocol.config import MTU, Int32, LinkName, NetConf, Struct, dns_if_set
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
 from libcni.rollback import Rollback
@@ -38,7 +38,7 @@ class RuntimeConfig(Struct):
 
 
 class BridgeConf(NetConf):
-    bridge: str = "cni0"
+    bridge: LinkName = "cni0"
     isGateway: bool = False
     isDefaultGateway: bool = False
     forceAddress: bool = False

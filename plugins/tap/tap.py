@@ -7,7 +7,7 @@ port of a bridge that already exists there) and addressed by the optional IPAM p
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import ID, MTU, NetConf, Struct, config_dns
+from libcni.protocol.config import ID, MTU, LinkName, NetConf, Struct, config_dns
 from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -27,7 +27,7 @@ class TapConf(NetConf):
     owner: ID | None = None
     group: ID | None = None
     selinuxContext: str = ""
-    bridge: str = ""
+    bridge: LinkName = ""
     runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
 
 

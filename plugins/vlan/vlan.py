@@ -9,7 +9,7 @@ import errno
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
-from libcni.protocol.config import MTU, Int32, NetConf, config_dns
+from libcni.protocol.config import MTU, Int32, LinkName, NetConf, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -18,7 +18,7 @@ MAX_VLAN_ID = 4094
 
 
 class VlanConf(NetConf):
-    master: str = ""
+    master: LinkName = ""
     vlanId: Int32 = 0
     mtu: MTU = 0
     linkInContainer: bool = False
