@@ -139,6 +139,8 @@ def _allocate(alloc: Allocation, call: skel.Call, index: int, range_set: RangeSe
 
 def add(call: skel.Call) -> Result:
     alloc = Allocation(call)
+    # Read before anything is reserved: a bad resolvConf must not leave a reservation behind.
+    dns = _read_resolv_conf(alloc.ipam.resolvConf) if alloc.ipam.resolvConf else {}
     result = Result(call.cni_version)
     taken = []
     with alloc.store:  # one lock across every range set
@@ -159,8 +161,7 @@ def add(call: skel.Call) -> Result:
                 alloc.store.release(ip)
             raise
     result.routes = alloc.routes
-    if alloc.ipam.resolvConf:
-        result.dns = _read_resolv_conf(alloc.ipam.resolvConf)
+    result.dns = dns
     return result
 
 
@@ -208,9 +209,16 @@ def status(call: skel.Call) -> None:
 
 def _read_resolv_conf(path: str) -> dict:
     dns: dict = {}
+    import os
+    import stat
+
+    # Symlinks are fine here (/etc/resolv.conf often is one); FIFOs, devices and huge files not.
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise CNIError(INTERNAL, f"host-local: resolvConf {path} is not a regular file")
+            lines = f.read(1 << 20).decode(errors="replace").splitlines()
     except OSError as err:
         raise CNIError(
             INTERNAL, f"host-local: cannot read resolvConf {path}: {err.strerror}"

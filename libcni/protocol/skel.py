@@ -82,6 +82,7 @@ class Call:
         self.conf = conf
         self.cni_version = versions.config_version(conf) if conf is not None else ""
         self.stderr = stderr
+        self.plugin_name = ""  # the running plugin's name, set by the skeleton
         self._decoded: dict = {}
 
     @property
@@ -259,6 +260,7 @@ def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
             "CNI_COMMAND must be one of ADD, DEL, CHECK, GC, STATUS, VERSION",
         )
     call = Call(command, env, stdin_data, conf, stderr)
+    call.plugin_name = plugin.name
     _check_version(plugin, command, call.cni_version)
     if command in (ADD, DEL):
         _check_not_own_netns(call)
@@ -270,12 +272,30 @@ def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
     if command == ADD:
         if result is None:
             raise CNIError(INTERNAL, f"{plugin.name} ADD produced no result")
-        text = result.dumps(call.cni_version)
+        try:
+            text = result.dumps(call.cni_version)
+        except CNIError:
+            # E.g. no IP for a 0.1.0/0.2.0 result: the ADD did its work but cannot report it,
+            # so the runtime will never DEL it: undo it here.
+            _undo_add(plugin, call)
+            raise
         try:
             _write_safely(stdout, text)
         except OSError as err:
             raise CNIError(IO_FAILURE, f"error writing result: {err.strerror}") from None
     return 0
+
+
+def _undo_add(plugin: Plugin, call: Call) -> None:
+    delete = plugin.verbs[DEL]
+    if delete is None:
+        return
+    undo = Call(DEL, dict(call.env, CNI_COMMAND=DEL), call.stdin_data, call.conf, call.stderr)
+    undo.plugin_name = plugin.name
+    try:
+        delete(undo)
+    except Exception as err:  # the ADD's own error is the one to report
+        call.log(f"{plugin.name}: undoing the ADD failed: {err}")
 
 
 def dispatch(plugin: Plugin, env, stdin, stdout, stderr) -> int:

@@ -116,11 +116,12 @@ def add(call: skel.Call) -> Result:
     kind = ipam.type_of(conf)
     backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
     filtering = bool(conf.vlan or conf.vlanTrunk is not None)
-    bridge = bridging.ensure_bridge(
-        conf.bridge, mtu=conf.mtu, promisc=conf.promiscMode, vlan_filtering=filtering
-    )
-    # Unlike upstream, a failed ADD also removes the veth it made.
+    # Unlike upstream, a failed ADD also removes the veth it made, and the bridge if it made it.
     with Rollback() as undo:
+        bridge = bridging.ensure_bridge(
+            conf.bridge, mtu=conf.mtu, promisc=conf.promiscMode, vlan_filtering=filtering,
+            undo=undo,
+        )  # fmt: skip
         host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=container_mac)
         undo.push(links.delete, call.netns, call.ifname)
         result = Result(call.cni_version)
