@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="-n 50 loopback"`.
 BENCH_ARGS ?=
 
-.PHONY: all deps build srcbin test test-vm test-fast test-sanitize lint release deb bench print-python clean distclean
+.PHONY: all deps build srcbin test test-vm test-fast test-sanitize fuzz lint release deb bench print-python clean distclean
 
 all: build
 
@@ -43,6 +43,17 @@ test-sanitize: build
 # Iterating without a frozen build: source tests only.
 test-fast:
 	PYCNI_ALLOW_NO_FROZEN=1 $(PY) -m pytest -x -q $(PYTEST_ARGS)
+
+# The long fuzz campaign (issue #16): the hypothesis test with many more examples, then
+# FUZZ_INPUTS hostile inputs in-process and FUZZ_FROZEN_INPUTS through the frozen executables,
+# each in namespaces it creates; prints the counts (tracebacks and answers without JSON: 0).
+FUZZ_EXAMPLES ?= 3000
+FUZZ_INPUTS ?= 20000
+FUZZ_FROZEN_INPUTS ?= 3000
+fuzz: build
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py $(PYTEST_ARGS)
+	$(PY) tests/fuzzkit.py --inputs $(FUZZ_INPUTS) --leaks late
+	$(PY) tests/fuzzkit.py --inputs $(FUZZ_FROZEN_INPUTS) --frozen build/dist/bin --seed 2
 
 # ruff over everything, mypy over every package (both must be clean; CI runs this first).
 lint:

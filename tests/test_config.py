@@ -81,3 +81,41 @@ def test_defaults_are_not_shared():
     first, second = decode({}), decode({})
     first.tags.append("x")
     assert second.tags == []
+
+
+class Ranged(config.NetConf):
+    mtu: config.MTU = 0
+    owner: config.ID | None = None
+    table: config.Uint32 = 0
+    hostIP: config.IP = ""
+    dataDir: config.Path = ""
+    entries: list[Sub] = []
+    sysctl: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    "obj, words",
+    [
+        ({"mtu": 4294967296}, '"mtu" must be an integer from 0 to 2147483647, got 4294967296'),
+        ({"mtu": -1}, '"mtu" must be an integer from 0'),
+        ({"owner": 4294967295}, '"owner" must be an integer from 0 to 4294967294'),
+        ({"table": 2**32}, '"table" must be an integer from 0 to 4294967295'),
+        ({"hostIP": "1.2.3.4.5"}, '"hostIP" must be an IP address, got "1.2.3.4.5"'),
+        ({"dataDir": "/a\x00b"}, '"dataDir" must be a path without NUL characters'),
+        ({"mtu": "1500"}, '"mtu" must be an integer, got string "1500"'),
+    ],
+)
+def test_kernel_ranges_and_string_rules_are_code_7_naming_the_key(obj, words):
+    with pytest.raises(CNIError) as err:
+        config.decode(Ranged, obj)
+    assert err.value.code == 7 and words in err.value.msg
+
+
+def test_ranged_values_inside_the_range_decode():
+    conf = config.decode(Ranged, {"mtu": 9000, "owner": 2147483648, "hostIP": "::1"})
+    assert (conf.mtu, conf.owner, conf.hostIP) == (9000, 2147483648, "::1")
+
+
+def test_null_in_a_list_or_map_is_the_zero_value_as_in_go():
+    conf = config.decode(Ranged, {"entries": [None], "sysctl": {"net.core.somaxconn": None}})
+    assert conf.entries[0].subnet == "" and conf.sysctl == {"net.core.somaxconn": ""}

@@ -271,6 +271,44 @@ def test_gc_removes_invalid_attachments_only(plugin_dir, tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "attachments",
+    ["keep", {"containerID": "keep", "ifname": "eth0"}, None, [None], [{"containerID": 1}]],
+    ids=["string", "object", "missing", "null-entry", "int-id"],
+)
+def test_gc_with_malformed_attachments_deletes_nothing(plugin_dir, tmp_path, attachments):
+    add(plugin_dir, conf(tmp_path), container_id="keep")
+    before = files(tmp_path)
+    c = conf(tmp_path)
+    if attachments is not None:
+        c["cni.dev/valid-attachments"] = attachments
+    run = run_plugin(plugin_dir, "host-local", "GC", c)
+    assert run.returncode == 1 and run.json["code"] == 7, run
+    assert "valid-attachments" in run.json["msg"]
+    assert files(tmp_path) == before
+
+
+def test_a_symlink_planted_as_last_reserved_ip_is_not_followed(plugin_dir, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    os.makedirs(tmp_path / NET)
+    os.symlink(target, tmp_path / NET / "last_reserved_ip.0")
+    done = add(plugin_dir, conf(tmp_path))
+    assert done.returncode == 1 and "symbolic link" in done.json["msg"], done
+    assert target.read_text() == "keep me"
+    assert [f for f in files(tmp_path) if f[0].isdigit()] == []  # the reservation was undone
+
+
+def test_a_reservation_that_is_not_a_regular_file_is_skipped(plugin_dir, tmp_path):
+    os.makedirs(tmp_path / NET / "10.77.0.9")
+    os.symlink("/etc/hostname", tmp_path / NET / "10.77.0.8")
+    c = conf(tmp_path)
+    c["cni.dev/valid-attachments"] = []
+    run = run_plugin(plugin_dir, "host-local", "GC", c)
+    assert run.returncode == 0, run
+    assert os.path.isfile("/etc/hostname")
+
+
 def test_gc_refused_before_1_1_0(plugin_dir, tmp_path):
     run = run_plugin(plugin_dir, "host-local", "GC", conf(tmp_path, version="1.0.0"))
     assert run.json["code"] == 1 and run.json["msg"] == "config version does not allow GC"

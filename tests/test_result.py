@@ -214,3 +214,13 @@ def test_route_table_zero_is_kept_other_zero_fields_dropped():
         "1.0.0",
     )
     assert result.to_version("1.0.0")["routes"] == [{"dst": "10.0.0.0/8", "table": 0}]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("interfaces", 1), ("routes", 5), ("ips", 5), ("ips", [None]), ("interfaces", [{"mac": 5}])],
+)
+def test_wrongly_typed_result_fields_are_cni_errors(field, value):
+    with pytest.raises(CNIError) as err:
+        Result.from_json({"cniVersion": "1.0.0", field: value}, "1.0.0")
+    assert err.value.code == 999 and "invalid" in err.value.msg

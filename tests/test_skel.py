@@ -329,3 +329,56 @@ def test_prev_result_from_another_family_is_refused_with_upstream_message():
         "could not parse prevResult: result type supports "
         '[1.0.0 1.1.0] but unmarshalled CNIVersion is "0.4.0"'
     )
+
+
+def test_json_nested_too_deeply_is_code_6_not_a_recursion_error():
+    deep = b'{"name": "net1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    code, out, err, rec = run(FULL_ENV, stdin=deep)
+    assert code == 1 and not rec.calls
+    assert error_of(out)["code"] == 6 and "nested deeper" in error_of(out)["msg"]
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("key", ["name", "cniVersion"])
+def test_a_lone_surrogate_still_gives_valid_json_on_a_strict_stdout(key):
+    stdin = json.dumps(dict(CONF, **{key: "\ud800"})).encode()
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8", errors="strict")
+    code = skel.dispatch(make_plugin(Recorder()), FULL_ENV, io.BytesIO(stdin), out, io.StringIO())
+    out.flush()
+    assert code == 1
+    assert isinstance(json.loads(raw.getvalue().decode("utf-8"))["code"], int)
+
+
+def test_an_unexpected_exception_prints_one_short_line():
+    def crashing(call):
+        raise ValueError("first line\n" + "x" * 500)
+
+    code, out, err, _ = run(FULL_ENV, plugin=skel.Plugin("fake", add=crashing))
+    assert code == 1 and error_of(out) == {"code": 999, "msg": "first line"}
+    assert "x" * 500 in err
+
+
+@pytest.mark.parametrize(
+    "attachments",
+    [None, "c1", {"containerID": "c1"}, [None], [{"containerID": 1, "ifname": "eth0"}]],
+)
+def test_gc_attachments_must_be_a_list_of_id_and_ifname(attachments):
+    conf = dict(CONF, cniVersion="1.1.0")
+    if attachments is not None:
+        conf["cni.dev/valid-attachments"] = attachments
+    seen = []
+    plugin = skel.Plugin("fake", gc=lambda call: seen.append(call.valid_attachments()))
+    env = dict(FULL_ENV, CNI_COMMAND="GC")
+    code, out, _, _ = run(env, stdin=json.dumps(conf).encode(), plugin=plugin)
+    assert code == 1 and error_of(out)["code"] == 7 and not seen
+
+
+def test_gc_attachments_listed_are_pairs():
+    conf = dict(CONF, cniVersion="1.1.0")
+    conf["cni.dev/valid-attachments"] = [{"containerID": "c1", "ifname": "eth0"}]
+    seen = []
+    plugin = skel.Plugin("fake", gc=lambda call: seen.append(call.valid_attachments()))
+    env = dict(FULL_ENV, CNI_COMMAND="GC")
+    code, _, _, _ = run(env, stdin=json.dumps(conf).encode(), plugin=plugin)
+    assert code == 0 and seen == [[("c1", "eth0")]]

@@ -150,3 +150,26 @@ def test_backup_interop_with_go(plugin_dir, go_bin, pod, tmp_path, adder, delete
     after = link(pod)
     assert after["address"] == before["address"] and after["mtu"] == before["mtu"]
     assert not (tmp_path / "tuning" / "ctr1_eth0.json").exists()
+
+
+def test_a_symlink_planted_as_the_backup_is_not_followed(plugin_dir, pod, tmp_path):
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    os.makedirs(tmp_path / "tuning")
+    os.symlink(target, tmp_path / "tuning" / "ctr1_eth0.json")
+    done = tuning(plugin_dir, "ADD", conf(pod, tmp_path, mtu=1400), pod)
+    assert done.returncode == 1 and "symbolic link" in done.json["msg"], done
+    assert target.read_text() == "keep me"
+
+
+def test_a_data_dir_that_is_a_file_is_a_clean_error(plugin_dir, pod, tmp_path):
+    (tmp_path / "file").write_text("")
+    done = tuning(plugin_dir, "ADD", conf(pod, tmp_path, mtu=1400, dataDir=str(tmp_path / "file")),
+                  pod)  # fmt: skip
+    assert done.returncode == 1 and "not a directory" in done.json["msg"], done
+
+
+def test_a_container_id_too_long_for_a_backup_name_is_a_clean_error(plugin_dir, pod, tmp_path):
+    done = tuning(plugin_dir, "ADD", conf(pod, tmp_path, mtu=1400), pod, container_id="c" * 300)
+    assert done.returncode == 1 and "longer than 255" in done.json["msg"], done
+    assert "Traceback" not in done.stderr

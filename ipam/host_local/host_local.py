@@ -14,7 +14,6 @@ from libcni.protocol.errors import INTERNAL, INVALID_NETWORK_CONFIG, PLUGIN_NOT_
 from libcni.protocol.result import Result, parse_route
 
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
-VALID_ATTACHMENTS = "cni.dev/valid-attachments"
 
 
 class IPAMConf(config.Struct):
@@ -25,12 +24,19 @@ class IPAMConf(config.Struct):
     rangeEnd: str = ""
     gateway: str = ""
     routes: list = []
-    dataDir: str = ""
-    resolvConf: str = ""
+    dataDir: config.Path = ""
+    resolvConf: config.Path = ""
+
+
+class RuntimeConfig(config.Struct):
+    ips: list[str] = []
+    ipRanges: list[list] = []
 
 
 class Conf(config.NetConf):
     ipam: IPAMConf = None  # type: ignore[assignment]
+    args: config.IpsArgs = None  # type: ignore[assignment]
+    runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
 
 
 class Allocation:
@@ -43,9 +49,8 @@ class Allocation:
         ipam = conf.ipam
         self.ipam = ipam
         raw_sets = []
-        runtime = conf.runtimeConfig or {}
-        if isinstance(runtime.get("ipRanges"), list):
-            raw_sets.extend(runtime["ipRanges"])
+        if conf.runtimeConfig is not None:
+            raw_sets.extend(conf.runtimeConfig.ipRanges)
         if ipam.subnet:
             legacy = {
                 "subnet": ipam.subnet,
@@ -81,9 +86,10 @@ def _requested_ips(call: skel.Call, conf: Conf) -> list:
     ip_arg = call.cni_args("IP").get("IP")
     if ip_arg:
         texts.extend(ip_arg.split(","))
-    cni_args = (conf.args or {}).get("cni") or {}
-    texts.extend(cni_args.get("ips") or [])
-    texts.extend((conf.runtimeConfig or {}).get("ips") or [])
+    if conf.args is not None and conf.args.cni is not None:
+        texts.extend(conf.args.cni.ips)
+    if conf.runtimeConfig is not None:
+        texts.extend(conf.runtimeConfig.ips)
     requested = []
     for text in texts:
         try:
@@ -125,6 +131,8 @@ def _allocate(alloc: Allocation, call: skel.Call, index: int, range_set: RangeSe
 
 def add(call: skel.Call) -> Result:
     alloc = Allocation(call)
+    # Read before anything is reserved: a bad resolvConf must not leave a reservation behind.
+    dns = _read_resolv_conf(alloc.ipam.resolvConf) if alloc.ipam.resolvConf else {}
     result = Result(call.cni_version)
     taken = []
     with alloc.store:  # one lock across every range set
@@ -145,8 +153,7 @@ def add(call: skel.Call) -> Result:
                 alloc.store.release(ip)
             raise
     result.routes = alloc.routes
-    if alloc.ipam.resolvConf:
-        result.dns = _read_resolv_conf(alloc.ipam.resolvConf)
+    result.dns = dns
     return result
 
 
@@ -169,10 +176,7 @@ def check(call: skel.Call) -> None:
 def gc(call: skel.Call) -> None:
     """Release reservations whose (containerID, ifname) is not a valid attachment."""
     alloc = Allocation(call)
-    valid = set()
-    for entry in call.conf.get(VALID_ATTACHMENTS) or []:
-        if isinstance(entry, dict):
-            valid.add((str(entry.get("containerID", "")), str(entry.get("ifname", ""))))
+    valid = set(call.valid_attachments())  # a CNIError, before anything is deleted, if malformed
     valid_ids = {container_id for container_id, _ in valid}
     with alloc.store:
         for ip, (container_id, ifname) in alloc.store.reservations().items():
@@ -197,9 +201,16 @@ def status(call: skel.Call) -> None:
 
 def _read_resolv_conf(path: str) -> dict:
     dns: dict = {}
+    import os
+    import stat
+
+    # Symlinks are fine here (/etc/resolv.conf often is one); FIFOs, devices and huge files not.
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise CNIError(INTERNAL, f"host-local: resolvConf {path} is not a regular file")
+            lines = f.read(1 << 20).decode(errors="replace").splitlines()
     except OSError as err:
         raise CNIError(
             INTERNAL, f"host-local: cannot read resolvConf {path}: {err.strerror}"

@@ -12,6 +12,7 @@ import fcntl
 import ipaddress
 import os
 
+from libcni import statefile
 from libcni.protocol.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
 
 LINE_BREAK = "\r\n"
@@ -39,10 +40,10 @@ class Store:
     # -- locking -------------------------------------------------------------------------
 
     def __enter__(self):
+        statefile.ensure_dir(self.dir, 0o755)
         try:
-            os.makedirs(self.dir, mode=0o755, exist_ok=True)
-            self._lock_fd = os.open(
-                os.path.join(self.dir, LOCK_NAME), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o750
+            self._lock_fd = statefile.open_file(
+                os.path.join(self.dir, LOCK_NAME), os.O_RDONLY | os.O_CREAT, 0o750
             )
         except OSError as err:
             raise CNIError(
@@ -61,12 +62,15 @@ class Store:
     def _path(self, ip) -> str:
         return os.path.join(self.dir, str(ip))
 
+    def _last_reserved_path(self, range_index: int) -> str:
+        return os.path.join(self.dir, f"{LAST_RESERVED_PREFIX}{range_index}")
+
     def last_reserved(self, range_index: int):
         try:
-            with open(os.path.join(self.dir, f"{LAST_RESERVED_PREFIX}{range_index}")) as f:
-                return _ip_of(f.read().strip())
-        except OSError:
-            return None
+            text = statefile.read_text(self._last_reserved_path(range_index))
+        except CNIError:
+            return None  # not a regular file: ignored here, refused when written
+        return _ip_of(text.strip()) if text is not None else None
 
     def reservations(self) -> dict:
         """{ip: (container_id, ifname or None)} for every address file (None: legacy id-only)."""
@@ -80,10 +84,12 @@ class Store:
             if ip is None:
                 continue
             try:
-                with open(os.path.join(self.dir, name), newline="") as f:
-                    content = f.read().strip()
-            except OSError:
+                content = statefile.read_text(os.path.join(self.dir, name))
+            except (CNIError, OSError):
+                content = None
+            if content is None:
                 continue
+            content = content.strip()
             if LINE_BREAK in content:
                 container_id, ifname = content.split(LINE_BREAK, 1)
                 found[ip] = (container_id.strip(), ifname.strip())
@@ -105,7 +111,7 @@ class Store:
         """Claim `ip` (exclusive create); False when someone holds it already."""
         path = self._path(ip)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = statefile.open_file(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             return False
         try:
@@ -115,12 +121,11 @@ class Store:
             os.unlink(path)
             raise
         os.close(fd)
-        last = os.path.join(self.dir, f"{LAST_RESERVED_PREFIX}{range_index}")
-        fd = os.open(last, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, str(ip).encode())
-        finally:
-            os.close(fd)
+            statefile.write_text(self._last_reserved_path(range_index), str(ip))
+        except CNIError:
+            os.unlink(path)
+            raise
         return True
 
     def release(self, ip) -> None:

@@ -23,8 +23,14 @@ class IPAMConf(config.Struct):
     dns: dict = {}
 
 
+class RuntimeConfig(config.Struct):
+    ips: list[str] = []
+
+
 class Conf(config.NetConf):
     ipam: IPAMConf = None  # type: ignore[assignment]
+    args: config.IpsArgs = None  # type: ignore[assignment]
+    runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
 
 
 def _cidr(text: str, what: str):
@@ -57,12 +63,12 @@ def addresses(call: skel.Call, conf: Conf) -> list:
         found += [(_cidr(text, "IP"), None) for text in args["IP"].split(",")]
         for gateway in (_gateway(t) for t in args.get("GATEWAY", "").split(",") if t):
             found = [(ip, gateway if gateway in ip.network else gw) for ip, gw in found]
-    cni_ips = ((conf.args or {}).get("cni") or {}).get("ips")
+    cni_ips = conf.args.cni.ips if conf.args is not None and conf.args.cni is not None else []
     if cni_ips:
-        found = [(_cidr(str(text), "ips"), None) for text in cni_ips]
-    runtime_ips = (conf.runtimeConfig or {}).get("ips")
+        found = [(_cidr(text, "ips"), None) for text in cni_ips]
+    runtime_ips = conf.runtimeConfig.ips if conf.runtimeConfig is not None else []
     if runtime_ips:
-        found = [(_cidr(str(text), "ips"), None) for text in runtime_ips]
+        found = [(_cidr(text, "ips"), None) for text in runtime_ips]
     if call.cni_version in ("", "0.1.0", "0.2.0"):
         for version in (4, 6):
             if sum(1 for ip, _ in found if ip.version == version) > 1:

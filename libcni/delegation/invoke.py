@@ -10,7 +10,7 @@ import os
 import time
 
 from libcni.protocol import gojson
-from libcni.protocol.errors import INTERNAL, CNIError
+from libcni.protocol.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
 
 # Upstream retries exec while the binary is being replaced (ETXTBSY): 6 tries, 1 s apart.
 TEXT_BUSY_TRIES = 6
@@ -161,6 +161,11 @@ def delegate(call, plugin_type: str, command: str | None = None):
 
     ADD returns its Result (parsed for the config's version); other verbs return None.
     """
+    if plugin_type and plugin_type == getattr(call, "plugin_name", ""):
+        raise CNIError(
+            INVALID_NETWORK_CONFIG,
+            f'"ipam.type" is "{plugin_type}", this plugin itself: the delegation would never end',
+        )
     env = dict(call.env)
     if command is not None:
         env["CNI_COMMAND"] = command

@@ -12,8 +12,87 @@ wins), unknown keys are ignored, a wrong JSON type is fatal, `null` keeps the de
 with a fraction never go into int fields. No dataclasses: they cost ~13 ms of imports per call.
 """
 
+from typing import TYPE_CHECKING
+
 from libcni.protocol.errors import DECODING_FAILURE, INVALID_NETWORK_CONFIG, CNIError
 from libcni.protocol.version import json_kind
+
+
+class _Ranged(int):
+    """An int field the kernel stores in a fixed width: out of range is a decode error."""
+
+    low = 0
+    high = 0
+
+
+class _Checked(str):
+    """A str field with a further rule (`check` returns what is wrong, or "")."""
+
+    expected = ""
+
+    @staticmethod
+    def check(value: str) -> str:
+        return ""
+
+
+def _ranged(name: str, low: int, high: int) -> type:
+    return type(name, (_Ranged,), {"low": low, "high": high})
+
+
+def _no_nul(value: str) -> str:
+    return "a NUL character" if "\x00" in value else ""
+
+
+def _link_name(value: str) -> str:
+    if "\x00" in value or "/" in value or any(c.isspace() for c in value):
+        return "NUL, / or whitespace"
+    if len(value.encode(errors="surrogatepass")) > 15:
+        return "longer than 15 bytes"
+    return ""
+
+
+def _ip_or_empty(value: str) -> str:
+    if not value:
+        return ""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "not an IP address"
+    return ""
+
+
+def _checked(name: str, expected: str, check) -> type:
+    return type(name, (_Checked,), {"expected": expected, "check": staticmethod(check)})
+
+
+# Field types with kernel ranges and string rules. mypy sees plain int/str; the decoder sees
+# the checked classes (annotations are evaluated at class creation).
+if TYPE_CHECKING:
+    Uint8 = int
+    Uint16 = int
+    Uint32 = int
+    Uint64 = int
+    Int64 = int
+    Int32 = int
+    MTU = int
+    ID = int
+    Path = str
+    IP = str
+    LinkName = str
+else:
+    Uint8 = _ranged("Uint8", 0, 2**8 - 1)
+    Uint16 = _ranged("Uint16", 0, 2**16 - 1)
+    Uint32 = _ranged("Uint32", 0, 2**32 - 1)
+    Uint64 = _ranged("Uint64", 0, 2**64 - 1)
+    Int32 = _ranged("Int32", -(2**31), 2**31 - 1)
+    Int64 = _ranged("Int64", -(2**63), 2**63 - 1)
+    MTU = _ranged("MTU", 0, 2**31 - 1)  # dev->mtu is an unsigned int the kernel caps at INT_MAX
+    ID = _ranged("ID", 0, 2**32 - 2)  # a uid or gid (uid_t; -1 means "none")
+    Path = _checked("Path", "a path without NUL characters", _no_nul)
+    IP = _checked("IP", "an IP address", _ip_or_empty)
+    LinkName = _checked("LinkName", "a network interface name", _link_name)
 
 _TYPE_WORDS = {
     int: "an integer",
@@ -75,10 +154,35 @@ def _show(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _zero(kind):
+    """Go's zero value for a null inside a list or map (a null field keeps its default)."""
+    if isinstance(kind, type) and issubclass(kind, Struct):
+        return kind()
+    for base in (bool, int, float, str):
+        if isinstance(kind, type) and issubclass(kind, base):
+            return base()
+    return None
+
+
 def _decode_value(kind, value, path: str):
     if value is None:
         return None
     origin = getattr(kind, "__origin__", None)
+    if isinstance(kind, type) and issubclass(kind, _Ranged):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _type_error(path, int, value)
+        if not kind.low <= value <= kind.high:
+            raise DecodeError(
+                f'"{path}" must be an integer from {kind.low} to {kind.high}, got {value}'
+            )
+        return value
+    if isinstance(kind, type) and issubclass(kind, _Checked):
+        if not isinstance(value, str):
+            raise _type_error(path, str, value)
+        wrong = kind.check(value)
+        if wrong:
+            raise DecodeError(f'"{path}" must be {kind.expected}, got {_show(value)} ({wrong})')
+        return value
     if kind is bool:
         if not isinstance(value, bool):
             raise _type_error(path, bool, value)
@@ -103,8 +207,8 @@ def _decode_value(kind, value, path: str):
         if not args:
             return value
         if container is dict:
-            return {k: _decode_value(args[1], v, f"{path}.{k}") for k, v in value.items()}
-        return [_decode_value(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return {k: _item(args[1], v, f"{path}.{k}") for k, v in value.items()}
+        return [_item(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(kind, type) and issubclass(kind, Struct):
         if not isinstance(value, dict):
             raise _type_error(path, dict, value)
@@ -115,6 +219,11 @@ def _decode_value(kind, value, path: str):
         real = [m for m in members if m is not type(None)]
         return _decode_value(real[0], value, path)
     return value  # untyped (object): anything goes
+
+
+def _item(kind, value, path: str):
+    decoded = _decode_value(kind, value, path)
+    return _zero(kind) if decoded is None else decoded
 
 
 def _decode_struct(cls, obj: dict, prefix: str = ""):
@@ -143,6 +252,48 @@ def decode(cls, obj, what: str = "netconf"):
         raise CNIError(INVALID_NETWORK_CONFIG, f"failed to load {what}: {err}") from None
 
 
+def check_json(obj, raw: bytes, max_depth: int):
+    """`obj` (decoded from `raw`) with nesting at most `max_depth` (else code 6) and every lone
+    surrogate (a `\\ud800` escape) replaced by U+FFFD, as Go's decoder does, so no string a
+    plugin sees can fail to encode. Walks the tree only when `raw` says it may need it."""
+    import re
+
+    deep = raw.count(b"[") + raw.count(b"{") > max_depth
+    surrogates = re.search(rb"\\u[dD][89abcdefABCDEF]", raw) is not None
+    if not deep and not surrogates:
+        return obj
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise CNIError(
+                DECODING_FAILURE,
+                f"error unmarshall network config: JSON nested deeper than {max_depth} levels",
+            )
+        if isinstance(node, dict):
+            for key in list(node):
+                value = node[key]
+                if surrogates and isinstance(value, str):
+                    node[key] = _no_surrogates(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1))
+                if surrogates and isinstance(key, str) and _no_surrogates(key) != key:
+                    node[_no_surrogates(key)] = node.pop(key)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if surrogates and isinstance(value, str):
+                    node[i] = _no_surrogates(value)
+                elif isinstance(value, (dict, list)):
+                    stack.append((value, depth + 1))
+    return obj
+
+
+def _no_surrogates(text: str) -> str:
+    if not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
 class IPAMConf(Struct):
     type: str = ""
 
@@ -152,6 +303,17 @@ class DNSConf(Struct):
     domain: str = ""
     search: list[str] = []
     options: list[str] = []
+
+
+class CniIpsArgs(Struct):
+    ips: list[str] = []
+
+
+class IpsArgs(Struct):
+    """`args` as runtimes fill it for IPAM plugins: `{"cni": {"ips": [...]}}` (host-local and
+    static take requested addresses from it)."""
+
+    cni: CniIpsArgs = None  # type: ignore[assignment]
 
 
 class NetConf(Struct):

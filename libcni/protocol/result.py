@@ -70,6 +70,29 @@ def _str_list(value, what: str) -> list:
     return list(value)
 
 
+def _list(obj: dict, key: str, what: str) -> list:
+    """`obj[key]` as a list ([] when missing or null), or a CNIError naming the key."""
+    value = obj.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _fail(f"invalid {what}: expected a list, got {_kind(value)}")
+    return value
+
+
+def _str(value, what: str) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"invalid {what}: expected a string, got {_kind(value)}")
+    return value
+
+
+def _kind(value) -> str:
+    from libcni.protocol.version import json_kind
+
+    text = repr(value)
+    return f"{json_kind(value)} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
 def parse_route(obj) -> dict:
     if not isinstance(obj, dict):
         raise _fail(f"invalid route: expected an object, got {obj!r}")
@@ -196,7 +219,7 @@ class Result:
             if not isinstance(block, dict):
                 raise _fail(f"invalid {key}: expected an object")
             result.add_ip(block.get("ip"), block.get("gateway") or None)
-            for route in block.get("routes") or []:
+            for route in _list(block, "routes", f"{key} routes"):
                 result.routes.append(parse_route(route))
         result.dns = parse_dns(obj.get("dns"))
         return result
@@ -204,24 +227,24 @@ class Result:
     @classmethod
     def _from_family_bc(cls, obj: dict) -> "Result":
         result = cls()
-        for entry in obj.get("interfaces") or []:
+        for entry in _list(obj, "interfaces", "interfaces"):
             if not isinstance(entry, dict) or not isinstance(entry.get("name", ""), str):
-                raise _fail(f"invalid interface entry: {entry!r}")
-            iface = {"name": entry.get("name", "")}
+                raise _fail(f"invalid interface entry: expected an object, got {_kind(entry)}")
+            iface = {"name": entry.get("name") or ""}
             for key in ("mac", "sandbox", "socketPath", "pciID"):
                 if entry.get(key):
-                    iface[key] = str(entry[key])
+                    iface[key] = _str(entry[key], f"interface {key}")
             if entry.get("mtu"):
                 iface["mtu"] = _int(entry["mtu"], "interface mtu")
             result.interfaces.append(iface)
-        for entry in obj.get("ips") or []:
+        for entry in _list(obj, "ips", "ips"):
             if not isinstance(entry, dict):
-                raise _fail(f"invalid ips entry: {entry!r}")
+                raise _fail(f"invalid ips entry: expected an object, got {_kind(entry)}")
             index = entry.get("interface")
             if index is not None:
                 index = _int(index, "ips interface index")
             result.add_ip(entry.get("address"), entry.get("gateway") or None, index)
-        for route in obj.get("routes") or []:
+        for route in _list(obj, "routes", "routes"):
             result.routes.append(parse_route(route))
         result.dns = parse_dns(obj.get("dns"))
         return result

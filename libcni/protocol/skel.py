@@ -17,11 +17,13 @@ from libcni.protocol.errors import (
     INTERNAL,
     INVALID_ENVIRONMENT,
     INVALID_NETNS,
+    INVALID_NETWORK_CONFIG,
     IO_FAILURE,
     CNIError,
 )
 from libcni.protocol.gojson import indent, quote, quote_list, version_info
 from libcni.protocol.names import validate_container_id, validate_ifname, validate_network_name
+from libcni.protocol.version import json_kind
 
 ADD, CHECK, DEL, GC, STATUS, VERSION = "ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION"
 
@@ -40,6 +42,9 @@ ENV_CONTRACT: tuple = (
 # Node-wide defaults (call logs) for runtimes that cannot add keys to a config; PYCNI_CONFIG
 # points elsewhere (tests, read-only /etc).
 NODE_CONFIG = "/etc/cni/pycni.json"
+
+# GC's list of attachments still in use, and libcni's legacy alias for it.
+VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
 # Verbs that exist only from some spec version on.
 MINIMUM_VERSION = {CHECK: "0.4.0", GC: "1.1.0", STATUS: "1.1.0"}
@@ -83,6 +88,7 @@ class Call:
         self.conf = conf
         self.cni_version = versions.config_version(conf) if conf is not None else ""
         self.stderr = stderr
+        self.plugin_name = ""  # the running plugin's name, set by the skeleton
         self._decoded: dict = {}
 
     @property
@@ -128,11 +134,34 @@ class Call:
         return parse(self.args, known)
 
     def valid_attachments(self) -> list:
-        """GC's `cni.dev/valid-attachments` as [(containerID, ifname)] pairs."""
+        """GC's `cni.dev/valid-attachments` as [(containerID, ifname)] pairs.
+
+        GC deletes whatever is not listed, so anything but a well-formed list is refused
+        (code 7) before a plugin deletes a thing: a missing key, a string, an object, an entry
+        that is not {"containerID": str, "ifname": str}. libcni's legacy alias
+        `cni.dev/attachments` is read when the new key is absent.
+        """
+        key = next((k for k in VALID_ATTACHMENTS_KEYS if k in self.conf), None)
+        if key is None or not isinstance(self.conf[key], list):
+            found = "nothing" if key is None else json_kind(self.conf[key])
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f'GC needs "{VALID_ATTACHMENTS_KEYS[0]}" as a list of attachments, got {found}',
+                "nothing was deleted; the runtime must list every attachment still in use",
+            )
         pairs = []
-        for entry in self.conf.get("cni.dev/valid-attachments") or []:
+        for index, entry in enumerate(self.conf[key]):
             if isinstance(entry, dict):
-                pairs.append((str(entry.get("containerID", "")), str(entry.get("ifname", ""))))
+                container_id, ifname = entry.get("containerID"), entry.get("ifname")
+                if isinstance(container_id, str) and container_id and isinstance(ifname, str):
+                    pairs.append((container_id, ifname))
+                    continue
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f'invalid "{key}[{index}]": expected {{"containerID": string, "ifname": string}},'
+                f" got {json_kind(entry)}",
+                "nothing was deleted",
+            )
         return pairs
 
     def log(self, message: str) -> None:
@@ -154,11 +183,23 @@ def _env_errors(env) -> str:
     return command
 
 
+# Deeper JSON than this is refused with code 6 before any plugin code walks it (CNI configs
+# nest 5 levels; Python's decoder and every recursive walk would overflow long before Go's 10,000).
+MAX_JSON_DEPTH = 256
+
+
 def _parse_stdin(stdin_data: bytes) -> dict:
+    from libcni.protocol import config
+
     try:
         import json
 
         conf = json.loads(stdin_data)
+    except RecursionError:
+        raise CNIError(
+            DECODING_FAILURE,
+            f"error unmarshall network config: JSON nested deeper than {MAX_JSON_DEPTH} levels",
+        ) from None
     except ValueError as err:
         raise CNIError(DECODING_FAILURE, f"error unmarshall network config: {err}") from None
     if not isinstance(conf, dict):
@@ -166,6 +207,7 @@ def _parse_stdin(stdin_data: bytes) -> dict:
             DECODING_FAILURE,
             "error unmarshall network config: the network config must be a JSON object",
         )
+    conf = config.check_json(conf, stdin_data, MAX_JSON_DEPTH)
     name = conf.get("name", "")
     if not isinstance(name, str):
         raise CNIError(DECODING_FAILURE, 'error unmarshall network config: "name" must be a string')
@@ -210,7 +252,7 @@ def _check_not_own_netns(call: Call) -> None:
 def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
     command = _env_errors(env)
     if command == VERSION:
-        stdout.write(version_info(versions.CURRENT, plugin.supported_versions))
+        _write_safely(stdout, version_info(versions.CURRENT, plugin.supported_versions))
         return 0
     try:
         stdin_data = stdin.read() if stdin is not None else b""
@@ -224,6 +266,7 @@ def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
             "CNI_COMMAND must be one of ADD, DEL, CHECK, GC, STATUS, VERSION",
         )
     call = Call(command, env, stdin_data, conf, stderr)
+    call.plugin_name = plugin.name
     _check_version(plugin, command, call.cni_version)
     if command in (ADD, DEL):
         _check_not_own_netns(call)
@@ -235,7 +278,17 @@ def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
     if command == ADD:
         if result is None:
             raise CNIError(INTERNAL, f"{plugin.name} ADD produced no result")
-        stdout.write(result.dumps(call.cni_version))
+        try:
+            text = result.dumps(call.cni_version)
+        except CNIError:
+            # E.g. no IP for a 0.1.0/0.2.0 result: the ADD did its work but cannot report it,
+            # so the runtime will never DEL it: undo it here.
+            _undo_add(plugin, call)
+            raise
+        try:
+            _write_safely(stdout, text)
+        except OSError as err:
+            raise CNIError(IO_FAILURE, f"error writing result: {err.strerror}") from None
     return 0
 
 
@@ -258,9 +311,24 @@ class _Tap:
         self.written += text
         return self.stdout.write(text)
 
+def _undo_add(plugin: Plugin, call: Call) -> None:
+    delete = plugin.verbs[DEL]
+    if delete is None:
+        return
+    undo = Call(DEL, dict(call.env, CNI_COMMAND=DEL), call.stdin_data, call.conf, call.stderr)
+    undo.plugin_name = plugin.name
+    try:
+        delete(undo)
+    except Exception as err:  # the ADD's own error is the one to report
+        call.log(f"{plugin.name}: undoing the ADD failed: {err}")
+
 
 def dispatch(plugin: Plugin, env, stdin, stdout, stderr) -> int:
-    """Run one plugin call; returns the exit status. `env` is any mapping with .get()."""
+    """Run one plugin call; returns the exit status. `env` is any mapping with .get().
+
+    Whatever happens, stdout gets valid JSON or nothing: a CNIError is printed as itself, any
+    other exception as code 999 with one short line (its traceback goes to stderr only).
+    """
     if env.get("CNI_COMMAND", "") == "":
         print(plugin.about, file=stderr)
         print(
@@ -284,15 +352,34 @@ def _answer(plugin: Plugin, env, stdin, stdout, stderr) -> int:
     try:
         return _run(plugin, env, stdin, stdout, stderr)
     except CNIError as err:
-        stdout.write(indent(err.to_dict()))
-        return 1
+        error = err
     except Exception as err:  # a bug or an unexpected OS error: report it as CNI error 999
         import traceback
 
         traceback.print_exc(file=stderr)
-        text = str(err) or type(err).__name__
-        stdout.write(indent(CNIError(INTERNAL, text).to_dict()))
-        return 1
+        error = CNIError(INTERNAL, _short(err))
+    try:
+        _write_safely(stdout, indent(error.to_dict()))
+    except OSError:
+        pass  # nobody is reading (a closed pipe): the exit status still tells
+    return 1
+
+
+def _short(err: Exception) -> str:
+    """One line for a 999 message: the exception's first line, capped (the rest is on stderr)."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return text or f"internal error ({type(err).__name__})"
+
+
+def _write_safely(stdout, text: str) -> None:
+    """Write JSON text that always encodes: a lone surrogate (from a \\ud800 escape in stdin or a
+    non-UTF-8 byte in the environment) becomes U+FFFD, as Go's encoder prints it."""
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    stdout.write(text)
 
 
 def main(plugin: Plugin) -> int:

@@ -4,7 +4,7 @@ egress goes through an ifb device `bwp<hash>` with its own tbf.
 """
 
 from libcni.protocol import names, skel
-from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.config import Int64, NetConf, Struct
 from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
 from libcni.protocol.version import starting_from
@@ -15,10 +15,10 @@ MAX_BURST_BYTES = 2**32 - 1
 
 
 class BandwidthEntry(Struct):
-    ingressRate: int = 0
-    ingressBurst: int = 0
-    egressRate: int = 0
-    egressBurst: int = 0
+    ingressRate: Int64 = 0
+    ingressBurst: Int64 = 0
+    egressRate: Int64 = 0
+    egressBurst: Int64 = 0
 
 
 class RuntimeConfig(Struct):

@@ -8,7 +8,7 @@ rules by the iptables jump comments and the nftables comments, which both name t
 """
 
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.config import IP, Int32, NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
 from meta.portmap import hostports
@@ -19,10 +19,10 @@ DEFAULT_MARK_BIT = 13
 
 
 class PortMapping(Struct):
-    hostPort: int = 0
-    containerPort: int = 0
+    hostPort: Int32 = 0
+    containerPort: Int32 = 0
     protocol: str = ""
-    hostIP: str = ""
+    hostIP: IP = ""
 
 
 class RuntimeConfig(Struct):
@@ -34,7 +34,7 @@ class PortMapConf(NetConf):
     backend: str | None = None
     snat: bool | None = None
     masqAll: bool = False
-    markMasqBit: int | None = None
+    markMasqBit: Int32 | None = None
     externalSetMarkChain: str | None = None
     conditionsV4: list[str] | None = None
     conditionsV6: list[str] | None = None

@@ -15,7 +15,7 @@ import os
 from libcni.kernel import netns
 from libcni.kernel.links import strerror
 from libcni.kernel.rules import RT_SCOPE_LINK, TableSocket, first_free_table, tables_in_use
-from libcni.protocol.errors import INTERNAL, internal
+from libcni.protocol.errors import internal
 
 FIRST_TABLE = 100
 RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never emptied by DEL
@@ -30,12 +30,7 @@ class netns_lock:  # noqa: N801 - used like a function: `with netns_lock(path):`
         self.fd = -1
 
     def __enter__(self):
-        try:
-            self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise netns.NetnsMissing(
-                INTERNAL, f'failed to open netns "{self.path}": no such file or directory'
-            ) from None
+        self.fd = netns.open_netns(self.path)  # a CNIError when missing, unreadable or no netns
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 

@@ -116,24 +116,26 @@ def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
 def save_backup(path: str, values: dict, owner: dict | None = None) -> None:
     """The values about to be changed, as upstream writes them (one-space indent, 0600), and
     whose they are (see `owner`). The directory is 0700 (upstream creates it 0600, which only
-    root can enter)."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    root can enter). No symlink is followed and only a regular file is written."""
+    from libcni import statefile
+
+    statefile.ensure_dir(os.path.dirname(path), 0o700)
     ordered: dict = {key: values[key] for key in BACKUP_KEYS if key in values}
     if owner is not None:
         ordered[OWNER_KEY] = owner
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(ordered, indent=1))
+    statefile.write_text(path, json.dumps(ordered, indent=1))
 
 
 def restore_backup(netns_path: str, ifname: str, path: str) -> None:
     """Put the saved values back and remove the file. Without the netns or the link there is
     nothing to restore to: the file goes anyway (upstream leaves it behind for good)."""
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except FileNotFoundError:
+    from libcni import statefile
+
+    text = statefile.read_text(path)  # no symlinks, regular files only
+    if text is None:
         return
+    try:
+        saved = json.loads(text)
     except ValueError:
         saved = None
     if isinstance(saved, dict) and _link_exists(netns_path, ifname):

@@ -7,7 +7,7 @@ naming its attachment (linktuning.py), so DEL without the netns and GC remove it
 
 from libcni.kernel import macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct
+from libcni.protocol.config import MTU, NetConf, Path, Struct, Uint32
 from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
 from libcni.protocol.result import Result
 from meta.tuning import linktuning
@@ -19,9 +19,9 @@ class CniArgs(Struct):
     sysctl: dict[str, str] | None = None
     mac: str | None = None
     promisc: bool | None = None
-    mtu: int | None = None
+    mtu: MTU | None = None
     allmulti: bool | None = None
-    txQLen: int | None = None
+    txQLen: Uint32 | None = None
 
 
 class Args(Struct):
@@ -36,10 +36,10 @@ class TuningConf(NetConf):
     sysctl: dict[str, str] = {}
     mac: str = ""
     promisc: bool = False
-    mtu: int = 0
-    txQLen: int | None = None
+    mtu: MTU = 0
+    txQLen: Uint32 | None = None
     allmulti: bool | None = None
-    dataDir: str = ""
+    dataDir: Path = ""
     runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
     args: Args = None  # type: ignore[assignment]
 

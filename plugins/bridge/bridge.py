@@ -9,7 +9,7 @@ from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr, netns, sysctl, veth
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct, dns_if_set
+from libcni.protocol.config import MTU, Int32, LinkName, NetConf, Struct, dns_if_set
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, parse_dns
 from libcni.rollback import Rollback
@@ -20,9 +20,9 @@ MAX_VLAN = 4094
 
 
 class VlanTrunk(Struct):
-    minID: int | None = None
-    maxID: int | None = None
-    id: int | None = None
+    minID: Int32 | None = None
+    maxID: Int32 | None = None
+    id: Int32 | None = None
 
 
 class MacArgs(Struct):
@@ -38,7 +38,7 @@ class RuntimeConfig(Struct):
 
 
 class BridgeConf(NetConf):
-    bridge: str = "cni0"
+    bridge: LinkName = "cni0"
     isGateway: bool = False
     isDefaultGateway: bool = False
     forceAddress: bool = False
@@ -46,10 +46,10 @@ class BridgeConf(NetConf):
     ipMasqBackend: str = ""
     # Beyond upstream: destinations that keep the pod's source address (a cluster CIDR).
     ipMasqExclude: list[str] | None = None
-    mtu: int = 0
+    mtu: MTU = 0
     hairpinMode: bool = False
     promiscMode: bool = False
-    vlan: int = 0
+    vlan: Int32 = 0
     vlanTrunk: list[VlanTrunk] | None = None
     preserveDefaultVlan: bool = False
     macspoofchk: bool = False
@@ -116,11 +116,12 @@ def add(call: skel.Call) -> Result:
     kind = ipam.type_of(conf)
     backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
     filtering = bool(conf.vlan or conf.vlanTrunk is not None)
-    bridge = bridging.ensure_bridge(
-        conf.bridge, mtu=conf.mtu, promisc=conf.promiscMode, vlan_filtering=filtering
-    )
-    # Unlike upstream, a failed ADD also removes the veth it made.
+    # Unlike upstream, a failed ADD also removes the veth it made, and the bridge if it made it.
     with Rollback() as undo:
+        bridge = bridging.ensure_bridge(
+            conf.bridge, mtu=conf.mtu, promisc=conf.promiscMode, vlan_filtering=filtering,
+            undo=undo,
+        )  # fmt: skip
         host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=container_mac)
         undo.push(links.delete, call.netns, call.ifname)
         result = Result(call.cni_version)
@@ -227,8 +228,9 @@ def status(call: skel.Call) -> None:
 
 def gc(call: skel.Call) -> None:
     conf = load_conf(call)
+    valid = call.valid_attachments()  # malformed: code 7, before anything is deleted
     try:
-        masq.gc(conf.name, call.valid_attachments())
+        masq.gc(conf.name, valid)
     except CNIError as err:
         raise CNIError(INTERNAL, f"GC of masquerade rules failed: {err}") from None
     ipam.forward(call, conf, "GC")

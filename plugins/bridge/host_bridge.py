@@ -20,11 +20,16 @@ IFF_PROMISC = 0x100
 PORT_UP_WAITS = (0, 2, 5, 10, 33, 500, 1000, 1000)
 
 
-def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False):
-    """The bridge `name`, created if missing (MTU and VLAN filtering apply only then), up."""
+def ensure_bridge(
+    name: str, *, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False, undo=None
+):
+    """The bridge `name`, created if missing (MTU and VLAN filtering apply only then), up.
+    A bridge this call created is removed again by `undo` if the ADD fails and no port joined."""
     with RouteSocket() as sock:
         try:
             sock.add_link(name, "bridge", mtu=mtu, data=RouteSocket.bridge_data(vlan_filtering))
+            if undo is not None:
+                undo.push(_delete_if_unused, name)
         except OSError as err:
             if err.errno != errno.EEXIST:
                 details = ""
@@ -48,6 +53,20 @@ def ensure_bridge(name: str, *, mtu: int = 0, promisc: bool = False, vlan_filter
         if not bridge.up:
             _set(sock, bridge.index, f'set "{name}" up', up=True)
         return sock.link(name)
+
+
+def _delete_if_unused(name: str) -> None:
+    import os
+
+    try:
+        ports = os.listdir(f"/sys/class/net/{name}/brif")
+    except OSError:
+        return
+    if not ports:  # another ADD may have joined it meanwhile: then it stays
+        with RouteSocket() as sock:
+            link = sock.link(name)
+            if link is not None:
+                sock.delete_link(link.index)
 
 
 def require_bridge(sock, name: str):

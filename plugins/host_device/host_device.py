@@ -11,7 +11,7 @@ import os
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr, netns
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct, config_dns
+from libcni.protocol.config import LinkName, NetConf, Path, Struct, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -24,14 +24,14 @@ USERSPACE_DRIVERS = ("vfio-pci", "uio_pci_generic", "igb_uio")
 
 
 class RuntimeConfig(Struct):
-    deviceID: str = ""
+    deviceID: Path = ""
 
 
 class HostDeviceConf(NetConf):
-    device: str = ""
+    device: LinkName = ""
     hwaddr: str = ""
-    kernelpath: str = ""
-    pciBusID: str = ""
+    kernelpath: Path = ""
+    pciBusID: Path = ""
     runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
 
 

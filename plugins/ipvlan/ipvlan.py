@@ -9,7 +9,7 @@ Addresses come from IPAM, or from the previous plugin's result when no IPAM is c
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, config_dns
+from libcni.protocol.config import MTU, LinkName, NetConf, config_dns
 from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -18,9 +18,9 @@ MODES = {"l2": 0, "l3": 1, "l3s": 2}
 
 
 class IpvlanConf(NetConf):
-    master: str = ""
+    master: LinkName = ""
     mode: str = ""
-    mtu: int = 0
+    mtu: MTU = 0
     linkInContainer: bool = False
 
 

@@ -7,7 +7,7 @@ default the interface of the host's default route), addressed by the optional IP
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct, config_dns
+from libcni.protocol.config import MTU, LinkName, NetConf, Struct, Uint32, config_dns
 from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -22,12 +22,12 @@ class RuntimeConfig(Struct):
 
 
 class MacvlanConf(NetConf):
-    master: str = ""
+    master: LinkName = ""
     mode: str = ""
-    mtu: int = 0
+    mtu: MTU = 0
     mac: str = ""
     linkInContainer: bool = False
-    bcqueuelen: int = 0
+    bcqueuelen: Uint32 = 0
     runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
 
 

@@ -9,7 +9,7 @@ from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, sysctl, veth
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, dns_if_set
+from libcni.protocol.config import MTU, NetConf, dns_if_set
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result, ip_version, parse_dns
 from libcni.rollback import Rollback
@@ -19,7 +19,7 @@ from plugins.ptp import routing as p2p
 class PtpConf(NetConf):
     ipMasq: bool = False
     ipMasqBackend: str = ""
-    mtu: int = 0
+    mtu: MTU = 0
 
 
 def load_conf(call: skel.Call) -> PtpConf:

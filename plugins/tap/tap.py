@@ -7,7 +7,7 @@ port of a bridge that already exists there) and addressed by the optional IPAM p
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, Struct, config_dns
+from libcni.protocol.config import ID, MTU, LinkName, NetConf, Struct, config_dns
 from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -22,12 +22,12 @@ class RuntimeConfig(Struct):
 
 class TapConf(NetConf):
     multiQueue: bool = False
-    mtu: int = 0
+    mtu: MTU = 0
     mac: str = ""
-    owner: int | None = None
-    group: int | None = None
+    owner: ID | None = None
+    group: ID | None = None
     selinuxContext: str = ""
-    bridge: str = ""
+    bridge: LinkName = ""
     runtimeConfig: RuntimeConfig = None  # type: ignore[assignment]
 
 

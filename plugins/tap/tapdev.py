@@ -20,10 +20,12 @@ def _make_tap(name: str, flags: int, owner: int | None, group: int | None) -> No
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+        # ioctl() takes a C int; uid_t/gid_t are 32-bit unsigned, so ids above INT_MAX go in
+        # as the same 32 bits read signed.
         if owner is not None:
-            fcntl.ioctl(fd, TUNSETOWNER, owner)
+            fcntl.ioctl(fd, TUNSETOWNER, owner - 2**32 if owner >= 2**31 else owner)
         if group is not None:
-            fcntl.ioctl(fd, TUNSETGROUP, group)
+            fcntl.ioctl(fd, TUNSETGROUP, group - 2**32 if group >= 2**31 else group)
         fcntl.ioctl(fd, TUNSETPERSIST, 1)
     finally:
         os.close(fd)

@@ -9,7 +9,7 @@ import errno
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
-from libcni.protocol.config import NetConf, config_dns
+from libcni.protocol.config import MTU, Int32, LinkName, NetConf, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -18,9 +18,9 @@ MAX_VLAN_ID = 4094
 
 
 class VlanConf(NetConf):
-    master: str = ""
-    vlanId: int = 0
-    mtu: int = 0
+    master: LinkName = ""
+    vlanId: Int32 = 0
+    mtu: MTU = 0
     linkInContainer: bool = False
 
 
