@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import REPO, ip_json, run_plugin
-from test_fastpath import Daemon
 from test_k8s_chain import DRIVER, SUBNET, Cluster, caps
 
 BUDGET = float(os.environ.get("FAULT_BUDGET", "15"))
@@ -34,12 +33,8 @@ def cluster(make_netns, tmp_path):
 
 
 @pytest.fixture
-def daemon(frozen_bin, tmp_path):
-    started = Daemon(frozen_bin, tmp_path)
-    try:
-        yield started
-    finally:
-        started.stop()
+def daemon(frozen_bin, start_daemon):
+    return start_daemon(frozen_bin)
 
 
 def start(cluster, plugin_dir, verb, cid, pod, env):
@@ -75,7 +70,8 @@ def leftovers(cluster, cid: str, pod: str) -> list:
 
 
 def wait_idle(daemon) -> None:
-    """A killed client's worker runs on to its end: DEL once the daemon has no workers left."""
+    """DEL once the daemon has no workers left (a killed client's worker is killed with it, but
+    only once the daemon notices the hang-up)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         children = ""
