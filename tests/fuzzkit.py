@@ -78,6 +78,8 @@ def base_configs(data_dir: str) -> dict:
         "vrf": {"vrfname": "fzvrf", "prevResult": prev},
         "host-local": {"ipam": hl},
         "static": {"ipam": static},
+        # No daemon listens there: every ADD/CHECK/STATUS is a clean error, DEL succeeds.
+        "dhcp": {"ipam": {"type": "dhcp", "daemonSocketPath": os.path.join(data_dir, "no.sock")}},
     }
 
 
