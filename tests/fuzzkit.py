@@ -606,6 +606,8 @@ class InProcess:
         from libcni.delegation import invoke
 
         self.table = plugins()
+        # Restored by close(): other tests in the same process see the real lookup again.
+        self._saved = (libcni.SIBLINGS, invoke.sibling_module)
         libcni.SIBLINGS = self.table
         invoke.sibling_module = lambda path: self.table.get(os.path.basename(path))
         self.modules = {
@@ -613,6 +615,12 @@ class InProcess:
             for name, module in self.table.items()
             if name != "cnitool"
         }
+
+    def close(self) -> None:
+        import libcni
+        from libcni.delegation import invoke
+
+        libcni.SIBLINGS, invoke.sibling_module = self._saved
 
     def __call__(self, name: str, env: dict, stdin: bytes) -> Verdict:
         from libcni.protocol import skel

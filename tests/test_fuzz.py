@@ -51,6 +51,7 @@ class World:
             self.runner(name, dict(env, CNI_COMMAND="DEL"), stdin)
 
     def close(self) -> None:
+        self.runner.close()
         self.inside.__exit__(None, None, None)
 
 
