@@ -55,10 +55,13 @@ fuzz: build
 	$(PY) tests/fuzzkit.py --inputs $(FUZZ_INPUTS) --leaks late
 	$(PY) tests/fuzzkit.py --inputs $(FUZZ_FROZEN_INPUTS) --frozen build/dist/bin --seed 2
 
-# ruff over everything, mypy over every package (both must be clean; CI runs this first).
+# ruff (lint and format) over everything, mypy over every package with the bodies of untyped
+# functions checked too (all must be clean; CI runs this first).
+LINT_PATHS := libcni plugins ipam meta build tests benchmarks
 lint:
-	$(PY) -m ruff check libcni plugins ipam meta build tests benchmarks
-	$(PY) -m mypy libcni plugins ipam meta build
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
+	$(PY) -m mypy --check-untyped-defs libcni plugins ipam meta build
 
 # build/release/cni-plugins-linux-<arch>-v<version>.tgz, laid out like upstream's.
 release: build

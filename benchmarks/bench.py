@@ -112,9 +112,11 @@ class CpuCgroup:
 
     def __init__(self, label: str):
         self.dir = None
-        for mount, usage, hierarchy in (("/sys/fs/cgroup/cpuacct", "cpuacct.usage", ":cpuacct:"),
-                                        ("/sys/fs/cgroup/unified", "cpu.stat", "0::"),
-                                        ("/sys/fs/cgroup", "cpu.stat", "0::")):
+        for mount, usage, hierarchy in (
+            ("/sys/fs/cgroup/cpuacct", "cpuacct.usage", ":cpuacct:"),
+            ("/sys/fs/cgroup/unified", "cpu.stat", "0::"),
+            ("/sys/fs/cgroup", "cpu.stat", "0::"),
+        ):
             if os.path.exists(os.path.join(mount, usage)):
                 self.dir = os.path.join(mount, f"pycni-bench-{os.getpid()}-{label}")
                 os.mkdir(self.dir)
@@ -166,30 +168,48 @@ class Side:
     rss: bool = False  # exec through GNU time to get the plugin's own peak RSS
     cgroup: CpuCgroup | None = None  # count CPU time there instead of the child's rusage
 
-    def exec(self, name: str, command: str, conf: dict, *, netns: str = "",
-             ifname: str = "eth0", container_id: str = "bench1",
-             host_netns: str | None = None) -> tuple[Sample, bytes]:
+    def exec(
+        self,
+        name: str,
+        command: str,
+        conf: dict,
+        *,
+        netns: str = "",
+        ifname: str = "eth0",
+        container_id: str = "bench1",
+        host_netns: str | None = None,
+    ) -> tuple[Sample, bytes]:
         """Exec plugin `name` once like a runtime; returns its Sample and stdout.
 
         `host_netns` makes the plugin run in that namespace (a benchmark's stand-in host), as
         if the runtime lived there.
         """
-        env = dict(BASE_ENV, CNI_COMMAND=command, CNI_CONTAINERID=container_id,
-                   CNI_NETNS=netns, CNI_IFNAME=ifname, CNI_PATH=self.plugin_dir,
-                   **self.extra_env)
+        env = dict(
+            BASE_ENV,
+            CNI_COMMAND=command,
+            CNI_CONTAINERID=container_id,
+            CNI_NETNS=netns,
+            CNI_IFNAME=ifname,
+            CNI_PATH=self.plugin_dir,
+            **self.extra_env,
+        )
         stdin = json.dumps(conf).encode()
         preexec = (lambda: setns(host_netns)) if host_netns else None
         if self.cgroup:
             self.cgroup.join()
         cpu_before = self.cgroup.seconds() if self.cgroup else 0.0
         argv = [os.path.join(self.plugin_dir, name)]
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-                tempfile.NamedTemporaryFile("r") as rss_file:
+        with (
+            tempfile.TemporaryFile() as out,
+            tempfile.TemporaryFile() as err,
+            tempfile.NamedTemporaryFile("r") as rss_file,
+        ):
             if self.rss:
                 argv = [GNU_TIME, "-f", "%M", "-o", rss_file.name, *argv]
             started = time.perf_counter()
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=out,
-                                    stderr=err, preexec_fn=preexec)
+            proc = subprocess.Popen(
+                argv, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err, preexec_fn=preexec
+            )
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(stdin)
                 proc.stdin.close()
@@ -202,9 +222,11 @@ class Side:
             stdout, stderr = out.read(), err.read()
             maxrss = int(rss_file.read().split()[-1]) if self.rss and proc.returncode == 0 else 0
         if proc.returncode != 0:
-            raise PluginFailed(f"{self.label}: {name} {command} exited {proc.returncode}: "
-                               f"{stdout.decode(errors='replace')} "
-                               f"{stderr.decode(errors='replace')[-2000:]}")
+            raise PluginFailed(
+                f"{self.label}: {name} {command} exited {proc.returncode}: "
+                f"{stdout.decode(errors='replace')} "
+                f"{stderr.decode(errors='replace')[-2000:]}"
+            )
         if self.rss:
             return Sample(0.0, 0.0, maxrss), stdout
         if self.cgroup:  # (in a parallel batch only the batch's total means anything)
@@ -232,8 +254,7 @@ class Namespaces:
 
     def __exit__(self, *exc):
         for name in reversed(self.names):
-            subprocess.run(["ip", "netns", "del", name], check=False,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run(["ip", "netns", "del", name], check=False, stderr=subprocess.DEVNULL)
 
 
 def in_netns(netns: str, *argv: str) -> None:
@@ -242,22 +263,33 @@ def in_netns(netns: str, *argv: str) -> None:
 
 def combine(samples: list) -> Sample:
     """Several execs as one step: total wall and CPU, the largest peak RSS."""
-    return Sample(sum(s.wall for s in samples), sum(s.cpu for s in samples),
-                  max(s.maxrss_kib for s in samples), sum(s.execs for s in samples))
+    return Sample(
+        sum(s.wall for s in samples),
+        sum(s.cpu for s in samples),
+        max(s.maxrss_kib for s in samples),
+        sum(s.execs for s in samples),
+    )
 
 
-def run_chain(side: Side, conflist: dict, netns: str, *, ifname: str = "eth0",
-              container_id: str = "bench1", host_netns: str | None = None,
-              check: bool = True) -> list:
+def run_chain(
+    side: Side,
+    conflist: dict,
+    netns: str,
+    *,
+    ifname: str = "eth0",
+    container_id: str = "bench1",
+    host_netns: str | None = None,
+    check: bool = True,
+) -> list:
     """A network list the way libcni runs it: ADD each plugin in order with the previous
     result as prevResult, CHECK each with the final result, DEL in reverse order with it."""
-    kwargs = dict(netns=netns, ifname=ifname, container_id=container_id,
-                  host_netns=host_netns)
+    kwargs = dict(netns=netns, ifname=ifname, container_id=container_id, host_netns=host_netns)
     steps = {}
     confs, final, steps["ADD"] = chain_add(side, conflist, kwargs)
     if check:
-        steps["CHECK"] = combine([side.exec(c["type"], "CHECK", dict(c, prevResult=final),
-                                            **kwargs)[0] for c in confs])
+        steps["CHECK"] = combine(
+            [side.exec(c["type"], "CHECK", dict(c, prevResult=final), **kwargs)[0] for c in confs]
+        )
     steps["DEL"] = chain_del(side, confs, final, kwargs)
     return list(steps.items())
 
@@ -266,8 +298,9 @@ def chain_add(side: Side, conflist: dict, kwargs: dict) -> tuple:
     """ADD of every plugin of the list in order, each given the previous result: the plugin
     configs, the final result and the step's Sample."""
     version = conflist.get("cniVersion", "1.0.0")
-    confs = [dict(plugin, cniVersion=version, name=conflist["name"])
-             for plugin in conflist["plugins"]]
+    confs = [
+        dict(plugin, cniVersion=version, name=conflist["name"]) for plugin in conflist["plugins"]
+    ]
     prev, added = None, []
     for conf in confs:
         if prev is not None:
@@ -280,11 +313,16 @@ def chain_add(side: Side, conflist: dict, kwargs: dict) -> tuple:
 
 def chain_del(side: Side, confs: list, final: dict, kwargs: dict) -> Sample:
     """DEL of every plugin in reverse order with the final result, as libcni does."""
-    return combine([side.exec(c["type"], "DEL", dict(c, prevResult=final), **kwargs)[0]
-                    for c in reversed(confs)])
+    return combine(
+        [
+            side.exec(c["type"], "DEL", dict(c, prevResult=final), **kwargs)[0]
+            for c in reversed(confs)
+        ]
+    )
 
 
 # --- scenarios -----------------------------------------------------------------------------
+
 
 @scenario("VERSION")
 def version_of_every_plugin(side: Side) -> list:
@@ -299,8 +337,10 @@ def loopback(side: Side) -> list:
     conf = {"cniVersion": "1.0.0", "name": "bench-lo", "type": "loopback"}
     with Namespaces() as ns:
         netns = ns.new()
-        return [(verb, side.exec("loopback", verb, conf, netns=netns, ifname="lo")[0])
-                for verb in ("ADD", "CHECK", "DEL")]
+        return [
+            (verb, side.exec("loopback", verb, conf, netns=netns, ifname="lo")[0])
+            for verb in ("ADD", "CHECK", "DEL")
+        ]
 
 
 @contextlib.contextmanager
@@ -315,9 +355,11 @@ def host_with_master(master: str = "bench0"):
 
 
 def macvlan_list(ipam: dict) -> dict:
-    return {"cniVersion": "1.0.0", "name": "bench-macvlan",
-            "plugins": [{"type": "macvlan", "master": "bench0", "mode": "bridge",
-                         "ipam": ipam}]}
+    return {
+        "cniVersion": "1.0.0",
+        "name": "bench-macvlan",
+        "plugins": [{"type": "macvlan", "master": "bench0", "mode": "bridge", "ipam": ipam}],
+    }
 
 
 @scenario("macvlan", needs=("macvlan",))
@@ -330,8 +372,11 @@ def macvlan_without_ipam(side: Side) -> list:
 @scenario("macvlan+static", needs=("macvlan", "static"))
 def macvlan_with_static(side: Side) -> list:
     """macvlan with static IPAM (an address and a default route)."""
-    ipam = {"type": "static", "addresses": [{"address": "10.77.0.2/24", "gateway": "10.77.0.1"}],
-            "routes": [{"dst": "0.0.0.0/0"}]}
+    ipam = {
+        "type": "static",
+        "addresses": [{"address": "10.77.0.2/24", "gateway": "10.77.0.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
     with host_with_master() as (host, pod):
         return run_chain(side, macvlan_list(ipam), pod, host_netns=host)
 
@@ -340,8 +385,12 @@ def macvlan_with_static(side: Side) -> list:
 def macvlan_with_host_local(side: Side) -> list:
     """macvlan with host-local IPAM, its store in a private temporary dataDir."""
     with tempfile.TemporaryDirectory(prefix="pycni-bench-ipam-") as data_dir:
-        ipam = {"type": "host-local", "dataDir": data_dir,
-                "ranges": [[{"subnet": "10.78.0.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}]}
+        ipam = {
+            "type": "host-local",
+            "dataDir": data_dir,
+            "ranges": [[{"subnet": "10.78.0.0/24"}]],
+            "routes": [{"dst": "0.0.0.0/0"}],
+        }
         with host_with_master() as (host, pod):
             return run_chain(side, macvlan_list(ipam), pod, host_netns=host)
 
@@ -356,21 +405,32 @@ def bench_node():
 
 
 def host_local(data_dir: str, subnet: str) -> dict:
-    return {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]],
-            "routes": [{"dst": "0.0.0.0/0"}]}
+    return {
+        "type": "host-local",
+        "dataDir": data_dir,
+        "ranges": [[{"subnet": subnet}]],
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
 
 
 def bridge_plugin(data_dir: str, **extra) -> dict:
-    return dict({"type": "bridge", "bridge": "bench-br0", "isGateway": True, "ipMasq": True,
-                 "ipam": host_local(data_dir, "10.79.0.0/16")}, **extra)
+    return dict(
+        {
+            "type": "bridge",
+            "bridge": "bench-br0",
+            "isGateway": True,
+            "ipMasq": True,
+            "ipam": host_local(data_dir, "10.79.0.0/16"),
+        },
+        **extra,
+    )
 
 
 @scenario("bridge+host-local", needs=("bridge", "host-local"))
 def bridge_with_host_local(side: Side) -> list:
     """bridge (gateway, ipMasq via iptables) with host-local, in a stand-in host netns."""
     with bench_node() as (ns, host, data):
-        conflist = {"cniVersion": "1.0.0", "name": "bench-bridge",
-                    "plugins": [bridge_plugin(data)]}
+        conflist = {"cniVersion": "1.0.0", "name": "bench-bridge", "plugins": [bridge_plugin(data)]}
         return run_chain(side, conflist, ns.new(), host_netns=host)
 
 
@@ -378,56 +438,86 @@ def bridge_with_host_local(side: Side) -> list:
 def ptp_with_host_local(side: Side) -> list:
     """ptp (ipMasq via iptables) with host-local, in a stand-in host netns."""
     with bench_node() as (ns, host, data):
-        conflist = {"cniVersion": "1.0.0", "name": "bench-ptp",
-                    "plugins": [{"type": "ptp", "ipMasq": True,
-                                 "ipam": host_local(data, "10.80.0.0/16")}]}
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": "bench-ptp",
+            "plugins": [{"type": "ptp", "ipMasq": True, "ipam": host_local(data, "10.80.0.0/16")}],
+        }
         return run_chain(side, conflist, ns.new(), host_netns=host)
 
 
-PORT_MAPPINGS = [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
-                 {"hostPort": 15353, "containerPort": 5353, "protocol": "udp"}]
+PORT_MAPPINGS = [
+    {"hostPort": 18080, "containerPort": 80, "protocol": "tcp"},
+    {"hostPort": 15353, "containerPort": 5353, "protocol": "udp"},
+]
 
 
 @scenario("podman-chain", needs=("bridge", "host-local", "portmap", "firewall", "tuning"))
 def podman_chain(side: Side) -> list:
     """What podman generates: bridge+host-local, portmap (2 mappings), firewall, tuning."""
     with bench_node() as (ns, host, data):
-        conflist = {"cniVersion": "0.4.0", "name": "bench-podman", "plugins": [
-            bridge_plugin(data, hairpinMode=True),
-            {"type": "portmap", "capabilities": {"portMappings": True},
-             "runtimeConfig": {"portMappings": PORT_MAPPINGS}},
-            {"type": "firewall", "backend": ""},
-            {"type": "tuning"}]}
+        conflist = {
+            "cniVersion": "0.4.0",
+            "name": "bench-podman",
+            "plugins": [
+                bridge_plugin(data, hairpinMode=True),
+                {
+                    "type": "portmap",
+                    "capabilities": {"portMappings": True},
+                    "runtimeConfig": {"portMappings": PORT_MAPPINGS},
+                },
+                {"type": "firewall", "backend": ""},
+                {"type": "tuning"},
+            ],
+        }
         return run_chain(side, conflist, ns.new(), host_netns=host, check=False)
 
 
-@scenario("k8s-chain", needs=("bridge", "host-local", "portmap", "bandwidth", "tuning",
-                              "firewall"))
+@scenario("k8s-chain", needs=("bridge", "host-local", "portmap", "bandwidth", "tuning", "firewall"))
 def k8s_chain(side: Side) -> list:
     """A Kubernetes-style list: bridge+host-local, portmap, bandwidth, tuning, firewall."""
     with bench_node() as (ns, host, data):
         # No CHECK: Go 1.1.1's portmap CHECK fails for an IPv4-only pod (it looks for ipv6).
-        return run_chain(side, k8s_list(data, PORT_MAPPINGS), ns.new(), host_netns=host,
-                         check=False)
+        return run_chain(
+            side, k8s_list(data, PORT_MAPPINGS), ns.new(), host_netns=host, check=False
+        )
 
 
 def k8s_list(data: str, port_mappings: list) -> dict:
-    return {"cniVersion": "1.0.0", "name": "bench-k8s", "plugins": [
-        bridge_plugin(data, hairpinMode=True),
-        {"type": "portmap", "capabilities": {"portMappings": True},
-         "runtimeConfig": {"portMappings": port_mappings}},
-        {"type": "bandwidth", "capabilities": {"bandwidth": True},
-         "runtimeConfig": {"bandwidth": {"ingressRate": 100_000_000, "ingressBurst": 1_000_000,
-                                         "egressRate": 100_000_000, "egressBurst": 1_000_000}}},
-        {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
-        {"type": "firewall", "backend": "iptables"}]}
+    return {
+        "cniVersion": "1.0.0",
+        "name": "bench-k8s",
+        "plugins": [
+            bridge_plugin(data, hairpinMode=True),
+            {
+                "type": "portmap",
+                "capabilities": {"portMappings": True},
+                "runtimeConfig": {"portMappings": port_mappings},
+            },
+            {
+                "type": "bandwidth",
+                "capabilities": {"bandwidth": True},
+                "runtimeConfig": {
+                    "bandwidth": {
+                        "ingressRate": 100_000_000,
+                        "ingressBurst": 1_000_000,
+                        "egressRate": 100_000_000,
+                        "egressBurst": 1_000_000,
+                    }
+                },
+            },
+            {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
+            {"type": "firewall", "backend": "iptables"},
+        ],
+    }
 
 
 PODS_AT_ONCE = 20
 
 
-@scenario("k8s-pods-20", needs=("bridge", "host-local", "portmap", "bandwidth", "tuning",
-                                "firewall"))
+@scenario(
+    "k8s-pods-20", needs=("bridge", "host-local", "portmap", "bandwidth", "tuning", "firewall")
+)
 def k8s_pods_at_once(side: Side) -> list:
     """20 pods' Kubernetes-style lists at once (each pod its own host port), ADD batch then
     DEL batch (wall of each batch; a node starting and stopping a ReplicaSet)."""
@@ -436,8 +526,9 @@ def k8s_pods_at_once(side: Side) -> list:
         # The chains the first ADD creates exist before the batch, as on a running node (Go
         # 1.1.1's firewall races on creating CNI-ADMIN otherwise).
         warm = k8s_list(data, [])
-        confs, final, _ = chain_add(side, warm, dict(netns=ns.new(), container_id="warm",
-                                                     host_netns=host))
+        confs, final, _ = chain_add(
+            side, warm, dict(netns=ns.new(), container_id="warm", host_netns=host)
+        )
         state: dict = {}
 
         def add(number: int) -> list:
@@ -497,8 +588,9 @@ def bridge_parallel(side: Side) -> list:
         def batch(command: str) -> Sample:
             def one(number: int) -> list:
                 setns(host)  # this thread only; the plugin it forks starts in the host netns
-                sample, out = side.exec("bridge", command, conf, netns=pods[number],
-                                        container_id=f"par{number}")
+                sample, out = side.exec(
+                    "bridge", command, conf, netns=pods[number], container_id=f"par{number}"
+                )
                 if command == "ADD":
                     results[number] = json.loads(out)["ips"][0]["address"]
                 return [sample]
@@ -513,9 +605,13 @@ def bridge_parallel(side: Side) -> list:
 
 # --- harness -------------------------------------------------------------------------------
 
+
 def plugins_in(directory: str) -> set:
-    return {e.name for e in os.scandir(directory)
-            if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith("_")}
+    return {
+        e.name
+        for e in os.scandir(directory)
+        if e.is_file() and os.access(e.path, os.X_OK) and not e.name.startswith("_")
+    }
 
 
 def daemon_program(plugin_dir: str) -> str:
@@ -534,9 +630,21 @@ class Daemon:
         self.namespaces = Namespaces()
         home = os.path.basename(self.namespaces.new())
         # `ip netns exec` and `unshare` exec without forking: proc.pid is the daemon's.
-        self.proc = subprocess.Popen(["ip", "netns", "exec", home, "unshare", "--mount",
-                                      "--propagation", "private", daemon_program(plugin_dir),
-                                      self.socket], stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                home,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                daemon_program(plugin_dir),
+                self.socket,
+            ],
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while not os.path.exists(self.socket):
             if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -561,11 +669,12 @@ def measure(table: list, sides: list, repetitions: int, rss_repetitions: int) ->
         rsses: dict = {}
         for rep in range(repetitions + rss_repetitions):
             into = walls if rep < repetitions else rsses
-            for side in sides[rep % len(sides):] + sides[:rep % len(sides)]:
+            for side in sides[rep % len(sides) :] + sides[: rep % len(sides)]:
                 side.rss = into is rsses
                 for step, sample in sc.run(side):
                     into.setdefault(step, {label: [] for label in labels})[side.label].append(
-                        sample)
+                        sample
+                    )
         for side in sides:
             side.rss = False
         for step, by_side in walls.items():
@@ -585,11 +694,16 @@ def measure(table: list, sides: list, repetitions: int, rss_repetitions: int) ->
 
 
 def print_header(labels: list) -> None:
-    print(f"{'scenario':<18} {'step':<11} "
-          + " ".join(f"{label + ' wall':>8}" for label in labels) + " "
-          + " ".join(f"{label + '/' + labels[0]:>6}" for label in labels[1:]) + " "
-          + " ".join(f"{label + ' cpu/x':>8}" for label in labels) + " "
-          + " ".join(f"{label + ' MiB':>6}" for label in labels))
+    print(
+        f"{'scenario':<18} {'step':<11} "
+        + " ".join(f"{label + ' wall':>8}" for label in labels)
+        + " "
+        + " ".join(f"{label + '/' + labels[0]:>6}" for label in labels[1:])
+        + " "
+        + " ".join(f"{label + ' cpu/x':>8}" for label in labels)
+        + " "
+        + " ".join(f"{label + ' MiB':>6}" for label in labels)
+    )
 
 
 def print_row(row: dict, labels: list) -> None:
@@ -597,34 +711,54 @@ def print_row(row: dict, labels: list) -> None:
         return f"{value:6.1f}" if value is not None else f"{'-':>6}"
 
     base = row[labels[0]]["wall_ms"]
-    print(f"{row['scenario']:<18} {row['step']:<11} "
-          + " ".join(f"{row[label]['wall_ms']:8.1f}" for label in labels) + " "
-          + " ".join(f"{row[label]['wall_ms'] / base:5.2f}x" for label in labels[1:]) + " "
-          + " ".join(f"{row[label]['cpu_per_exec_ms']:8.1f}" for label in labels) + " "
-          + " ".join(mib(row[label]["maxrss_mib"]) for label in labels), flush=True)
+    print(
+        f"{row['scenario']:<18} {row['step']:<11} "
+        + " ".join(f"{row[label]['wall_ms']:8.1f}" for label in labels)
+        + " "
+        + " ".join(f"{row[label]['wall_ms'] / base:5.2f}x" for label in labels[1:])
+        + " "
+        + " ".join(f"{row[label]['cpu_per_exec_ms']:8.1f}" for label in labels)
+        + " "
+        + " ".join(mib(row[label]["maxrss_mib"]) for label in labels),
+        flush=True,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="repetitions (default 20)")
     parser.add_argument("--a", default="/usr/lib/cni", help="baseline plugin dir (A)")
-    parser.add_argument("--b", default=os.path.join(REPO, "build", "dist", "bin"),
-                        help="plugin dir under test (B)")
-    parser.add_argument("--rss-reps", type=int, default=3,
-                        help="extra repetitions through GNU time for peak RSS (default 3; "
-                        "0 without /usr/bin/time)")
-    parser.add_argument("--daemon", action="store_true",
-                        help="B's calls go through a private pycni-daemon")
-    parser.add_argument("--both", action="store_true",
-                        help="B on its own and C = B through a private pycni-daemon, "
-                        "interleaved with A in one run")
-    parser.add_argument("--rusage-cpu", action="store_true",
-                        help="CPU time from each exec's rusage (wait4), not from a cgroup of "
-                        "its own (which also counts a daemon worker's)")
+    parser.add_argument(
+        "--b", default=os.path.join(REPO, "build", "dist", "bin"), help="plugin dir under test (B)"
+    )
+    parser.add_argument(
+        "--rss-reps",
+        type=int,
+        default=3,
+        help="extra repetitions through GNU time for peak RSS (default 3; 0 without /usr/bin/time)",
+    )
+    parser.add_argument(
+        "--daemon", action="store_true", help="B's calls go through a private pycni-daemon"
+    )
+    parser.add_argument(
+        "--both",
+        action="store_true",
+        help="B on its own and C = B through a private pycni-daemon, interleaved with A in one run",
+    )
+    parser.add_argument(
+        "--rusage-cpu",
+        action="store_true",
+        help="CPU time from each exec's rusage (wait4), not from a cgroup of "
+        "its own (which also counts a daemon worker's)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the result rows here")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("only", nargs="*", metavar="SCENARIO",
-                        help="run the scenarios whose name contains one of these")
+    parser.add_argument(
+        "only",
+        nargs="*",
+        metavar="SCENARIO",
+        help="run the scenarios whose name contains one of these",
+    )
     args = parser.parse_args()
     if args.list:
         for sc in SCENARIOS.values():
@@ -654,21 +788,26 @@ def main() -> int:
     sides = [Side("A", args.a, common=common)]
     described = [f"A = {args.a}"]
     if args.both:
-        sides += [Side("B", args.b, alone, common=common),
-                  Side("C", args.b, {"PYCNI_SOCKET": daemon.socket}, common=common)]
+        sides += [
+            Side("B", args.b, alone, common=common),
+            Side("C", args.b, {"PYCNI_SOCKET": daemon.socket}, common=common),
+        ]
         described += [f"B = {args.b}", f"C = {args.b} via pycni-daemon"]
     else:
-        sides.append(Side("B", args.b, {"PYCNI_SOCKET": daemon.socket} if daemon else alone,
-                          common=common))
+        sides.append(
+            Side("B", args.b, {"PYCNI_SOCKET": daemon.socket} if daemon else alone, common=common)
+        )
         described.append(f"B = {args.b}{' via pycni-daemon' if daemon else ''}")
     try:
         if not args.rusage_cpu:
             for side in sides:
                 side.cgroup = CpuCgroup(side.label)
         print("\n".join(described))
-        print(f"n = {args.n} per side, interleaved; medians of wall time per step (ms), of CPU "
-              f"time per exec (ms, user+sys of each exec'd process), and of peak RSS per exec "
-              f"(MiB, {args.rss_reps} extra runs via GNU time)\n")
+        print(
+            f"n = {args.n} per side, interleaved; medians of wall time per step (ms), of CPU "
+            f"time per exec (ms, user+sys of each exec'd process), and of peak RSS per exec "
+            f"(MiB, {args.rss_reps} extra runs via GNU time)\n"
+        )
         print_header([side.label for side in sides])
         rows = measure(table, sides, args.n, args.rss_reps)
     finally:
@@ -679,8 +818,14 @@ def main() -> int:
                 side.cgroup.close()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"sides": dict(zip([s.label for s in sides], described, strict=True)),
-                       "rows": rows}, f, indent=2)
+            json.dump(
+                {
+                    "sides": dict(zip([s.label for s in sides], described, strict=True)),
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

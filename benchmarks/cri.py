@@ -89,15 +89,27 @@ def main() -> int:
         image = build_pod_image(os.path.join(work, "pod.tar"), work)
         sides = [("A", args.a), ("B", args.b)] + ([("C", args.b)] if args.daemon else [])
         for label, plugin_dir in sides:
-            node = nodes[label] = CriNode(namespaces, plugin_dir, Lan(namespaces),
-                                          "192.168.210.1", image)  # fmt: skip
+            node = nodes[label] = CriNode(
+                namespaces, plugin_dir, Lan(namespaces), "192.168.210.1", image
+            )
             if label == "C":
                 node.start_fast_path()
             node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.200"))
             one_pod(node, "warm", False)  # image, snapshot, first-use costs
-        samples = {label: {k: [] for k in ("create", "teardown", "host-create", "host-teardown",
-                                           "add-batch", "del-batch")}
-                   for label in nodes}  # fmt: skip
+        samples = {
+            label: {
+                k: []
+                for k in (
+                    "create",
+                    "teardown",
+                    "host-create",
+                    "host-teardown",
+                    "add-batch",
+                    "del-batch",
+                )
+            }
+            for label in nodes
+        }
         for i in range(args.n):
             for label, node in nodes.items():
                 for prefix, host in (("", False), ("host-", True)):
@@ -114,8 +126,10 @@ def main() -> int:
             node.close()
         namespaces.cleanup()
         shutil.rmtree(work, ignore_errors=True)
-    med = {label: {k: statistics.median(v) * 1000 for k, v in rows.items()}
-           for label, rows in samples.items()}  # fmt: skip
+    med = {
+        label: {k: statistics.median(v) * 1000 for k, v in rows.items()}
+        for label, rows in samples.items()
+    }
     columns = list(med)
     print(f"A = {args.a}\nB = {args.b}" + ("\nC = B via pycni-daemon" if args.daemon else ""))
     print(
@@ -123,8 +137,11 @@ def main() -> int:
         f"medians of n = {args.n} pods and {args.batches} batches of {BATCH}, ms\n"
     )
     ratios = ["B"] + (["C"] if "C" in med else [])
-    print(f"{'':<40}" + "".join(f"{c:>9}" for c in columns)
-          + "".join(f"{r + '/A':>7}" for r in ratios))  # fmt: skip
+    print(
+        f"{'':<40}"
+        + "".join(f"{c:>9}" for c in columns)
+        + "".join(f"{r + '/A':>7}" for r in ratios)
+    )
     rows = [
         ("create", "RunPodSandbox (CNI)"),
         ("teardown", "Stop + Remove (CNI)"),
@@ -142,8 +159,11 @@ def main() -> int:
     ]
     for key, text in rows:
         values = [med[label][key] for label in columns]
-        print(f"{text:<40}" + "".join(f"{v:9.1f}" for v in values)
-              + "".join(f"{med[r][key] / med['A'][key]:7.2f}" for r in ratios))  # fmt: skip
+        print(
+            f"{text:<40}"
+            + "".join(f"{v:9.1f}" for v in values)
+            + "".join(f"{med[r][key] / med['A'][key]:7.2f}" for r in ratios)
+        )
     return 0
 
 

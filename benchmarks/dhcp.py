@@ -26,12 +26,22 @@ from dhcpnode import DaemonProcess, Node  # noqa: E402
 
 
 def run(bin_dir: str, plugin: str, command: str, conf: dict, netns: str, cid: str) -> float:
-    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-           "CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns,
-           "CNI_IFNAME": "eth0", "CNI_PATH": bin_dir}  # fmt: skip
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": bin_dir,
+    }
     started = time.perf_counter()
-    proc = subprocess.run([os.path.join(bin_dir, plugin)], input=json.dumps(conf).encode(),
-                          env=env, capture_output=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [os.path.join(bin_dir, plugin)],
+        input=json.dumps(conf).encode(),
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     elapsed = (time.perf_counter() - started) * 1000
     if proc.returncode != 0:
         raise SystemExit(f"{bin_dir}/{plugin} {command} failed: {proc.stdout!r} {proc.stderr!r}")
@@ -42,8 +52,9 @@ def pod(name: str, with_link: bool) -> str:
     subprocess.run(["ip", "netns", "add", name], check=True)
     if with_link:
         link = f"mvb{os.getpid() % 10000}"
-        subprocess.run(["ip", "link", "add", "link", "mst0", "name", link, "type", "macvlan"],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["ip", "link", "add", "link", "mst0", "name", link, "type", "macvlan"], check=True
+        )
         subprocess.run(["ip", "link", "set", link, "netns", name], check=True)
         subprocess.run(["ip", "-n", name, "link", "set", link, "name", "eth0"], check=True)
     return f"/var/run/netns/{name}"
@@ -66,8 +77,14 @@ def main() -> int:
             os.makedirs(os.path.join(workdir, side))
             daemon = DaemonProcess(node, os.path.join(bin_dir, "dhcp"), os.path.join(workdir, side))
             if side == "go":
-                daemon.argv = lambda d=daemon: [d.executable, "daemon", "-socketpath", d.socket,
-                                                "-pidfile", d.pidfile]  # type: ignore  # fmt: skip
+                daemon.argv = lambda d=daemon: [
+                    d.executable,
+                    "daemon",
+                    "-socketpath",
+                    d.socket,
+                    "-pidfile",
+                    d.pidfile,
+                ]  # type: ignore
             daemons[side] = (daemon.start(), bin_dir)
         bench.setns(node.path)  # from here on, every exec (and `ip link`) runs in the node
         for rep in range(args.n):

@@ -17,12 +17,20 @@ import bench  # noqa: E402
 def host_local(side) -> list:
     """host-local ADD, CHECK, DEL (dual stack) on a fresh data dir."""
     data_dir = tempfile.mkdtemp(prefix="pycni-bench-ipam-")
-    conf = {"cniVersion": "1.0.0", "name": "bench-ipam",
-            "ipam": {"type": "host-local", "dataDir": data_dir,
-                     "ranges": [[{"subnet": "10.123.0.0/16"}], [{"subnet": "fd00:123::/64"}]]}}
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "bench-ipam",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": data_dir,
+            "ranges": [[{"subnet": "10.123.0.0/16"}], [{"subnet": "fd00:123::/64"}]],
+        },
+    }
     try:
-        return [(verb, side.exec("host-local", verb, conf, netns="/var/run/netns/none")[0])
-                for verb in ("ADD", "CHECK", "DEL")]
+        return [
+            (verb, side.exec("host-local", verb, conf, netns="/var/run/netns/none")[0])
+            for verb in ("ADD", "CHECK", "DEL")
+        ]
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 

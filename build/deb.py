@@ -66,16 +66,27 @@ libbz2, libsqlite3, libuuid) under their own licenses.
 # tag -> (context pattern or "", reason).
 INTERNAL = "[opt/cni/bin/_internal/*]"
 OVERRIDES = {
-    "dir-or-file-in-opt": ("", "CNI's plugin directory: containerd's default bin_dir is "
-        "/opt/cni/bin and podman searches it; /usr/lib/cni belongs to containernetworking-plugins"),
+    "dir-or-file-in-opt": (
+        "",
+        "CNI's plugin directory: containerd's default bin_dir is "
+        "/opt/cni/bin and podman searches it; /usr/lib/cni belongs to containernetworking-plugins",
+    ),
     # The frozen runtime folder is CPython as PyInstaller collects it from the build machine:
-    "custom-library-search-path": (f"RUNPATH * {INTERNAL}", "RUNPATH of the build machine's "
-        "Python; the bootloader's LD_LIBRARY_PATH (searched first) points at _internal/"),
-    "embedded-library": (f"* {INTERNAL}", "PyInstaller bundles the libraries CPython links; "
-        "the executables never load the system's copies"),
-    "library-not-linked-against-libc": (INTERNAL, "CPython extension modules that call no "
-        "libc function"),
-}  # fmt: skip
+    "custom-library-search-path": (
+        f"RUNPATH * {INTERNAL}",
+        "RUNPATH of the build machine's "
+        "Python; the bootloader's LD_LIBRARY_PATH (searched first) points at _internal/",
+    ),
+    "embedded-library": (
+        f"* {INTERNAL}",
+        "PyInstaller bundles the libraries CPython links; "
+        "the executables never load the system's copies",
+    ),
+    "library-not-linked-against-libc": (
+        INTERNAL,
+        "CPython extension modules that call no libc function",
+    ),
+}
 
 POSTINST = """\
 #!/bin/sh
@@ -142,8 +153,9 @@ def build_time() -> int:
     """SOURCE_DATE_EPOCH, else the last commit's time: the same tree packs the same bytes."""
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    proc = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%ct"],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        ["git", "-C", REPO, "log", "-1", "--format=%ct"], capture_output=True, text=True
+    )
     return int(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else 0
 
 
@@ -218,8 +230,10 @@ def _write(path: str, text: str, mode: int = 0o644) -> None:
 
 def _gzip(path: str, data: bytes, mtime: int) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=mtime,
-                                                filename="", compresslevel=9) as f:  # fmt: skip
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=mtime, filename="", compresslevel=9) as f,
+    ):
         f.write(data)
     os.chmod(path, 0o644)
 
@@ -249,17 +263,21 @@ def stage(dist: str, root: str, when: int) -> dict:
     doc = os.path.join(root, "usr/share/doc", PACKAGE)
     _write(os.path.join(doc, "copyright"), COPYRIGHT)
     date = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(when))
-    changelog = (f"{PACKAGE} ({version()}) unstable; urgency=medium\n\n"
-                 f"  * Built from the pycni source tree (make deb).\n\n"
-                 f" -- {maintainer()}  {date}\n")  # fmt: skip
+    changelog = (
+        f"{PACKAGE} ({version()}) unstable; urgency=medium\n\n"
+        f"  * Built from the pycni source tree (make deb).\n\n"
+        f" -- {maintainer()}  {date}\n"
+    )
     _gzip(os.path.join(doc, "changelog.gz"), changelog.encode(), when)
     overrides = "".join(
         f"# {why}\n{PACKAGE}: {tag} {context}".rstrip() + "\n"
         for tag, (context, why) in OVERRIDES.items()
     )
     _write(os.path.join(root, "usr/share/lintian/overrides", PACKAGE), overrides)
-    return {"units": [packaged_name(n) for n in enabled],
-            "all_units": [packaged_name(n) for n in all_units]}  # fmt: skip
+    return {
+        "units": [packaged_name(n) for n in enabled],
+        "all_units": [packaged_name(n) for n in all_units],
+    }
 
 
 def control(root: str, staged: dict) -> None:
@@ -275,8 +293,9 @@ def control(root: str, staged: dict) -> None:
             with open(path, "rb") as f:
                 sums.append(f"{hashlib.md5(f.read()).hexdigest()}  {os.path.relpath(path, root)}\n")
     _write(os.path.join(debian, "md5sums"), "".join(sums))
-    size = subprocess.run(["du", "-sk", "--exclude=DEBIAN", root], capture_output=True,
-                          text=True, check=True).stdout.split()[0]  # fmt: skip
+    size = subprocess.run(
+        ["du", "-sk", "--exclude=DEBIAN", root], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
     arch = ARCHES.get(platform.machine(), platform.machine())
     fields = {
         "Package": PACKAGE,
@@ -307,8 +326,12 @@ def build(dist: str, outdir: str, compression: str = "xz", workdir: str = "") ->
     arch = ARCHES.get(platform.machine(), platform.machine())
     path = os.path.join(outdir, f"{PACKAGE}_{version()}_{arch}.deb")
     env = dict(os.environ, SOURCE_DATE_EPOCH=str(when))
-    subprocess.run(["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", root, path],
-                   check=True, env=env, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", root, path],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     return path
 
 

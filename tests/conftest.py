@@ -273,18 +273,33 @@ class Daemon:
         home = os.path.basename(make_netns("pyd"))
         program = [daemon_program(plugin_dir), "--verbose", *args, self.socket]
         if listener is not None:
-            program = [sys.executable, "-I", "-c", SOCKET_ACTIVATED, str(listener.fileno()),
-                       *program]  # fmt: skip
+            program = [
+                sys.executable,
+                "-I",
+                "-c",
+                SOCKET_ACTIVATED,
+                str(listener.fileno()),
+                *program,
+            ]
         # `ip netns exec`, `unshare` and the activation shim exec (no fork): the PID we get is
         # the daemon's.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", home, "unshare", "--mount", "--propagation", "private",
-             *program],
+            [
+                "ip",
+                "netns",
+                "exec",
+                home,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                *program,
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={"PATH": os.environ["PATH"]},
             pass_fds=() if listener is None else (listener.fileno(),),
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 60
         while "serving" not in self.log_path.read_text():
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -79,12 +79,25 @@ class Node:
             ns(netns, *argv.split())
 
     def start_dnsmasq(self) -> None:
-        argv = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-                "--user=root", "--group=root", "--bind-interfaces", "--interface=srv0",
-                "--interface=srvb0", "--except-interface=lo", "--no-ping",
-                "--dhcp-authoritative", "--log-dhcp", f"--log-facility={self.log_file}",
-                f"--pid-file={os.path.join(self.workdir, 'dnsmasq.pid')}",
-                f"--dhcp-leasefile={self.lease_file}", *DNSMASQ_OPTIONS]  # fmt: skip
+        argv = [
+            DNSMASQ,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--user=root",
+            "--group=root",
+            "--bind-interfaces",
+            "--interface=srv0",
+            "--interface=srvb0",
+            "--except-interface=lo",
+            "--no-ping",
+            "--dhcp-authoritative",
+            "--log-dhcp",
+            f"--log-facility={self.log_file}",
+            f"--pid-file={os.path.join(self.workdir, 'dnsmasq.pid')}",
+            f"--dhcp-leasefile={self.lease_file}",
+            *DNSMASQ_OPTIONS,
+        ]
         self.dnsmasq = subprocess.Popen(["ip", "netns", "exec", self.lan, *argv])
         wait_for(lambda: f"IP range {MV_NET}" in self.log(), what="dnsmasq to start")
 
@@ -133,20 +146,35 @@ class DaemonProcess:
         self.proc: subprocess.Popen | None = None
 
     def argv(self) -> list:
-        return [self.executable, "daemon", "-socketpath", self.socket, "-pidfile", self.pidfile,
-                "-statedir", self.statedir, *self.extra]  # fmt: skip
+        return [
+            self.executable,
+            "daemon",
+            "-socketpath",
+            self.socket,
+            "-pidfile",
+            self.pidfile,
+            "-statedir",
+            self.statedir,
+            *self.extra,
+        ]
 
     def start(self, **popen) -> "DaemonProcess":
         log = open(self.log_file, "a")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.node.name, *self.argv()],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, **popen,
-        )  # fmt: skip
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            **popen,
+        )
         log.close()
         # Generous: a daemon from source imports pyroute2's DHCP client first, which takes
         # seconds on a loaded 2-core machine.
-        wait_for(lambda: os.path.exists(self.pidfile) and self.listening(), timeout=45.0,
-                 what="the dhcp daemon to listen")  # fmt: skip
+        wait_for(
+            lambda: os.path.exists(self.pidfile) and self.listening(),
+            timeout=45.0,
+            what="the dhcp daemon to listen",
+        )
         return self
 
     def listening(self) -> bool:

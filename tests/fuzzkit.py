@@ -393,8 +393,23 @@ SEEDS = [
 ]
 
 
-FIELD_VALUES = ["a\x00b", "x" * 300, "../../x", "\ud800", "", "/", 2**40, -1, 1.5, True, None,
-                [], {}, [None], {"a": None}]  # fmt: skip
+FIELD_VALUES = [
+    "a\x00b",
+    "x" * 300,
+    "../../x",
+    "\ud800",
+    "",
+    "/",
+    2**40,
+    -1,
+    1.5,
+    True,
+    None,
+    [],
+    {},
+    [None],
+    {"a": None},
+]
 
 
 def _struct_fields(cls, prefix=()):
@@ -413,8 +428,9 @@ def field_inputs(name: str, module, data_dir: str, netns: str, cni_path: str):
     of FIELD_VALUES (wrong types, NUL, surrogates, huge and negative numbers, path tricks)."""
     from libcni.protocol import config
 
-    classes = [c for c in vars(module).values()
-               if isinstance(c, type) and issubclass(c, config.NetConf)]  # fmt: skip
+    classes = [
+        c for c in vars(module).values() if isinstance(c, type) and issubclass(c, config.NetConf)
+    ]
     paths = sorted({path for cls in classes for path in _struct_fields(cls)})
     for path in paths:
         for value in FIELD_VALUES:

@@ -49,9 +49,16 @@ class Node:
     def run(self, plugin_dir, command, config, *, pod="", cid="ctr1", **kw):
         cni_path = ":".join(p for p in (plugin_dir, GO_BIN) if p)
         return run_plugin(
-            plugin_dir, self.plugin, command, config, netns=pod, container_id=cid,
-            cni_path=cni_path, in_netns=self.host, **kw,
-        )  # fmt: skip
+            plugin_dir,
+            self.plugin,
+            command,
+            config,
+            netns=pod,
+            container_id=cid,
+            cni_path=cni_path,
+            in_netns=self.host,
+            **kw,
+        )
 
     def add(self, plugin_dir, config, pod, cid="ctr1", **kw) -> dict:
         done = self.run(plugin_dir, "ADD", config, pod=pod, cid=cid, **kw)
@@ -76,8 +83,11 @@ class Node:
         return "\n".join(lines)
 
     def host_veths(self) -> list:
-        return [e["ifname"] for e in ip_json(self.host, "link", "show", "type", "veth")
-                if e["ifname"] != "ext0"]  # fmt: skip
+        return [
+            e["ifname"]
+            for e in ip_json(self.host, "link", "show", "type", "veth")
+            if e["ifname"] != "ext0"
+        ]
 
 
 def pings(netns: str, address: str, attempts: int = 1) -> bool:

@@ -25,8 +25,9 @@ CGROUP_V2 = "mount -t cgroup2 cgroup2 /sys/fs/cgroup\n"
 
 
 def unified_cgroups() -> bool:
-    kind = subprocess.run(["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], capture_output=True,
-                          text=True).stdout.strip()  # fmt: skip
+    kind = subprocess.run(
+        ["stat", "-f", "-c", "%T", "/sys/fs/cgroup"], capture_output=True, text=True
+    ).stdout.strip()
     return kind == "cgroup2fs"
 
 
@@ -51,6 +52,8 @@ def busybox_rootfs(rootfs: str) -> str:
             os.symlink("busybox", os.path.join(rootfs, "bin", applet))
     with open(os.path.join(rootfs, "www", "index.html"), "w") as f:
         f.write("pod\n")
-    subprocess.run(["gcc", "-static", "-O2", "-o", os.path.join(rootfs, "bin", "udpecho"),
-                    UDPECHO_SOURCE], check=True)  # fmt: skip
+    subprocess.run(
+        ["gcc", "-static", "-O2", "-o", os.path.join(rootfs, "bin", "udpecho"), UDPECHO_SOURCE],
+        check=True,
+    )
     return rootfs

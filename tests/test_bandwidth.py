@@ -54,8 +54,19 @@ def tc_json(netns, *argv):
 class Veth:
     def __init__(self, make_netns):
         self.host, self.pod = make_netns("bwh"), make_netns("bwp")
-        ns_exec(self.pod, "ip", "link", "add", "eth0", "type", "veth", "peer", HOST_VETH,
-                "netns", os.path.basename(self.host))  # fmt: skip
+        ns_exec(
+            self.pod,
+            "ip",
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            HOST_VETH,
+            "netns",
+            os.path.basename(self.host),
+        )
         ns_exec(self.pod, "ip", "addr", "add", "10.77.1.2/24", "dev", "eth0")
         ns_exec(self.host, "ip", "addr", "add", "10.77.1.1/24", "dev", HOST_VETH)
         for netns, name in ((self.pod, "eth0"), (self.host, HOST_VETH)):
@@ -63,22 +74,37 @@ class Veth:
             ns_exec(netns, "ip", "link", "set", "lo", "up")
 
     def prev(self):
-        return {"cniVersion": "1.0.0", "interfaces": [{"name": HOST_VETH},
-                {"name": "eth0", "sandbox": self.pod}],
-                "ips": [{"address": "10.77.1.2/24", "interface": 1}]}  # fmt: skip
+        return {
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": HOST_VETH}, {"name": "eth0", "sandbox": self.pod}],
+            "ips": [{"address": "10.77.1.2/24", "interface": 1}],
+        }
 
     def run(self, plugin_dir, command, config, cid="ctr1"):
-        return run_plugin(plugin_dir, "bandwidth", command, config, netns=self.pod,
-                          container_id=cid, in_netns=self.host)  # fmt: skip
+        return run_plugin(
+            plugin_dir,
+            "bandwidth",
+            command,
+            config,
+            netns=self.pod,
+            container_id=cid,
+            in_netns=self.host,
+        )
 
     def qdiscs(self):
         found = tc_json(self.host, "qdisc", "show")
-        return [(q["kind"], q["dev"], q.get("options", {}).get("rate"))
-                for q in found if q["kind"] != "noqueue"]  # fmt: skip
+        return [
+            (q["kind"], q["dev"], q.get("options", {}).get("rate"))
+            for q in found
+            if q["kind"] != "noqueue"
+        ]
 
     def ifbs(self):
-        return [link["ifname"] for link in ip_json(self.host, "-d", "link", "show")
-                if link.get("linkinfo", {}).get("info_kind") == "ifb"]  # fmt: skip
+        return [
+            link["ifname"]
+            for link in ip_json(self.host, "-d", "link", "show")
+            if link.get("linkinfo", {}).get("info_kind") == "ifb"
+        ]
 
 
 @pytest.fixture
@@ -92,8 +118,12 @@ def conf(veth, **limits):
     return base
 
 
-LIMITS = {"ingressRate": 8_000_000, "ingressBurst": 80_000,
-          "egressRate": 8_000_000, "egressBurst": 80_000}  # fmt: skip
+LIMITS = {
+    "ingressRate": 8_000_000,
+    "ingressBurst": 80_000,
+    "egressRate": 8_000_000,
+    "egressBurst": 80_000,
+}
 
 
 def test_ingress_and_egress_shaping_objects(plugin_dir, veth):
@@ -102,8 +132,9 @@ def test_ingress_and_egress_shaping_objects(plugin_dir, veth):
     assert done.returncode == 0, done
     ifb = "bwp5145007e2a84"  # upstream's name for mynet + ctr1
     assert done.json["interfaces"][-1]["name"] == ifb
-    assert sorted(veth.qdiscs()) == sorted([("tbf", HOST_VETH, 1_000_000),
-        ("ingress", HOST_VETH, None), ("tbf", ifb, 1_000_000)])  # fmt: skip
+    assert sorted(veth.qdiscs()) == sorted(
+        [("tbf", HOST_VETH, 1_000_000), ("ingress", HOST_VETH, None), ("tbf", ifb, 1_000_000)]
+    )
     tbf = [q for q in tc_json(veth.host, "qdisc", "show", "dev", ifb) if q["kind"] == "tbf"]
     assert tbf[0]["options"]["burst"] == 10_000 and tbf[0]["options"]["lat"] == 25_000
     detail = ip_json(veth.host, "-d", "link", "show", ifb)[0]
@@ -157,8 +188,9 @@ def test_bad_limits(plugin_dir, veth, limits, message):
 def test_non_veth_interface_is_refused_cleanly(plugin_dir, veth):
     ns_exec(veth.pod, "ip", "link", "add", "eth1", "link", "eth0", "type", "macvlan")
     config = conf(veth, **LIMITS)
-    done = run_plugin(plugin_dir, "bandwidth", "ADD", config, netns=veth.pod, ifname="eth1",
-                      in_netns=veth.host)  # fmt: skip
+    done = run_plugin(
+        plugin_dir, "bandwidth", "ADD", config, netns=veth.pod, ifname="eth1", in_netns=veth.host
+    )
     assert done.returncode == 1 and "has no veth peer" in done.json["msg"]
     assert veth.qdiscs() == [] and veth.ifbs() == []
 
@@ -166,8 +198,12 @@ def test_non_veth_interface_is_refused_cleanly(plugin_dir, veth):
 def test_gc_removes_ifbs_of_stale_containers(plugin_dir, veth):
     config = conf(veth, **LIMITS)
     assert veth.run(plugin_dir, "ADD", config).returncode == 0
-    gc = {"cniVersion": "1.1.0", "name": "mynet", "type": "bandwidth",
-          "cni.dev/valid-attachments": [{"containerID": "other", "ifname": "eth0"}]}  # fmt: skip
+    gc = {
+        "cniVersion": "1.1.0",
+        "name": "mynet",
+        "type": "bandwidth",
+        "cni.dev/valid-attachments": [{"containerID": "other", "ifname": "eth0"}],
+    }
     keep = dict(gc, **{"cni.dev/valid-attachments": [{"containerID": "ctr1", "ifname": "eth0"}]})
     assert veth.run(plugin_dir, "GC", keep).returncode == 0
     assert veth.ifbs() == ["bwp5145007e2a84"]
@@ -197,18 +233,40 @@ def test_same_qdiscs_as_go_and_cross_check(plugin_dir, go_bin, veth, adder, dele
 def measure(veth, direction: str, seconds: float = 2.0) -> float:
     """TCP goodput in bit/s: "ingress" = host -> pod, "egress" = pod -> host."""
     server_ns, client_ns, listen = (
-        (veth.host, veth.pod, "10.77.1.1") if direction == "ingress" else
-        (veth.pod, veth.host, "10.77.1.2"))  # fmt: skip
+        (veth.host, veth.pod, "10.77.1.1")
+        if direction == "ingress"
+        else (veth.pod, veth.host, "10.77.1.2")
+    )
     # The server sends for ingress (host -> pod); for egress the pod's client sends.
     mode = "send" if direction == "ingress" else "recv"
-    server = subprocess.Popen(["ip", "netns", "exec", os.path.basename(server_ns), sys.executable,
-                               "-c", SERVER, listen, mode, str(seconds)],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    server = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            os.path.basename(server_ns),
+            sys.executable,
+            "-c",
+            SERVER,
+            listen,
+            mode,
+            str(seconds),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout.readline().strip() == "ready"
         target = listen
-        out = ns_exec(client_ns, sys.executable, "-c", CLIENT, target,
-                      "recv" if mode == "send" else "send", str(seconds))  # fmt: skip
+        out = ns_exec(
+            client_ns,
+            sys.executable,
+            "-c",
+            CLIENT,
+            target,
+            "recv" if mode == "send" else "send",
+            str(seconds),
+        )
         return float(out.strip())
     finally:
         server.kill()
@@ -218,8 +276,9 @@ def measure(veth, direction: str, seconds: float = 2.0) -> float:
 def test_measured_throughput_follows_the_limits(frozen_bin, veth):
     # Ingress limits what reaches the pod: a host -> pod stream. Egress: pod -> host.
     rate = 8_000_000
-    config = conf(veth, ingressRate=rate, ingressBurst=200_000, egressRate=rate,
-                  egressBurst=200_000)  # fmt: skip
+    config = conf(
+        veth, ingressRate=rate, ingressBurst=200_000, egressRate=rate, egressBurst=200_000
+    )
     assert veth.run(frozen_bin, "ADD", config).returncode == 0
     time.sleep(0.2)
     for direction in ("ingress", "egress"):

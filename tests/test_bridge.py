@@ -109,9 +109,19 @@ PEER_CLIENT = (
 
 def source_seen_by_external(node, pod) -> str:
     """The source address a TCP listener in the external netns sees for a pod's connection."""
-    listener = subprocess.Popen(["ip", "netns", "exec", os.path.basename(node.external),
-                                 sys.executable, "-c", PEER_LISTENER],
-                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+    listener = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            os.path.basename(node.external),
+            sys.executable,
+            "-c",
+            PEER_LISTENER,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert listener.stdout.readline().strip() == "ready"
         return ns_exec(pod, sys.executable, "-c", PEER_CLIENT, EXTERNAL, check=False).strip()
@@ -129,8 +139,13 @@ def test_ipmasq_exclude_keeps_the_pod_source_towards_those_destinations(
     ns_exec(node.external, "ip", "route", "add", f"{SUBNET}.0/24", "via", EXTERNAL_HOST_SIDE)
     pod = node.pod()
     cluster = "192.168.200.0/24" if excluded else "10.244.0.0/16"
-    config = conf(node, isGateway=True, ipMasq=True, ipMasqBackend=backend,
-                  ipMasqExclude=[cluster, "fd00:244::/48"])  # fmt: skip
+    config = conf(
+        node,
+        isGateway=True,
+        ipMasq=True,
+        ipMasqBackend=backend,
+        ipMasqExclude=[cluster, "fd00:244::/48"],
+    )
     node.add(plugin_dir, config, pod)
     seen = source_seen_by_external(node, pod)
     assert seen == (f"{SUBNET}.2" if excluded else EXTERNAL_HOST_SIDE)

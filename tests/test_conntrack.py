@@ -23,14 +23,40 @@ def in_netns(netns, code: str) -> str:
 
 
 def test_udp_entries_to_mapped_ports_go_and_the_rest_stay(netns):
-    entry(netns, "-p", "udp", "-s", "192.0.2.9", "-d", "192.0.2.1", "--sport", "4000",
-          "--dport", "15353")  # fmt: skip
-    entry(netns, "-p", "udp", "-s", "192.0.2.9", "-d", "192.0.2.1", "--sport", "4001",
-          "--dport", "53")  # fmt: skip
-    entry(netns, "-p", "tcp", "-s", "192.0.2.9", "-d", "192.0.2.1", "--sport", "4002",
-          "--dport", "15353", "--state", "ESTABLISHED")  # fmt: skip
-    gone = in_netns(netns, "from libcni.kernel import conntrack as c; "
-                           "print(c.forget_udp_to_ports({15353}, 4))")  # fmt: skip
+    entry(
+        netns,
+        "-p",
+        "udp",
+        "-s",
+        "192.0.2.9",
+        "-d",
+        "192.0.2.1",
+        "--sport",
+        "4000",
+        "--dport",
+        "15353",
+    )
+    entry(
+        netns, "-p", "udp", "-s", "192.0.2.9", "-d", "192.0.2.1", "--sport", "4001", "--dport", "53"
+    )
+    entry(
+        netns,
+        "-p",
+        "tcp",
+        "-s",
+        "192.0.2.9",
+        "-d",
+        "192.0.2.1",
+        "--sport",
+        "4002",
+        "--dport",
+        "15353",
+        "--state",
+        "ESTABLISHED",
+    )
+    gone = in_netns(
+        netns, "from libcni.kernel import conntrack as c; print(c.forget_udp_to_ports({15353}, 4))"
+    )
     assert gone == "1"
     left = table(netns)
     assert "dport=53 " in left and "tcp" in left and "udp      17 " in left
@@ -39,17 +65,38 @@ def test_udp_entries_to_mapped_ports_go_and_the_rest_stay(netns):
 
 def test_a_pods_udp_entries_go_in_both_families(netns):
     # A DNATed flow names the pod only in its reply tuple.
-    entry(netns, "-p", "udp", "-s", "192.0.2.9", "-d", "192.0.2.1", "--sport", "4000",
-          "--dport", "30080", "-r", "10.8.0.5", "-q", "192.0.2.9", "--reply-port-src", "80",
-          "--reply-port-dst", "4000")  # fmt: skip
-    entry(netns, "-p", "udp", "-s", "10.8.0.5", "-d", "192.0.2.1", "--sport", "5000",
-          "--dport", "53")  # fmt: skip
-    entry(netns, "-p", "udp", "-s", "fd08::5", "-d", "fd08::1", "--sport", "5000",
-          "--dport", "53")  # fmt: skip
-    entry(netns, "-p", "udp", "-s", "10.8.0.6", "-d", "192.0.2.1", "--sport", "5000",
-          "--dport", "53")  # fmt: skip
-    gone = in_netns(netns, "from libcni.kernel import conntrack as c; "
-                           "print(c.forget_udp_of(['10.8.0.5', 'fd08::5']))")  # fmt: skip
+    entry(
+        netns,
+        "-p",
+        "udp",
+        "-s",
+        "192.0.2.9",
+        "-d",
+        "192.0.2.1",
+        "--sport",
+        "4000",
+        "--dport",
+        "30080",
+        "-r",
+        "10.8.0.5",
+        "-q",
+        "192.0.2.9",
+        "--reply-port-src",
+        "80",
+        "--reply-port-dst",
+        "4000",
+    )
+    entry(
+        netns, "-p", "udp", "-s", "10.8.0.5", "-d", "192.0.2.1", "--sport", "5000", "--dport", "53"
+    )
+    entry(netns, "-p", "udp", "-s", "fd08::5", "-d", "fd08::1", "--sport", "5000", "--dport", "53")
+    entry(
+        netns, "-p", "udp", "-s", "10.8.0.6", "-d", "192.0.2.1", "--sport", "5000", "--dport", "53"
+    )
+    gone = in_netns(
+        netns,
+        "from libcni.kernel import conntrack as c; print(c.forget_udp_of(['10.8.0.5', 'fd08::5']))",
+    )
     assert gone == "3"
     left = table(netns)
     assert "10.8.0.6" in left and "10.8.0.5" not in left and "fd08::5" not in left
@@ -61,14 +108,20 @@ def test_route_lookup_names_the_output_link(netns):
     ns_exec(netns, "ip", "addr", "add", "10.7.0.1/24", "dev", "rg0")
     ns_exec(netns, "ip", "link", "set", "rg0", "up")
     ns_exec(netns, "ip", "link", "set", "rg1", "up")
-    out = in_netns(netns, "from libcni.kernel.routeget import output_link as o; "
-                          "print(o('10.7.0.9'), o('127.0.0.1'), o('198.51.100.1'))")  # fmt: skip
+    out = in_netns(
+        netns,
+        "from libcni.kernel.routeget import output_link as o; "
+        "print(o('10.7.0.9'), o('127.0.0.1'), o('198.51.100.1'))",
+    )
     assert out == "rg0 lo None"
 
 
 def test_no_conntrack_or_ip_route_get_is_executed():
     # The plugins' own code no longer runs either tool.
-    found = subprocess.run(["grep", "-rnE", r"\"conntrack\"|\"route\", \"get\"",
-                            "meta", "libcni", "plugins"], cwd=REPO, capture_output=True,
-                           text=True).stdout  # fmt: skip
+    found = subprocess.run(
+        ["grep", "-rnE", r"\"conntrack\"|\"route\", \"get\"", "meta", "libcni", "plugins"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert found == ""

@@ -54,21 +54,26 @@ class Pool:
 
     def lan(self) -> Lan:
         lan = Lan(self.namespaces)
-        server = subprocess.Popen(["ip", "netns", "exec", lan.name, sys.executable, "-c",
-                                   PEER_SERVER], stdout=subprocess.PIPE, text=True)  # fmt: skip
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", lan.name, sys.executable, "-c", PEER_SERVER],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.servers.append(server)
         assert server.stdout.readline().strip() == "ready"
         return lan
 
     def node(self, plugin_dir: str) -> CriNode:
         if plugin_dir not in self.nodes:
-            self.nodes[plugin_dir] = CriNode(self.namespaces, plugin_dir, self.lan(),
-                                             NODE_ADDRESS, self.image)  # fmt: skip
+            self.nodes[plugin_dir] = CriNode(
+                self.namespaces, plugin_dir, self.lan(), NODE_ADDRESS, self.image
+            )
             if self.cannot_run is None:
                 self.cannot_run = self.probe(self.nodes[plugin_dir])
         if self.cannot_run:
-            pytest.skip(f"this machine cannot run containers under containerd/runc: "
-                        f"{self.cannot_run}")  # fmt: skip
+            pytest.skip(
+                f"this machine cannot run containers under containerd/runc: {self.cannot_run}"
+            )
         return self.nodes[plugin_dir]
 
     @staticmethod
@@ -124,15 +129,21 @@ def curl(node, url: str, netns=None) -> str:
 
 
 def outside_curl(node, url: str) -> str:
-    proc = subprocess.run(["ip", "netns", "exec", node.lan.name, "curl", "-s", "-m", "3", url],
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    proc = subprocess.run(
+        ["ip", "netns", "exec", node.lan.name, "curl", "-s", "-m", "3", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return proc.stdout.strip()
 
 
 def outside_udp(node, address: str, port: int) -> str:
-    code = ("import socket, sys\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "u.settimeout(3)\nu.sendto(b'hi', (sys.argv[1], int(sys.argv[2])))\n"
-            "print(u.recvfrom(100)[0].decode())")  # fmt: skip
+    code = (
+        "import socket, sys\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "u.settimeout(3)\nu.sendto(b'hi', (sys.argv[1], int(sys.argv[2])))\n"
+        "print(u.recvfrom(100)[0].decode())"
+    )
     argv = ["ip", "netns", "exec", node.lan.name, sys.executable, "-c", code, address, str(port)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     return proc.stdout.strip()
@@ -176,20 +187,28 @@ def leftovers(node, pods: dict) -> list:
             if any(sid in line or (ip and mentions(line, ip)) for sid, ip in pods.items()):
                 found.append(f"{tool[0]}: {line}")
     links = json.loads(node.sh("ip", "-j", "link", "show").stdout)
-    found += [f"link {link['ifname']}" for link in links
-              if link["ifname"].startswith(("veth", "bwp"))]  # fmt: skip
-    found += [f"qdisc {line}" for line in node.sh("tc", "qdisc", "show").stdout.splitlines()
-              if "tbf" in line]  # fmt: skip
+    found += [
+        f"link {link['ifname']}" for link in links if link["ifname"].startswith(("veth", "bwp"))
+    ]
+    found += [
+        f"qdisc {line}"
+        for line in node.sh("tc", "qdisc", "show").stdout.splitlines()
+        if "tbf" in line
+    ]
     for top in (node.host_local_dir, "/var/lib/cni", "/run/cni"):
-        listing = node.sh("sh", "-c", f"cd {top} 2>/dev/null && ls -R .",
-                          check=False).stdout.split()  # fmt: skip
-        found += [f"{top}/{name}" for name in listing
-                  if any(sid in name or (ip and ip in name)
-                         for sid, ip in pods.items())]  # fmt: skip
+        listing = node.sh(
+            "sh", "-c", f"cd {top} 2>/dev/null && ls -R .", check=False
+        ).stdout.split()
+        found += [
+            f"{top}/{name}"
+            for name in listing
+            if any(sid in name or (ip and ip in name) for sid, ip in pods.items())
+        ]
         if pods:
             pattern = "|".join(pods)
-            contents = node.sh("sh", "-c", f"cd {top} 2>/dev/null && grep -rlE '{pattern}' .",
-                               check=False).stdout.split()  # fmt: skip
+            contents = node.sh(
+                "sh", "-c", f"cd {top} 2>/dev/null && grep -rlE '{pattern}' .", check=False
+            ).stdout.split()
             found += [f"{top}/{name} (content)" for name in contents]
     return sorted(set(found))
 
@@ -246,8 +265,14 @@ def assert_nothing_left(node, pods: dict, timeout: float = 5) -> None:
 
 def bridge_list(node, name: str, *ranges, bridge="cni0", **extra) -> dict:
     routes = [{"dst": "0.0.0.0/0"}] + ([{"dst": "::/0"}] if any(":" in r for r in ranges) else [])
-    plugin = {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True,
-              "ipam": node.host_local(*ranges, routes=routes), **extra}  # fmt: skip
+    plugin = {
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": True,
+        "ipMasq": True,
+        "ipam": node.host_local(*ranges, routes=routes),
+        **extra,
+    }
     return {"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}
 
 
@@ -277,8 +302,7 @@ def test_kubernetes_list_ports_bandwidth_and_teardown(node, version):
     # pod -> outside is masqueraded behind the node's address.
     assert curl(node, f"http://{OUTSIDE_ADDRESS}:9000/", netns=web_netns) == NODE_ADDRESS
     # bandwidth: 1M (bits/s) each way, a tbf on the host veth and on the pod's ifb.
-    qdiscs = [line for line in node.sh("tc", "qdisc", "show").stdout.splitlines()
-              if "tbf" in line]  # fmt: skip
+    qdiscs = [line for line in node.sh("tc", "qdisc", "show").stdout.splitlines() if "tbf" in line]
     assert len(qdiscs) == 2 and all("rate 1Mbit" in line for line in qdiscs), qdiscs
     assert leftovers(node, {web: ip}) != []  # the check below can see what a pod leaves
     remove_and_check(node, {web: ip})
@@ -305,8 +329,19 @@ def macvlan_parent(node) -> str:
     links = json.loads(node.sh("ip", "-j", "link", "show").stdout)
     if "mvparent" not in [link["ifname"] for link in links]:
         run = lambda *argv: subprocess.run(["ip", *argv], check=True)  # noqa: E731
-        run("-n", node.name, "link", "add", "mvparent", "type", "veth", "peer", "mvpeer",
-            "netns", node.lan.name)  # fmt: skip
+        run(
+            "-n",
+            node.name,
+            "link",
+            "add",
+            "mvparent",
+            "type",
+            "veth",
+            "peer",
+            "mvpeer",
+            "netns",
+            node.lan.name,
+        )
         run("-n", node.name, "link", "set", "mvparent", "up")
         run("-n", node.lan.name, "addr", "add", "192.168.220.254/24", "dev", "mvpeer")
         run("-n", node.lan.name, "link", "set", "mvpeer", "up")
@@ -314,10 +349,18 @@ def macvlan_parent(node) -> str:
 
 
 def test_macvlan(node):
-    plugin = {"type": "macvlan", "master": macvlan_parent(node), "mode": "bridge",
-              "ipam": node.host_local({"subnet": "192.168.220.0/24",
-                                       "rangeStart": "192.168.220.10",
-                                       "rangeEnd": "192.168.220.50"})}  # fmt: skip
+    plugin = {
+        "type": "macvlan",
+        "master": macvlan_parent(node),
+        "mode": "bridge",
+        "ipam": node.host_local(
+            {
+                "subnet": "192.168.220.0/24",
+                "rangeStart": "192.168.220.10",
+                "rangeEnd": "192.168.220.50",
+            }
+        ),
+    }
     node.set_conflist({"cniVersion": "1.0.0", "name": "mvnet", "plugins": [plugin]})
     pod = node.run_pod("mv")
     ip = node.pod_ip(pod)
@@ -329,8 +372,9 @@ def test_macvlan(node):
 
 
 def test_dual_stack(node):
-    node.set_conflist(bridge_list(node, "dual", "10.244.60.0/24", "fd10:244:60::/64",
-                                  bridge="cnid"))  # fmt: skip
+    node.set_conflist(
+        bridge_list(node, "dual", "10.244.60.0/24", "fd10:244:60::/64", bridge="cnid")
+    )
     first, second = node.run_pod("dual-a"), node.run_pod("dual-b")
     status = node.client.pod_sandbox_status(first)["status"]["network"]
     assert status["ip"].startswith("10.244.60.")
@@ -351,8 +395,9 @@ def test_dual_stack(node):
 
 
 def test_exhausted_range_failed_add_leaves_nothing(node):
-    ipam = node.host_local({"subnet": "10.244.70.0/24", "rangeStart": "10.244.70.10",
-                            "rangeEnd": "10.244.70.10"})  # fmt: skip
+    ipam = node.host_local(
+        {"subnet": "10.244.70.0/24", "rangeStart": "10.244.70.10", "rangeEnd": "10.244.70.10"}
+    )
     conflist = kubernetes_conflist(node, "1.0.0", "10.244.70")
     conflist["plugins"][0]["ipam"] = ipam
     conflist["name"] = "tiny"
@@ -369,9 +414,13 @@ def test_exhausted_range_failed_add_leaves_nothing(node):
 
 
 def test_netns_gone_before_stop(node, request):
-    known_go_bug(request, node, "bridge DEL with an empty CNI_NETNS releases the IP but skips "
-                 "the ipMasq teardown (it learns the pod's addresses only from the netns): the "
-                 "pod's CNI-<hash> masquerade chain stays")  # fmt: skip
+    known_go_bug(
+        request,
+        node,
+        "bridge DEL with an empty CNI_NETNS releases the IP but skips "
+        "the ipMasq teardown (it learns the pod's addresses only from the netns): the "
+        "pod's CNI-<hash> masquerade chain stays",
+    )
     node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.80"))
     pod = node.run_pod("nsgone", ports=[(TCP, 80, 18100, "")], annotations=BANDWIDTH)
     ip = node.pod_ip(pod)
@@ -382,9 +431,13 @@ def test_netns_gone_before_stop(node, request):
 
 
 def test_result_cache_gone_before_stop(node, request):
-    known_go_bug(request, node, "firewall DEL without a prevResult removes nothing (its "
-                 "iptables rules are found only by the prevResult's addresses): the pod's "
-                 "CNI-FORWARD rules stay")  # fmt: skip
+    known_go_bug(
+        request,
+        node,
+        "firewall DEL without a prevResult removes nothing (its "
+        "iptables rules are found only by the prevResult's addresses): the pod's "
+        "CNI-FORWARD rules stay",
+    )
     node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.90"))
     pod = node.run_pod("nocache", ports=[(TCP, 80, 18110, "")], annotations=BANDWIDTH)
     ip = node.pod_ip(pod)
@@ -407,8 +460,7 @@ def test_containerd_restart_while_the_pod_runs(node):
 def test_twenty_pods_at_once(node):
     node.set_conflist(kubernetes_conflist(node, "1.0.0", "10.244.110"))
     with ThreadPoolExecutor(20) as pool:
-        pods = list(pool.map(lambda n: node.run_pod(f"many-{n}", annotations=BANDWIDTH),
-                             range(20)))  # fmt: skip
+        pods = list(pool.map(lambda n: node.run_pod(f"many-{n}", annotations=BANDWIDTH), range(20)))
     ips = {pod: node.pod_ip(pod) for pod in pods}
     assert len(set(ips.values())) == 20
     assert all(ip.startswith("10.244.110.") for ip in ips.values())
@@ -436,21 +488,28 @@ def cluster(request, cri_pool):
     nodes = []
     try:
         for number in range(2):
-            node = CriNode(cri_pool.namespaces, plugin_dir, lan, f"{LAN_PREFIX}.{number + 1}",
-                           cri_pool.image)  # fmt: skip
+            node = CriNode(
+                cri_pool.namespaces, plugin_dir, lan, f"{LAN_PREFIX}.{number + 1}", cri_pool.image
+            )
             node.impl = request.param
             nodes.append(node)
         for number, node in enumerate(nodes):
             other = 1 - number
             gateway = f"{LAN_PREFIX}.{other + 1}"
             node.sh("ip", "route", "add", f"10.244.{other}.0/24", "via", gateway)
-            plugin = {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True,
-                      "ipMasqExclude": [CLUSTER_CIDR], "hairpinMode": True,
-                      "ipam": node.host_local(f"10.244.{number}.0/24",
-                                              routes=[{"dst": "0.0.0.0/0"}])}  # fmt: skip
+            plugin = {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": True,
+                "ipMasq": True,
+                "ipMasqExclude": [CLUSTER_CIDR],
+                "hairpinMode": True,
+                "ipam": node.host_local(f"10.244.{number}.0/24", routes=[{"dst": "0.0.0.0/0"}]),
+            }
             portmap = {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
-            node.set_conflist({"cniVersion": "1.0.0", "name": "cluster",
-                               "plugins": [plugin, portmap]})  # fmt: skip
+            node.set_conflist(
+                {"cniVersion": "1.0.0", "name": "cluster", "plugins": [plugin, portmap]}
+            )
         yield nodes
     finally:
         for node in nodes:
@@ -459,9 +518,13 @@ def cluster(request, cri_pool):
 
 def test_two_nodes_pods_reach_each_other_without_nat(cluster, request):
     near, far = cluster
-    known_go_bug(request, near, "bridge has no way to exclude the cluster CIDR from ipMasq: "
-                 "traffic to the other node's pods leaves masqueraded (the far pod sees the "
-                 "node's address, not the pod's)")  # fmt: skip
+    known_go_bug(
+        request,
+        near,
+        "bridge has no way to exclude the cluster CIDR from ipMasq: "
+        "traffic to the other node's pods leaves masqueraded (the far pod sees the "
+        "node's address, not the pod's)",
+    )
     near_pod, far_pod = near.run_pod("near"), far.run_pod("far")
     near_ip, far_ip = near.pod_ip(near_pod), far.pod_ip(far_pod)
     assert near_ip.startswith("10.244.0.") and far_ip.startswith("10.244.1.")

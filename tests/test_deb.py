@@ -107,8 +107,9 @@ def test_install_into_a_scratch_root_enables_the_sockets_and_purge_leaves_nothin
     plugin_dir = str(root / "opt" / "cni" / "bin")
     add = run_plugin(plugin_dir, "loopback", "ADD", LO, netns=netns, ifname="lo")
     assert add.returncode == 0, add
-    cnitool = subprocess.run([str(root / "opt/cni/bin/cnitool"), "version"],
-                             capture_output=True, text=True)  # fmt: skip
+    cnitool = subprocess.run(
+        [str(root / "opt/cni/bin/cnitool"), "version"], capture_output=True, text=True
+    )
     assert cnitool.returncode == 0 and "pycniVersion" in cnitool.stdout
     if shutil.which("deb-systemd-helper"):
         link = root / "etc/systemd/system/sockets.target.wants/pycni.socket"
@@ -120,8 +121,7 @@ def test_install_into_a_scratch_root_enables_the_sockets_and_purge_leaves_nothin
     # No file or link is left; only the empty directories deb-systemd-helper made (on a real
     # system they exist anyway).
     assert {p for p in left if os.path.islink(root / p) or not os.path.isdir(root / p)} == set()
-    assert left <= {"etc", "etc/systemd", "etc/systemd/system", "var", "var/lib",
-                    "var/lib/systemd"}  # fmt: skip
+    assert left <= {"etc", "etc/systemd", "etc/systemd/system", "var", "var/lib", "var/lib/systemd"}
     assert (sorted(os.listdir(HOST_WANTS)) if os.path.isdir(HOST_WANTS) else []) == host_wants
 
 
@@ -132,8 +132,10 @@ def test_lintian_reports_no_errors(deb):
     # only ever emits informational tags.
     proc = subprocess.run(
         ["lintian", "--tag-display-limit", "0", "-X", "binaries/spelling", deb],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     errors = [line for line in proc.stdout.splitlines() if line.startswith("E:")]
     assert errors == [], proc.stdout
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -42,18 +42,29 @@ def daemon(node, plugin_dir, tmp_path):
 
 
 def mv_conf(daemon, **ipam):
-    return {"cniVersion": "1.1.0", "name": "dhmv", "type": "macvlan", "master": "mst0",
-            "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket, **ipam}}  # fmt: skip
+    return {
+        "cniVersion": "1.1.0",
+        "name": "dhmv",
+        "type": "macvlan",
+        "master": "mst0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket, **ipam},
+    }
 
 
 def br_conf(daemon):
-    return {"cniVersion": "1.1.0", "name": "dhbr", "type": "bridge", "bridge": "brd0",
-            "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket}}  # fmt: skip
+    return {
+        "cniVersion": "1.1.0",
+        "name": "dhbr",
+        "type": "bridge",
+        "bridge": "brd0",
+        "ipam": {"type": "dhcp", "daemonSocketPath": daemon.socket},
+    }
 
 
 def cni(plugin_dir, node, command, conf, pod="", plugin=None, **kw):
-    return run_plugin(plugin_dir, plugin or conf["type"], command, conf, netns=pod,
-                      in_netns=node.path, **kw)  # fmt: skip
+    return run_plugin(
+        plugin_dir, plugin or conf["type"], command, conf, netns=pod, in_netns=node.path, **kw
+    )
 
 
 def ok(run):
@@ -101,13 +112,21 @@ def test_without_daemon_argument_it_is_a_plugin(plugin_dir):
 
 
 def test_daemon_flag_errors(plugin_dir):
-    proc = subprocess.run([os.path.join(plugin_dir, "dhcp"), "daemon", "-bogus"],
-                          capture_output=True, text=True, timeout=10)  # fmt: skip
+    proc = subprocess.run(
+        [os.path.join(plugin_dir, "dhcp"), "daemon", "-bogus"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert proc.returncode == 2 and "flag provided but not defined: -bogus" in proc.stderr
     # The explicit argument wins over CNI_COMMAND=VERSION (the multicall shortcut skips it).
-    proc = subprocess.run([os.path.join(plugin_dir, "dhcp"), "daemon", "-bogus"],
-                          env={"CNI_COMMAND": "VERSION"}, capture_output=True, text=True,
-                          timeout=10)  # fmt: skip
+    proc = subprocess.run(
+        [os.path.join(plugin_dir, "dhcp"), "daemon", "-bogus"],
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert dhcp_daemon.parse_flags(["-timeout=1m30s", "--broadcast", "-resendmax", "500ms"]) == {
         **dhcp_daemon.parse_flags([]),
@@ -131,9 +150,17 @@ def test_socket_activation(node, source_bin, tmp_path):
     fd = listener.fileno()
     started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path))
     started.socket = path
-    started.argv = lambda: ["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"',  # type: ignore
-                            started.executable, "daemon", "-pidfile", started.pidfile,
-                            "-statedir", started.statedir]  # fmt: skip
+    started.argv = lambda: [
+        "sh",
+        "-c",
+        'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@"',  # type: ignore
+        started.executable,
+        "daemon",
+        "-pidfile",
+        started.pidfile,
+        "-statedir",
+        started.statedir,
+    ]
     try:
         started.start(pass_fds=(fd, 3), preexec_fn=lambda: os.dup2(fd, 3))
         listener.close()
@@ -172,15 +199,24 @@ def test_macvlan_lease_check_release(plugin_dir, node, daemon, make_netns):
     failed(run_plugin(plugin_dir, "dhcp", "CHECK", conf, netns=pod, container_id="mv1"))
 
 
-def test_ipam_result_has_dns_priority_and_provided_hostname(plugin_dir, node, daemon,
-                                                            make_netns):  # fmt: skip
+def test_ipam_result_has_dns_priority_and_provided_hostname(plugin_dir, node, daemon, make_netns):
     pod = make_netns("dhp")
     ns_exec(node.path, "ip", "link", "add", "link", "mst0", "name", "mvx0", "type", "macvlan")
     ns_exec(node.path, "ip", "link", "set", "mvx0", "netns", os.path.basename(pod))
     ns_exec(pod, "ip", "link", "set", "mvx0", "name", "eth0")
     conf = mv_conf(daemon, priority=7, provide=[{"option": "host-name", "fromArg": "K8S_POD_NAME"}])
-    result = ok(cni(plugin_dir, node, "ADD", conf, pod, plugin="dhcp", container_id="dns1",
-                    args="K8S_POD_NAMESPACE=x;K8S_POD_NAME=web-1"))  # fmt: skip
+    result = ok(
+        cni(
+            plugin_dir,
+            node,
+            "ADD",
+            conf,
+            pod,
+            plugin="dhcp",
+            container_id="dns1",
+            args="K8S_POD_NAMESPACE=x;K8S_POD_NAME=web-1",
+        )
+    )
     assert result["dns"] == {
         "nameservers": [f"{MV_NET}.53", f"{MV_NET}.54"],
         "domain": "mv.example",
@@ -200,8 +236,10 @@ def test_bridge_lease_with_static_routes(plugin_dir, node, daemon, make_netns):
     result = ok(cni(plugin_dir, node, "ADD", conf, pod, container_id="br1"))
     address = result["ips"][0]["address"]
     assert address.startswith(f"{BR_NET}.") and result["ips"][0]["gateway"] == f"{BR_NET}.1"
-    assert result["routes"] == [{"dst": "192.168.5.0/24", "gw": f"{BR_NET}.1"},
-                                {"dst": "0.0.0.0/0", "gw": f"{BR_NET}.1"}]  # fmt: skip
+    assert result["routes"] == [
+        {"dst": "192.168.5.0/24", "gw": f"{BR_NET}.1"},
+        {"dst": "0.0.0.0/0", "gw": f"{BR_NET}.1"},
+    ]
     assert pod_addresses(pod) == [address]
     out = ns_exec(pod, "busybox", "ping", "-c", "1", "-W", "2", f"{BR_NET}.1", check=False)
     assert " 0% packet loss" in out
@@ -243,10 +281,15 @@ def test_daemon_down_del_succeeds_status_is_50(plugin_dir, node, daemon, make_ne
 def test_gc_releases_only_stale_attachments(plugin_dir, node, daemon, make_netns):
     conf = mv_conf(daemon)
     pods = {cid: make_netns("dhp") for cid in ("gc1", "gc2")}
-    ips = {cid: ok(cni(plugin_dir, node, "ADD", conf, pod, container_id=cid))["ips"][0]["address"]
-           for cid, pod in pods.items()}  # fmt: skip
-    for bad in ({}, {"cni.dev/valid-attachments": "gc1"},
-                {"cni.dev/valid-attachments": [{"containerID": "gc1"}]}):  # fmt: skip
+    ips = {
+        cid: ok(cni(plugin_dir, node, "ADD", conf, pod, container_id=cid))["ips"][0]["address"]
+        for cid, pod in pods.items()
+    }
+    for bad in (
+        {},
+        {"cni.dev/valid-attachments": "gc1"},
+        {"cni.dev/valid-attachments": [{"containerID": "gc1"}]},
+    ):
         failed(run_plugin(plugin_dir, "dhcp", "GC", dict(conf, **bad)), 7)
     assert daemon_status(daemon) == 2
     valid = [{"containerID": "gc1", "ifname": "eth0"}]
@@ -290,15 +333,18 @@ def test_expired_stored_lease_sets_link_down(node, source_bin, tmp_path, make_ne
         with open(path, "w") as f:
             json.dump(record, f)
         started.start()
-        wait_for(lambda: ip_json(pod, "link", "show", "eth0")[0]["operstate"] == "DOWN",
-                 what="the link to go down")  # fmt: skip
+        wait_for(
+            lambda: ip_json(pod, "link", "show", "eth0")[0]["operstate"] == "DOWN",
+            what="the link to go down",
+        )
         wait_for(lambda: not os.listdir(started.statedir), what="the lease file to go")
     finally:
         started.stop(signal.SIGKILL)
 
 
-def test_bad_requests_and_vanished_netns_leave_the_daemon_up(node, source_bin, tmp_path,
-                                                             make_netns):  # fmt: skip
+def test_bad_requests_and_vanished_netns_leave_the_daemon_up(
+    node, source_bin, tmp_path, make_netns
+):
     started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path)).start()
     try:
         for garbage in (
@@ -315,11 +361,23 @@ def test_bad_requests_and_vanished_netns_leave_the_daemon_up(node, source_bin, t
                 reply = json.loads(s.makefile("rb").readline())
                 assert "error" in reply, garbage
         conf = mv_conf(started)
-        missing = failed(cni(source_bin, node, "ADD", conf, "/var/run/netns/no-such-dhcp-pod",
-                             container_id="vn0"))  # fmt: skip
+        missing = failed(
+            cni(
+                source_bin, node, "ADD", conf, "/var/run/netns/no-such-dhcp-pod", container_id="vn0"
+            )
+        )
         assert "no-such-dhcp-pod" in missing["msg"]
-        failed(cni(source_bin, node, "ADD", dict(conf, ipam=dict(conf["ipam"], priority="x")),
-                   make_netns("dhp"), container_id="vn0"), 7)  # fmt: skip
+        failed(
+            cni(
+                source_bin,
+                node,
+                "ADD",
+                dict(conf, ipam=dict(conf["ipam"], priority="x")),
+                make_netns("dhp"),
+                container_id="vn0",
+            ),
+            7,
+        )
         pod = make_netns("dhp")
         ok(cni(source_bin, node, "ADD", conf, pod, container_id="vn1"))
         assert daemon_status(started) == 1
@@ -350,15 +408,41 @@ def test_link_bounce_reopens_the_client(node, source_bin, tmp_path, make_netns):
 
 
 def test_no_server_gives_up_after_resendtimeout(node, source_bin, tmp_path, make_netns):
-    started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path),
-                            "-resendtimeout", "3s", "-resendmax", "1s").start()  # fmt: skip
+    started = DaemonProcess(
+        node,
+        os.path.join(source_bin, "dhcp"),
+        str(tmp_path),
+        "-resendtimeout",
+        "3s",
+        "-resendmax",
+        "1s",
+    ).start()
     try:
         pod = make_netns("dhp")
-        ns_exec(node.path, "ip", "link", "add", "silent0", "type", "veth", "peer", "eth0",
-                "netns", os.path.basename(pod))  # fmt: skip
+        ns_exec(
+            node.path,
+            "ip",
+            "link",
+            "add",
+            "silent0",
+            "type",
+            "veth",
+            "peer",
+            "eth0",
+            "netns",
+            os.path.basename(pod),
+        )
         ns_exec(node.path, "ip", "link", "set", "silent0", "up")
-        run = cni(source_bin, node, "ADD", mv_conf(started), pod, plugin="dhcp",
-                  container_id="gu1", timeout=30)  # fmt: skip
+        run = cni(
+            source_bin,
+            node,
+            "ADD",
+            mv_conf(started),
+            pod,
+            plugin="dhcp",
+            container_id="gu1",
+            timeout=30,
+        )
         assert "after 3s: no answer from a DHCP server" in failed(run)["msg"]
         assert daemon_status(started) == 0
     finally:
@@ -371,9 +455,18 @@ def test_hostprefix_applies_to_socket_and_netns(node, source_bin, tmp_path, make
     (prefix / "var" / "run").mkdir(parents=True)
     os.symlink("/var/run/netns", prefix / "var" / "run" / "netns")
     started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path))
-    started.argv = lambda: [started.executable, "daemon", "-hostprefix", str(prefix),  # type: ignore
-                            "-socketpath", "/dhcp.sock", "-pidfile", started.pidfile,
-                            "-statedir", started.statedir]  # fmt: skip
+    started.argv = lambda: [
+        started.executable,
+        "daemon",
+        "-hostprefix",
+        str(prefix),  # type: ignore
+        "-socketpath",
+        "/dhcp.sock",
+        "-pidfile",
+        started.pidfile,
+        "-statedir",
+        started.statedir,
+    ]
     started.socket = str(prefix / "dhcp.sock")
     try:
         started.start()
@@ -414,13 +507,15 @@ def test_twenty_containers_at_once(shipped, node, make_netns):
     conf = mv_conf(daemon)
     pods = [(f"many{i}", make_netns("dhm")) for i in range(20)]
     with ThreadPoolExecutor(20) as pool:
-        runs = list(pool.map(lambda p: cni(plugin_dir, node, "ADD", conf, p[1],
-                                           container_id=p[0]), pods))  # fmt: skip
+        runs = list(
+            pool.map(lambda p: cni(plugin_dir, node, "ADD", conf, p[1], container_id=p[0]), pods)
+        )
     ips = {ok(run)["ips"][0]["address"].split("/")[0] for run in runs}
     assert len(ips) == 20 and ips <= set(node.leases())
     with ThreadPoolExecutor(20) as pool:
-        for run in pool.map(lambda p: cni(plugin_dir, node, "DEL", conf, p[1],
-                                          container_id=p[0]), pods):  # fmt: skip
+        for run in pool.map(
+            lambda p: cni(plugin_dir, node, "DEL", conf, p[1], container_id=p[0]), pods
+        ):
             ok(run)
     wait_for(lambda: not ips & set(node.leases()), what="20 releases")
     assert daemon_status(daemon) == 0
@@ -432,8 +527,14 @@ def test_twenty_containers_at_once(shipped, node, make_netns):
 def test_same_client_id_and_result_shape_as_go(node, source_bin, go_bin, tmp_path, make_netns):
     go = DaemonProcess(node, os.path.join(go_bin, "dhcp"), str(tmp_path / "go"))
     os.makedirs(str(tmp_path / "go"))
-    go.argv = lambda: [go.executable, "daemon", "-socketpath", go.socket,  # type: ignore
-                       "-pidfile", go.pidfile]  # fmt: skip
+    go.argv = lambda: [
+        go.executable,
+        "daemon",
+        "-socketpath",
+        go.socket,  # type: ignore
+        "-pidfile",
+        go.pidfile,
+    ]
     ours = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path)).start()
     try:
         go.start()
@@ -497,8 +598,12 @@ def test_option_lists_from_config():
     ipam = IPAMConf(request=[RequestOption(option="12", skipDefault=True)])
     assert options.requested(ipam) == [12]
     assert options.requested(IPAMConf())[:2] == [1, 3]
-    ipam = IPAMConf(provide=[ProvideOption(option="host-name", value="a"),
-                             ProvideOption(option="77", fromArg="K")])  # fmt: skip
+    ipam = IPAMConf(
+        provide=[
+            ProvideOption(option="host-name", value="a"),
+            ProvideOption(option="77", fromArg="K"),
+        ]
+    )
     assert options.provided(ipam, "K=v=w;X") == {"12": b"a".hex(), "77": b"v=w".hex()}
     with pytest.raises(Exception, match="value too long"):
         options.provided(IPAMConf(provide=[ProvideOption(option="12", value="x" * 256)]), "")
@@ -509,8 +614,9 @@ def test_plugin_side_never_imports_pyroute2():
         "import sys; sys.path[:0] = [sys.argv[1]]; import ipam.dhcp.dhcp; "
         "print(sorted(m for m in sys.modules if m.startswith(('pyroute2', 'asyncio'))))"
     )
-    out = subprocess.run([sys.executable, "-I", "-c", probe, REPO], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", probe, REPO], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 

@@ -13,8 +13,9 @@ def kernel_has_dummy() -> bool:
     name = f"pyprobe{os.getpid()}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        made = subprocess.run(["ip", "-n", name, "link", "add", "d0", "type", "dummy"],
-                              capture_output=True)  # fmt: skip
+        made = subprocess.run(
+            ["ip", "-n", name, "link", "add", "d0", "type", "dummy"], capture_output=True
+        )
         return made.returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -45,8 +46,7 @@ def test_ipam_is_required(plugin_dir, netns):
 @pytest.mark.skipif(kernel_has_dummy(), reason="this kernel has the dummy module")
 def test_kernel_without_dummy_is_a_clear_error(plugin_dir, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, "ADD", config, pod=netns, extra_path=fake_ipam.dir,
-               env=fake_ipam.env())  # fmt: skip
+    done = run(plugin_dir, "ADD", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env())
     assert done.returncode == 1
     assert done.json["msg"] == "failed to create dummy: operation not supported"
     assert "dummy module" in done.json["details"]
@@ -64,8 +64,9 @@ def test_del_is_idempotent_and_releases_ipam(plugin_dir, netns, fake_ipam, tmp_p
 
 def test_check_requires_prev_result(plugin_dir, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, "CHECK", config, pod=netns, extra_path=fake_ipam.dir,
-               env=fake_ipam.env())  # fmt: skip
+    done = run(
+        plugin_dir, "CHECK", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env()
+    )
     assert done.returncode == 1
     assert done.json["msg"] == "dummy: Required prevResult missing"
 

@@ -247,10 +247,23 @@ def run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command, *args):
     path = tmp_path / "would-serve" / "pycni.sock"
     env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "PYCNI_SOCKET": str(path)}
     proc = subprocess.run(
-        ["ip", "netns", "exec", os.path.basename(make_netns()), "unshare", "--mount",
-         "--propagation", "private", daemon_program(plugin_dir), *args],
-        env=env, input=json.dumps(CONF).encode(), capture_output=True, timeout=30,
-    )  # fmt: skip
+        [
+            "ip",
+            "netns",
+            "exec",
+            os.path.basename(make_netns()),
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            daemon_program(plugin_dir),
+            *args,
+        ],
+        env=env,
+        input=json.dumps(CONF).encode(),
+        capture_output=True,
+        timeout=30,
+    )
     assert not path.parent.exists(), "pycni-daemon made its socket"
     assert b"serving" not in proc.stderr
     return proc
@@ -429,9 +442,15 @@ def test_callers_do_not_queue_behind_a_slow_one(plugin_dir, daemon, make_netns):
 
         def call(number):
             results[number] = run_plugin(
-                plugin_dir, "loopback", "ADD", CONF, netns=pods[number], ifname="lo",
-                env=via(daemon), timeout=60,
-            )  # fmt: skip
+                plugin_dir,
+                "loopback",
+                "ADD",
+                CONF,
+                netns=pods[number],
+                ifname="lo",
+                env=via(daemon),
+                timeout=60,
+            )
             ended.append(time.monotonic())
 
         callers = [threading.Thread(target=call, args=(n,)) for n in range(50)]

@@ -38,13 +38,27 @@ def daemon(frozen_bin, start_daemon):
 
 
 def start(cluster, plugin_dir, verb, cid, pod, env):
-    argv = [sys.executable, "-c", DRIVER, REPO, plugin_dir, cluster.list_path, cluster.cache,
-            verb, cid, pod, json.dumps(caps())]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-c",
+        DRIVER,
+        REPO,
+        plugin_dir,
+        cluster.list_path,
+        cluster.cache,
+        verb,
+        cid,
+        pod,
+        json.dumps(caps()),
+    ]
     return subprocess.Popen(
         ["ip", "netns", "exec", os.path.basename(cluster.node.host), *argv],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
         start_new_session=True,  # its own process group: the runtime and the plugins it runs
-    )  # fmt: skip
+    )
 
 
 def run(cluster, plugin_dir, verb, cid, pod, env):
@@ -123,13 +137,27 @@ def test_kill_9_through_the_daemon_then_del_leaves_nothing(frozen_bin, cluster, 
 
 
 def parallel_adds(plugin_dir, tmp_path, env) -> list:
-    conf = {"cniVersion": "1.0.0", "name": "par", "type": "host-local",
-            "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
-                     "ranges": [[{"subnet": "10.96.0.0/23"}]]}}  # fmt: skip
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "par",
+        "type": "host-local",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": str(tmp_path / "ipam"),
+            "ranges": [[{"subnet": "10.96.0.0/23"}]],
+        },
+    }
 
     def one(i):
-        done = run_plugin(plugin_dir, "host-local", "ADD", conf, container_id=f"p{i}",
-                          netns="/var/run/netns/none", env=env)  # fmt: skip
+        done = run_plugin(
+            plugin_dir,
+            "host-local",
+            "ADD",
+            conf,
+            container_id=f"p{i}",
+            netns="/var/run/netns/none",
+            env=env,
+        )
         assert done.returncode == 0, done
         return done.json["ips"][0]["address"]
 
@@ -142,9 +170,7 @@ def test_200_parallel_adds_never_share_an_address(frozen_bin, tmp_path):
     assert len(addresses) == PARALLEL and len(set(addresses)) == PARALLEL
 
 
-def test_200_parallel_adds_through_the_daemon_never_share_an_address(
-    frozen_bin, tmp_path, daemon
-):
+def test_200_parallel_adds_through_the_daemon_never_share_an_address(frozen_bin, tmp_path, daemon):
     addresses = parallel_adds(frozen_bin, tmp_path, {"PYCNI_SOCKET": daemon.socket})
     assert len(addresses) == PARALLEL and len(set(addresses)) == PARALLEL
     assert daemon.served() >= PARALLEL

@@ -25,21 +25,33 @@ def records_dir(tmp_path):
 
 
 def bridge_conf(node, bridge="brfw", subnet="10.91.0.0/24", name="fwnet"):
-    return {"cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": bridge,
-            "isGateway": True, "ipMasq": True,
-            "ipam": node.host_local(subnet, routes=[{"dst": "0.0.0.0/0"}])}  # fmt: skip
+    return {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": True,
+        "ipMasq": True,
+        "ipam": node.host_local(subnet, routes=[{"dst": "0.0.0.0/0"}]),
+    }
 
 
 def fw_conf(prev, name="fwnet", **extra):
-    conf = {"cniVersion": "1.0.0", "name": name, "type": "firewall", "prevResult": prev,
-            "dataDir": RECORDS["dataDir"]}  # fmt: skip
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "firewall",
+        "prevResult": prev,
+        "dataDir": RECORDS["dataDir"],
+    }
     conf.update(extra)
     return conf
 
 
 def firewall(plugin_dir, node, command, conf, pod="", cid="ctr1", **kw):
-    return run_plugin(plugin_dir, "firewall", command, conf, netns=pod, container_id=cid,
-                      in_netns=node.host, **kw)  # fmt: skip
+    return run_plugin(
+        plugin_dir, "firewall", command, conf, netns=pod, container_id=cid, in_netns=node.host, **kw
+    )
 
 
 def attach(plugin_dir, node, pod, cid="ctr1", bridge="brfw", subnet="10.91.0.0/24", **extra):
@@ -128,8 +140,13 @@ def test_nftables_gc(plugin_dir, node):
     pods = [node.pod(), node.pod()]
     for number, pod in enumerate(pods):
         attach(plugin_dir, node, pod, cid=f"g{number}", backend="nftables")
-    gc = {"cniVersion": "1.1.0", "name": "fwnet", "type": "firewall", "backend": "nftables",
-          "cni.dev/valid-attachments": [{"containerID": "g1", "ifname": "eth0"}]}  # fmt: skip
+    gc = {
+        "cniVersion": "1.1.0",
+        "name": "fwnet",
+        "type": "firewall",
+        "backend": "nftables",
+        "cni.dev/valid-attachments": [{"containerID": "g1", "ifname": "eth0"}],
+    }
     assert firewall(plugin_dir, node, "GC", gc).returncode == 0
     rules = nft_rules(node)
     assert "fwnet g0 eth0" not in rules and "fwnet g1 eth0" in rules

@@ -27,8 +27,11 @@ trap 'kill $(cat /run/dbus/pid) %1 2>/dev/null; wait' EXIT TERM
 sleep 100000 & wait $!
 """
 
-PREV = {"cniVersion": "1.0.0", "interfaces": [{"name": "cni0"}],
-        "ips": [{"address": "10.95.0.2/24"}, {"address": "fd95::2/64"}]}  # fmt: skip
+PREV = {
+    "cniVersion": "1.0.0",
+    "interfaces": [{"name": "cni0"}],
+    "ips": [{"address": "10.95.0.2/24"}, {"address": "fd95::2/64"}],
+}
 
 
 class Firewalld:
@@ -37,8 +40,10 @@ class Firewalld:
         self.pod = make_netns("fwp")
         self.holder = subprocess.Popen(
             ["ip", "netns", "exec", os.path.basename(self.host), "sh", "-c", HOLDER],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if self.holder.stdout.readline().strip() != "ready":
             self.close()
             raise AssertionError(f"firewalld did not start: {self.holder.stderr.read()[-2000:]}")
@@ -50,17 +55,32 @@ class Firewalld:
     def plugin(self, plugin_dir, command, conf, cid="ctr1"):
         import json
 
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command,
-               "CNI_CONTAINERID": cid, "CNI_NETNS": self.pod, "CNI_IFNAME": "eth0",
-               "CNI_PATH": plugin_dir}  # fmt: skip
-        proc = self.sh(os.path.join(plugin_dir, "firewall"), env=env,
-                       stdin=json.dumps(conf).encode())  # fmt: skip
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": self.pod,
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": plugin_dir,
+        }
+        proc = self.sh(
+            os.path.join(plugin_dir, "firewall"), env=env, stdin=json.dumps(conf).encode()
+        )
         return proc.returncode, proc.stdout.decode()
 
     def in_zone(self, zone: str, source: str) -> bool:
-        out = self.sh("busctl", "--system", "call", "org.fedoraproject.FirewallD1",
-                      "/org/fedoraproject/FirewallD1", "org.fedoraproject.FirewallD1.zone",
-                      "querySource", "ss", zone, source).stdout.decode()  # fmt: skip
+        out = self.sh(
+            "busctl",
+            "--system",
+            "call",
+            "org.fedoraproject.FirewallD1",
+            "/org/fedoraproject/FirewallD1",
+            "org.fedoraproject.FirewallD1.zone",
+            "querySource",
+            "ss",
+            zone,
+            source,
+        ).stdout.decode()
         return "true" in out
 
     def close(self):
@@ -96,8 +116,13 @@ def records_dir(tmp_path):
 
 
 def conf(**extra):
-    base = {"cniVersion": "1.0.0", "name": "fwdnet", "type": "firewall", "prevResult": PREV,
-            "dataDir": RECORDS["dataDir"]}  # fmt: skip
+    base = {
+        "cniVersion": "1.0.0",
+        "name": "fwdnet",
+        "type": "firewall",
+        "prevResult": PREV,
+        "dataDir": RECORDS["dataDir"],
+    }
     base.update(extra)
     return base
 

@@ -35,9 +35,14 @@ def frozen_program(frozen_bin: str) -> str:
 
 def run(argv, env, stdin=b"", executable=None, cwd=None):
     proc = subprocess.run(
-        argv, executable=executable, env=env, input=stdin, capture_output=True, cwd=cwd,
+        argv,
+        executable=executable,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        cwd=cwd,
         timeout=60,
-    )  # fmt: skip
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -287,8 +292,10 @@ def test_host_local_is_byte_identical_on_all_three_paths(
             },
         }
         netns = make_netns()
-        steps = [run_plugin(plugin_dir, "host-local", verb, conf, netns=netns, env=env)
-                 for verb in ("ADD", "DEL")]  # fmt: skip
+        steps = [
+            run_plugin(plugin_dir, "host-local", verb, conf, netns=netns, env=env)
+            for verb in ("ADD", "DEL")
+        ]
         outputs.append([(s.returncode, s.stdout, s.stderr) for s in steps])
     assert outputs[0] == outputs[1] == outputs[2]
     assert json.loads(outputs[0][0][1])["ips"][0]["address"] == "10.66.0.2/24"
@@ -318,10 +325,23 @@ def test_delegated_ipam_still_runs_in_process(frozen_bin, make_netns, tmp_path):
         **nowhere(tmp_path),
     }
     code, out, err = run(
-        ["ip", "netns", "exec", os.path.basename(node.host), "strace", "-f", "-qq", "-e",
-         "trace=execve", "-o", str(trace), os.path.join(frozen_bin, "ptp")],
-        env, json.dumps(conf).encode(),
-    )  # fmt: skip
+        [
+            "ip",
+            "netns",
+            "exec",
+            os.path.basename(node.host),
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=execve",
+            "-o",
+            str(trace),
+            os.path.join(frozen_bin, "ptp"),
+        ],
+        env,
+        json.dumps(conf).encode(),
+    )
     assert code == 0, (out, err)
     assert json.loads(out)["ips"][0]["address"] == "10.56.0.2/24"
     execs = trace.read_text()
@@ -339,8 +359,7 @@ def test_request_is_the_python_clients_and_carries_our_namespaces(
     env = {"PYCNI_SOCKET": fake.path, "CNI_COMMAND": "DEL", "CNI_ARGS": "A=1;B=é", "EMPTY": ""}
     argv_tail = ["one", "two words", ""]
     door = run([os.path.join(frozen_bin, "loopback"), *argv_tail], env, cwd=tmp_path)
-    frozen = run(["loopback", *argv_tail], env, executable=frozen_program(frozen_bin),
-                 cwd=tmp_path)  # fmt: skip
+    frozen = run(["loopback", *argv_tail], env, executable=frozen_program(frozen_bin), cwd=tmp_path)
     assert door == frozen == (3, b"", b"")  # the worker's status is the exit status
     ours, pythons = fake.requests
     pythons_fds = pythons.pop("fds")
@@ -349,8 +368,9 @@ def test_request_is_the_python_clients_and_carries_our_namespaces(
     assert ours["build"] == build_id_of(frozen_program(frozen_bin))
     assert ours["name"] == "loopback" and ours["argv"] == argv_tail and ours["env"] == env
     assert len(fds) == len(pythons_fds) == 6
-    for got, path in zip(fds[3:], ("/proc/self/ns/net", "/proc/self/ns/mnt", tmp_path),
-                         strict=True):  # fmt: skip
+    for got, path in zip(
+        fds[3:], ("/proc/self/ns/net", "/proc/self/ns/mnt", tmp_path), strict=True
+    ):
         st = os.stat(path)
         assert (got.st_dev, got.st_ino) == (st.st_dev, st.st_ino), path
 
@@ -366,9 +386,14 @@ def test_exit_status_is_the_workers(frozen_bin, fake_daemon, status):
 def test_a_refusal_runs_the_frozen_program(frozen_bin, fake_daemon, tmp_path, netns):
     fake = fake_daemon("refuse")
     refused = run_plugin(
-        frozen_bin, "loopback", "ADD", LOOPBACK, netns=netns, ifname="lo",
+        frozen_bin,
+        "loopback",
+        "ADD",
+        LOOPBACK,
+        netns=netns,
+        ifname="lo",
         env={"PYCNI_SOCKET": fake.path},
-    )  # fmt: skip
+    )
     assert refused.returncode == 0, refused
     # The front door's request, then the frozen program's own try (refused as well).
     assert [r["name"] for r in fake.requests] == ["loopback", "loopback"]
@@ -396,9 +421,14 @@ def test_a_stale_socket_file_runs_the_frozen_program(frozen_bin, tmp_path, netns
     listener.bind(str(stale))
     listener.close()
     done = run_plugin(
-        frozen_bin, "loopback", "ADD", LOOPBACK, netns=netns, ifname="lo",
+        frozen_bin,
+        "loopback",
+        "ADD",
+        LOOPBACK,
+        netns=netns,
+        ifname="lo",
         env={"PYCNI_SOCKET": str(stale)},
-    )  # fmt: skip
+    )
     assert done.returncode == 0 and done.json["ips"][0]["address"] == "127.0.0.1/8"
 
 
@@ -416,9 +446,14 @@ def test_a_symlink_from_elsewhere_works(frozen_bin, tmp_path, make_netns):
     calls = []
     for directory in (str(elsewhere), frozen_bin):
         done = run_plugin(
-            directory, "loopback", "ADD", LOOPBACK, netns=make_netns(), ifname="lo",
+            directory,
+            "loopback",
+            "ADD",
+            LOOPBACK,
+            netns=make_netns(),
+            ifname="lo",
             env=nowhere(tmp_path),
-        )  # fmt: skip
+        )
         calls.append((done.returncode, done.json["ips"]))
     assert calls[0] == calls[1] and calls[0][0] == 0
 
@@ -468,9 +503,15 @@ def test_peak_rss_is_at_most_two_mebibytes(frozen_bin, start_daemon, netns, tmp_
     ):
         report = tmp_path / "rss"
         done = run_plugin(
-            frozen_bin, "loopback", command, LOOPBACK, netns=netns, ifname="lo", env=env,
+            frozen_bin,
+            "loopback",
+            command,
+            LOOPBACK,
+            netns=netns,
+            ifname="lo",
+            env=env,
             wrapper=[GNU_TIME, "-f", "%M", "-o", str(report)],
-        )  # fmt: skip
+        )
         assert done.returncode == 0, done
         peaks[label] = int(report.read_text().split()[-1])
     assert daemon.served() == 1
@@ -498,8 +539,9 @@ def test_sanitized_build_runs_every_path_cleanly(
 
     def call(command, socket_path, netns=""):
         env = dict(sanitizers, PYCNI_SOCKET=socket_path)
-        done = run_plugin(str(bin_dir), "loopback", command, LOOPBACK, netns=netns,
-                          ifname="lo", env=env)  # fmt: skip
+        done = run_plugin(
+            str(bin_dir), "loopback", command, LOOPBACK, netns=netns, ifname="lo", env=env
+        )
         report = [word for word in SANITIZER_REPORTS if word in done.stderr.encode()]
         assert report == [], done.stderr
         return done

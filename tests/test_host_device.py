@@ -21,8 +21,21 @@ class Node:
         self.gateway = make_netns("hdg")
         self.make_netns = make_netns
         gw = os.path.basename(self.gateway)
-        ns_exec(self.host, "ip", "link", "add", "hd0", "address", MAC, "type", "veth",
-                "peer", "hdpeer", "netns", gw)  # fmt: skip
+        ns_exec(
+            self.host,
+            "ip",
+            "link",
+            "add",
+            "hd0",
+            "address",
+            MAC,
+            "type",
+            "veth",
+            "peer",
+            "hdpeer",
+            "netns",
+            gw,
+        )
         ns_exec(self.gateway, "ip", "link", "set", "hdpeer", "up")
         ns_exec(self.gateway, "ip", "addr", "add", "10.78.0.1/24", "dev", "hdpeer")
 
@@ -43,8 +56,16 @@ def conf(**extra):
 
 def run(plugin_dir, node, command, config, *, pod="", extra_path="", **kw):
     cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(plugin_dir, "host-device", command, config, netns=pod,
-                      cni_path=cni_path, in_netns=node.host, **kw)  # fmt: skip
+    return run_plugin(
+        plugin_dir,
+        "host-device",
+        command,
+        config,
+        netns=pod,
+        cni_path=cni_path,
+        in_netns=node.host,
+        **kw,
+    )
 
 
 def link(netns, name):
@@ -119,8 +140,9 @@ def test_add_unknown_hwaddr_is_a_clear_error(plugin_dir, node):
 def test_add_selects_device_by_kernelpath(plugin_dir, node):
     # Under `ip netns exec` /sys shows the host netns' devices: hd0 sorts before lo.
     pod = node.pod()
-    done = run(plugin_dir, node, "ADD", conf(device=None, kernelpath="/sys/devices/virtual"),
-               pod=pod)  # fmt: skip
+    done = run(
+        plugin_dir, node, "ADD", conf(device=None, kernelpath="/sys/devices/virtual"), pod=pod
+    )
     assert done.returncode == 0, done
     assert link(pod, "eth0")["ifalias"] == "hd0"
 
@@ -177,8 +199,15 @@ def test_name_clash_in_pod_rolls_back_to_host(plugin_dir, node):
 def test_ipam_failure_moves_device_back(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, extra_path=fake_ipam.dir,
-               env=fake_ipam.env(fail="ADD"))  # fmt: skip
+    done = run(
+        plugin_dir,
+        node,
+        "ADD",
+        config,
+        pod=pod,
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(fail="ADD"),
+    )
     assert done.returncode == 1
     assert done.json["code"] == 11
     assert link(node.host, "hd0") is not None
@@ -193,8 +222,15 @@ def test_configure_failure_releases_ipam_and_moves_device_back(plugin_dir, node,
         "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}],
     }
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, extra_path=fake_ipam.dir,
-               env=fake_ipam.env(result=unreachable))  # fmt: skip
+    done = run(
+        plugin_dir,
+        node,
+        "ADD",
+        config,
+        pod=pod,
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(result=unreachable),
+    )
     assert done.returncode == 1
     assert fake_ipam.calls() == ["ADD", "DEL"]
     assert link(node.host, "hd0") is not None
@@ -236,8 +272,15 @@ def test_del_with_empty_netns_still_releases_ipam(plugin_dir, node, fake_ipam):
 
 def test_del_with_missing_netns_still_releases_ipam(plugin_dir, node, fake_ipam, tmp_path):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "DEL", config, pod=str(tmp_path / "gone"),
-               extra_path=fake_ipam.dir, env=fake_ipam.env())  # fmt: skip
+    done = run(
+        plugin_dir,
+        node,
+        "DEL",
+        config,
+        pod=str(tmp_path / "gone"),
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(),
+    )
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["DEL"]
 

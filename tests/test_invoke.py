@@ -205,10 +205,22 @@ def test_in_process_sibling_answers_like_the_executable(tmp_path, monkeypatch, s
     import libcni
     from libcni.delegation import invoke
 
-    conf = {"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "static",
-            "addresses": [{"address": "10.9.0.5/24", "gateway": "10.9.0.1"}]}}  # fmt: skip
-    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/var/run/netns/x",
-           "CNI_IFNAME": "eth0", "CNI_PATH": source_bin, "PATH": "/usr/bin:/bin"}  # fmt: skip
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "n",
+        "ipam": {
+            "type": "static",
+            "addresses": [{"address": "10.9.0.5/24", "gateway": "10.9.0.1"}],
+        },
+    }
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "c",
+        "CNI_NETNS": "/var/run/netns/x",
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": source_bin,
+        "PATH": "/usr/bin:/bin",
+    }
     stdin = json.dumps(conf).encode()
     executed = invoke.run(os.path.join(source_bin, "static"), env, stdin, io.StringIO())
     program = os.path.join(source_bin, "static")

@@ -22,16 +22,22 @@ def host(make_netns):
 
 
 def conf(**extra):
-    base = {"cniVersion": "1.0.0", "name": "ivnet", "type": "ipvlan", "master": "mst0",
-            "ipam": STATIC}  # fmt: skip
+    base = {
+        "cniVersion": "1.0.0",
+        "name": "ivnet",
+        "type": "ipvlan",
+        "master": "mst0",
+        "ipam": STATIC,
+    }
     base.update(extra)
     return {k: v for k, v in base.items() if v is not None}
 
 
 def run(plugin_dir, host, command, config, *, pod="", extra_path="", **kw):
     cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(plugin_dir, "ipvlan", command, config, netns=pod, cni_path=cni_path,
-                      in_netns=host, **kw)  # fmt: skip
+    return run_plugin(
+        plugin_dir, "ipvlan", command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
+    )
 
 
 def names(netns):

@@ -52,23 +52,47 @@ class Cluster:
         self.tuning_dir = str(tmp_path / "tuning")
         self.firewall_dir = str(tmp_path / "firewall")
         plugins = [
-            {"type": "bridge", "bridge": "cbr0", "isGateway": True, "ipMasq": True,
-             "hairpinMode": True,
-             "ipam": self.node.host_local(f"{SUBNET}.0/24", routes=[{"dst": "0.0.0.0/0"}])},
+            {
+                "type": "bridge",
+                "bridge": "cbr0",
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": self.node.host_local(f"{SUBNET}.0/24", routes=[{"dst": "0.0.0.0/0"}]),
+            },
             {"type": "portmap", "capabilities": {"portMappings": True}},
             {"type": "bandwidth", "capabilities": {"bandwidth": True}},
-            {"type": "tuning", "sysctl": {"net.core.somaxconn": "1024"},
-             "dataDir": self.tuning_dir, "mtu": 1400},
+            {
+                "type": "tuning",
+                "sysctl": {"net.core.somaxconn": "1024"},
+                "dataDir": self.tuning_dir,
+                "mtu": 1400,
+            },
             {"type": "firewall", "backend": "iptables", "dataDir": self.firewall_dir},
-        ]  # fmt: skip
+        ]
         with open(self.list_path, "w") as f:
             json.dump({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": plugins}, f)
 
     def run(self, plugin_dir, verb, cid, pod, caps=None):
-        argv = [sys.executable, "-c", DRIVER, REPO, plugin_dir, self.list_path, self.cache,
-                verb, cid, pod, json.dumps(caps or {})]  # fmt: skip
-        proc = subprocess.run(["ip", "netns", "exec", os.path.basename(self.node.host), *argv],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        argv = [
+            sys.executable,
+            "-c",
+            DRIVER,
+            REPO,
+            plugin_dir,
+            self.list_path,
+            self.cache,
+            verb,
+            cid,
+            pod,
+            json.dumps(caps or {}),
+        ]
+        proc = subprocess.run(
+            ["ip", "netns", "exec", os.path.basename(self.node.host), *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, (verb, proc.stdout, proc.stderr[-3000:])
         return json.loads(proc.stdout) if verb == "add" else None
 
@@ -78,14 +102,24 @@ class Cluster:
         found = []
         marks = (address, f'id: \\"{cid}\\"', "CNI-DN-")
         for tool in ("iptables-save", "ip6tables-save"):
-            found += [line for line in ns_exec(host, tool).splitlines()
-                      if any(mark in line for mark in marks)]  # fmt: skip
-        found += [line for line in ns_exec(host, "nft", "list", "ruleset").splitlines()
-                  if cid in line]  # fmt: skip
-        found += [e["ifname"] for e in ip_json(host, "link", "show")
-                  if e["ifname"].startswith(("bwp", "veth"))]  # fmt: skip
-        found += [q["kind"] for q in json.loads(ns_exec(host, "tc", "-j", "qdisc", "show"))
-                  if q["kind"] in ("tbf", "ingress")]  # fmt: skip
+            found += [
+                line
+                for line in ns_exec(host, tool).splitlines()
+                if any(mark in line for mark in marks)
+            ]
+        found += [
+            line for line in ns_exec(host, "nft", "list", "ruleset").splitlines() if cid in line
+        ]
+        found += [
+            e["ifname"]
+            for e in ip_json(host, "link", "show")
+            if e["ifname"].startswith(("bwp", "veth"))
+        ]
+        found += [
+            q["kind"]
+            for q in json.loads(ns_exec(host, "tc", "-j", "qdisc", "show"))
+            if q["kind"] in ("tbf", "ingress")
+        ]
         for folder in (self.tuning_dir, self.firewall_dir):
             for root, _, files in os.walk(folder):
                 found += [os.path.join(root, f) for f in files]
@@ -103,14 +137,21 @@ def caps(host_port=True, bandwidth=True):
     if host_port:
         out["portMappings"] = [{"hostPort": 30080, "containerPort": 80, "protocol": "tcp"}]
     if bandwidth:
-        out["bandwidth"] = {"ingressRate": RATE, "ingressBurst": 400_000,
-                            "egressRate": RATE, "egressBurst": 400_000}  # fmt: skip
+        out["bandwidth"] = {
+            "ingressRate": RATE,
+            "ingressBurst": 400_000,
+            "egressRate": RATE,
+            "egressBurst": 400_000,
+        }
     return out
 
 
 def background(netns, *argv):
-    proc = subprocess.Popen(["ip", "netns", "exec", os.path.basename(netns), sys.executable,
-                             "-c", *argv], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", os.path.basename(netns), sys.executable, "-c", *argv],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -123,8 +164,15 @@ def rate(server_ns, listen, client_ns, direction):
     mode = "send" if direction == "ingress" else "recv"
     server = background(server_ns, RATE_SERVER, listen, mode, "2")
     try:
-        out = ns_exec(client_ns, sys.executable, "-c", RATE_CLIENT, listen,
-                      "recv" if mode == "send" else "send", "2")  # fmt: skip
+        out = ns_exec(
+            client_ns,
+            sys.executable,
+            "-c",
+            RATE_CLIENT,
+            listen,
+            "recv" if mode == "send" else "send",
+            "2",
+        )
         return float(out.strip())
     finally:
         server.kill()

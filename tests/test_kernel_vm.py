@@ -50,8 +50,10 @@ def vm_report():
     if not os.path.isfile(os.path.join(FROZEN_BIN, "vlan")):
         pytest.fail("frozen executables missing: run `make build` first")
     python = os.path.realpath(sys.executable)
-    command = (f"{python} -m pytest -q -p no:cacheprovider {' '.join(INSIDE)} "
-               "--junitxml=/results/junit.xml")  # fmt: skip
+    command = (
+        f"{python} -m pytest -q -p no:cacheprovider {' '.join(INSIDE)} "
+        "--junitxml=/results/junit.xml"
+    )
     try:
         run = harness.run(command, timeout=1200, collect=("junit.xml",))
     except harness.VMError as err:
@@ -59,8 +61,10 @@ def vm_report():
     print(f"\n[vm] boot {run.boot_seconds:.1f} s, in-VM suite {run.seconds:.1f} s in all")
     report = Report(run)
     if not report.cases:
-        pytest.fail(f"no results from the VM (status {run.status}):\n{run.stdout[-3000:]}"
-                    f"\n{run.stderr[-3000:]}")  # fmt: skip
+        pytest.fail(
+            f"no results from the VM (status {run.status}):\n{run.stdout[-3000:]}"
+            f"\n{run.stderr[-3000:]}"
+        )
     return report
 
 

@@ -58,9 +58,15 @@ def static(address, gateway=f"{SUBNET}.1", routes=None):
 def run(plugin_dir, node, command, config, *, pod="", extra_path="", **kw):
     cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
     return run_plugin(
-        plugin_dir, "macvlan", command, config, netns=pod, cni_path=cni_path,
-        in_netns=node.host, **kw,
-    )  # fmt: skip
+        plugin_dir,
+        "macvlan",
+        command,
+        config,
+        netns=pod,
+        cni_path=cni_path,
+        in_netns=node.host,
+        **kw,
+    )
 
 
 def link(netns, name="eth0"):
@@ -270,8 +276,9 @@ def test_existing_ifname_in_pod_fails_without_leftovers(plugin_dir, node, fake_i
     pod = node.pod()
     ns_exec(pod, "ip", "link", "add", "eth0", "type", "veth", "peer", "other0")
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, extra_path=fake_ipam.dir,
-               env=fake_ipam.env())  # fmt: skip
+    done = run(
+        plugin_dir, node, "ADD", config, pod=pod, extra_path=fake_ipam.dir, env=fake_ipam.env()
+    )
     assert done.returncode == 1
     assert done.json["msg"] == 'failed to rename macvlan to "eth0": file exists'
     names = sorted(entry["ifname"] for entry in ip_json(pod, "link", "show"))
@@ -282,8 +289,15 @@ def test_existing_ifname_in_pod_fails_without_leftovers(plugin_dir, node, fake_i
 def test_ipam_failure_removes_the_link(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, extra_path=fake_ipam.dir,
-               env=fake_ipam.env(fail="ADD"))  # fmt: skip
+    done = run(
+        plugin_dir,
+        node,
+        "ADD",
+        config,
+        pod=pod,
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(fail="ADD"),
+    )
     assert done.returncode == 1
     assert done.json == {"code": 11, "msg": "fake-ipam: ADD refused"}
     assert link(pod) is None
@@ -297,8 +311,15 @@ def test_configure_failure_releases_ipam_and_removes_the_link(plugin_dir, node, 
         "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}],
     }
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, extra_path=fake_ipam.dir,
-               env=fake_ipam.env(result=unreachable))  # fmt: skip
+    done = run(
+        plugin_dir,
+        node,
+        "ADD",
+        config,
+        pod=pod,
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(result=unreachable),
+    )
     assert done.returncode == 1
     assert "failed to add route '10.200.0.0/16 via 192.0.2.1" in done.json["msg"]
     assert fake_ipam.calls() == ["ADD", "DEL"]
@@ -356,16 +377,24 @@ def test_del_twice_succeeds(plugin_dir, node):
 
 def test_del_with_missing_netns_still_releases_ipam(plugin_dir, node, fake_ipam, tmp_path):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "DEL", config, pod=str(tmp_path / "gone"),
-               extra_path=fake_ipam.dir, env=fake_ipam.env())  # fmt: skip
+    done = run(
+        plugin_dir,
+        node,
+        "DEL",
+        config,
+        pod=str(tmp_path / "gone"),
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(),
+    )
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["DEL"]
 
 
 def test_del_with_empty_netns_releases_ipam(plugin_dir, node, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "DEL", config, pod="", extra_path=fake_ipam.dir,
-               env=fake_ipam.env())  # fmt: skip
+    done = run(
+        plugin_dir, node, "DEL", config, pod="", extra_path=fake_ipam.dir, env=fake_ipam.env()
+    )
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["DEL"]
 
@@ -446,8 +475,7 @@ def test_check_fails_when_link_is_gone(plugin_dir, node):
 
 def test_status_forwards_to_ipam(plugin_dir, node, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "STATUS", config, extra_path=fake_ipam.dir,
-               env=fake_ipam.env())  # fmt: skip
+    done = run(plugin_dir, node, "STATUS", config, extra_path=fake_ipam.dir, env=fake_ipam.env())
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["STATUS"]
 
@@ -515,8 +543,13 @@ def test_same_result_and_kernel_state_as_go(source_bin, go_bin, node, case):
         checked = dict(config, prevResult=done.json)
         check = run(directory, node, "CHECK", checked, pod=pod)
         deleted = run(directory, node, "DEL", checked, pod=pod)
-        views[name] = (normalised(done.json, mac, pod), view, check.returncode,
-                       deleted.returncode, link(pod))  # fmt: skip
+        views[name] = (
+            normalised(done.json, mac, pod),
+            view,
+            check.returncode,
+            deleted.returncode,
+            link(pod),
+        )
     assert views["ours"] == views["go"]
 
 

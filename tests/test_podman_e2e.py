@@ -47,8 +47,12 @@ def fetch(netns: str, url: str) -> str:
         "import sys, urllib.request\ntry:\n print(urllib.request.urlopen(sys.argv[1], "
         "timeout=3).read().decode().strip())\nexcept Exception:\n print('')"
     )
-    proc = subprocess.run(["ip", "netns", "exec", os.path.basename(netns), "python3", "-c", code,
-                           url], capture_output=True, text=True, timeout=30)  # fmt: skip
+    proc = subprocess.run(
+        ["ip", "netns", "exec", os.path.basename(netns), "python3", "-c", code, url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return proc.stdout.strip()
 
 
@@ -63,12 +67,17 @@ def pings(node, container: str, address: str) -> bool:
 
 def listener(netns: str):
     """A TCP listener in a test netns that answers with the peer address it saw."""
-    code = ("import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
-            "socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 9000)); s.listen(4); print('ready', "
-            "flush=True)\nwhile True:\n c, peer = s.accept(); c.sendall(peer[0].encode() + "
-            "b'\\n'); c.close()")  # fmt: skip
-    proc = subprocess.Popen(["ip", "netns", "exec", os.path.basename(netns), "python3", "-c",
-                             code], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    code = (
+        "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+        "socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 9000)); s.listen(4); print('ready', "
+        "flush=True)\nwhile True:\n c, peer = s.accept(); c.sendall(peer[0].encode() + "
+        "b'\\n'); c.close()"
+    )
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", os.path.basename(netns), "python3", "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -77,8 +86,11 @@ def leftovers(node, container_id: str, address: str) -> list:
     found = []
     for tool in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]):
         out = node.sh(*tool, check=False).stdout
-        found += [line for line in out.splitlines() if container_id in line or
-                  f"{address}/" in line or f"{address}:" in line]  # fmt: skip
+        found += [
+            line
+            for line in out.splitlines()
+            if container_id in line or f"{address}/" in line or f"{address}:" in line
+        ]
     links = json.loads(node.sh("ip", "-j", "link", "show").stdout)
     found += [link["ifname"] for link in links if link["ifname"].startswith(("veth", "bwp"))]
     listing = node.sh("sh", "-c", "ls /var/lib/cni/networks/*/ 2>/dev/null", check=False).stdout
@@ -110,9 +122,15 @@ def test_published_ports(node):
     node.run_container("client", "--network", "net2")
     url = f"http://{NODE_ADDRESS}:18080/"
     assert fetch(node.external, url) == "pod"  # from outside the node
-    assert node.sh("python3", "-c", "import urllib.request as u; print(u.urlopen("
-                   "'http://127.0.0.1:18080/', timeout=3).read().decode().strip())"
-                   ).stdout.strip() == "pod"  # fmt: skip
+    assert (
+        node.sh(
+            "python3",
+            "-c",
+            "import urllib.request as u; print(u.urlopen("
+            "'http://127.0.0.1:18080/', timeout=3).read().decode().strip())",
+        ).stdout.strip()
+        == "pod"
+    )
     assert wget(node, "client", "http://10.89.2.1:18080/") == "pod"  # from another container
     assert wget(node, "web", "http://10.89.2.1:18080/") == "pod"  # hairpin to itself
     local = "import urllib.request as u; print(u.urlopen('http://127.0.0.1:18082/').read())"
@@ -122,11 +140,14 @@ def test_published_ports(node):
 
 def test_published_udp_port(node):
     node.podman("network", "create", "--subnet", "10.89.13.0/24", "udpnet")
-    node.run_container("echo", "--network", "udpnet", "-p", "15353:5353/udp",
-                       command=("udpecho", "5353"))  # fmt: skip
-    code = ("import socket, sys\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "u.settimeout(3)\nu.sendto(b'hi', (sys.argv[1], 15353))\n"
-            "print(u.recvfrom(100)[0].decode())")  # fmt: skip
+    node.run_container(
+        "echo", "--network", "udpnet", "-p", "15353:5353/udp", command=("udpecho", "5353")
+    )
+    code = (
+        "import socket, sys\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "u.settimeout(3)\nu.sendto(b'hi', (sys.argv[1], 15353))\n"
+        "print(u.recvfrom(100)[0].decode())"
+    )
     proc = subprocess.run(
         [
             "ip",
@@ -146,12 +167,22 @@ def test_published_udp_port(node):
 
 
 def test_subnet_gateway_range_static_ip_and_mac(node):
-    node.podman("network", "create", "--subnet", "10.89.3.0/24", "--gateway", "10.89.3.254",
-                "--ip-range", "10.89.3.128/25", "net3")  # fmt: skip
+    node.podman(
+        "network",
+        "create",
+        "--subnet",
+        "10.89.3.0/24",
+        "--gateway",
+        "10.89.3.254",
+        "--ip-range",
+        "10.89.3.128/25",
+        "net3",
+    )
     node.run_container("ranged", "--network", "net3")
     assert int(node.inspect_ip("ranged", "net3").split(".")[-1]) >= 128
-    node.run_container("fixed", "--network", "net3", "--ip", "10.89.3.200",
-                       "--mac-address", "0a:58:0a:59:03:14")  # fmt: skip
+    node.run_container(
+        "fixed", "--network", "net3", "--ip", "10.89.3.200", "--mac-address", "0a:58:0a:59:03:14"
+    )
     shown = node.exec("fixed", "ip", "addr", "show", "eth0").stdout
     assert "10.89.3.200/24" in shown and "0a:58:0a:59:03:14" in shown
     assert pings(node, "fixed", "10.89.3.254")
@@ -183,8 +214,16 @@ def test_internal_network_is_not_masqueraded(node):
 
 
 def test_dual_stack(node):
-    node.podman("network", "create", "--ipv6", "--subnet", "10.89.10.0/24", "--subnet",
-                "fd89:10::/64", "dual")  # fmt: skip
+    node.podman(
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.89.10.0/24",
+        "--subnet",
+        "fd89:10::/64",
+        "dual",
+    )
     node.run_container("a", "--network", "dual")
     node.run_container("b", "--network", "dual")
     shown = node.exec("b", "ip", "addr", "show", "eth0").stdout
@@ -200,8 +239,17 @@ def test_macvlan_network_on_a_veth_parent(node):
     ip("-n", node_ns, "link", "set", "mvparent", "up")
     ip("-n", ext, "addr", "add", "192.168.220.2/24", "dev", "mvpeer")
     ip("-n", ext, "link", "set", "mvpeer", "up")
-    node.podman("network", "create", "-d", "macvlan", "-o", "parent=mvparent", "--subnet",
-                "192.168.220.0/24", "mvnet")  # fmt: skip
+    node.podman(
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        "parent=mvparent",
+        "--subnet",
+        "192.168.220.0/24",
+        "mvnet",
+    )
     node.run_container("m", "--network", "mvnet")
     # Reaching the far end of mvparent from 192.168.220.0/24 needs a link on mvparent itself:
     # there is no bridge or route on the node for that subnet.
@@ -222,23 +270,50 @@ def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
     ip("-n", ext, "addr", "add", "192.168.221.1/24", "dev", "dhpeer")
     ip("-n", ext, "link", "set", "dhpeer", "up")
     leases = str(tmp_path / "leases")
-    dnsmasq = subprocess.Popen(["ip", "netns", "exec", ext, "/usr/sbin/dnsmasq", "-k",
-                                "--conf-file=/dev/null", "--port=0", "--user=root",
-                                "--group=root", "--bind-interfaces", "--interface=dhpeer",
-                                "--no-ping", f"--pid-file={tmp_path / 'dnsmasq.pid'}",
-                                f"--dhcp-leasefile={leases}",
-                                "--dhcp-range=192.168.221.10,192.168.221.99,255.255.255.0,2m",
-                                "--dhcp-option=option:router,192.168.221.1"],
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    daemon = node.spawn(os.path.join(node.plugin_dir, "dhcp"), "daemon",
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    dnsmasq = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ext,
+            "/usr/sbin/dnsmasq",
+            "-k",
+            "--conf-file=/dev/null",
+            "--port=0",
+            "--user=root",
+            "--group=root",
+            "--bind-interfaces",
+            "--interface=dhpeer",
+            "--no-ping",
+            f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+            f"--dhcp-leasefile={leases}",
+            "--dhcp-range=192.168.221.10,192.168.221.99,255.255.255.0,2m",
+            "--dhcp-option=option:router,192.168.221.1",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    daemon = node.spawn(
+        os.path.join(node.plugin_dir, "dhcp"),
+        "daemon",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             if node.sh("test", "-S", "/run/cni/dhcp.sock", check=False).returncode == 0:
                 break
             time.sleep(0.1)
-        node.podman("network", "create", "-d", "macvlan", "-o", "parent=dhparent",
-                    "--ipam-driver", "dhcp", "dhnet")  # fmt: skip
+        node.podman(
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "-o",
+            "parent=dhparent",
+            "--ipam-driver",
+            "dhcp",
+            "dhnet",
+        )
         node.run_container("d", "--network", "dhnet")
         address = node.inspect_ip("d", "dhnet")
         assert address.startswith("192.168.221.")

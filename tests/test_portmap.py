@@ -60,8 +60,9 @@ def servers():
     def start(netns):
         proc = subprocess.Popen(
             ["ip", "netns", "exec", os.path.basename(netns), sys.executable, "-c", SERVER],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         started.append(proc)
         assert proc.stdout.readline().strip() == "ready"
 
@@ -195,8 +196,12 @@ def test_gc_removes_chains_of_stale_containers(plugin_dir, node):
     pods = [node.pod(), node.pod()]
     for number, pod in enumerate(pods):
         attach(plugin_dir, node, pod, cid=f"c{number}", mappings=[MAPPINGS[number]])
-    gc = {"cniVersion": "1.1.0", "name": "pmnet", "type": "portmap",
-          "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}]}  # fmt: skip
+    gc = {
+        "cniVersion": "1.1.0",
+        "name": "pmnet",
+        "type": "portmap",
+        "cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth0"}],
+    }
     done = portmap(plugin_dir, node, "GC", gc, "")
     assert done.returncode == 0, done
     rules = portmap_rules(node)
@@ -210,14 +215,24 @@ def test_gc_removes_chains_of_stale_containers(plugin_dir, node):
         ({"markMasqBit": 3, "externalSetMarkChain": "X"}, "Cannot specify externalSetMarkChain"),
         ({"backend": "nftables", "externalSetMarkChain": "X"}, "nftables backend was requested"),
         ({"backend": "pf"}, 'unrecognized backend "pf"'),
-        ({"runtimeConfig": {"portMappings": [{"hostPort": 0, "containerPort": 1,
-                                              "protocol": "tcp"}]}},
-         "Invalid host port number: 0"),
-        ({"runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 1,
-                                              "protocol": "icmp"}]}},
-         'invalid protocol "icmp"'),
+        (
+            {
+                "runtimeConfig": {
+                    "portMappings": [{"hostPort": 0, "containerPort": 1, "protocol": "tcp"}]
+                }
+            },
+            "Invalid host port number: 0",
+        ),
+        (
+            {
+                "runtimeConfig": {
+                    "portMappings": [{"hostPort": 1, "containerPort": 1, "protocol": "icmp"}]
+                }
+            },
+            'invalid protocol "icmp"',
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_config_is_refused(plugin_dir, node, extra, message):
     prev = {"cniVersion": "1.0.0", "ips": [{"address": "10.66.0.2/24"}]}
     done = portmap(plugin_dir, node, "ADD", portmap_conf(prev, **extra), node.pod())
@@ -252,8 +267,23 @@ def test_same_rules_as_go_and_cross_deletion(plugin_dir, go_bin, node, adder, de
 
 def test_udp_conntrack_entries_to_a_mapped_port_are_cleared(plugin_dir, node):
     # A flow to the host port seen before the mapping existed would keep bypassing the DNAT.
-    ns_exec(node.host, "conntrack", "-I", "-p", "udp", "-s", "192.168.200.2", "-d",
-            EXTERNAL_HOST_SIDE, "--sport", "4000", "--dport", "15353", "-t", "120")  # fmt: skip
+    ns_exec(
+        node.host,
+        "conntrack",
+        "-I",
+        "-p",
+        "udp",
+        "-s",
+        "192.168.200.2",
+        "-d",
+        EXTERNAL_HOST_SIDE,
+        "--sport",
+        "4000",
+        "--dport",
+        "15353",
+        "-t",
+        "120",
+    )
     stale = ["conntrack", "-L", "-p", "udp", "--orig-port-dst", "15353"]
     assert "15353" in ns_exec(node.host, *stale, check=False)
     attach(plugin_dir, node, node.pod())

@@ -53,9 +53,7 @@ def current_types(go_text: str, version: str, plugin: str) -> str:
                 out.setdefault(key, {"ip": ip["address"]})
             return indent(dict(out, dns=obj.get("dns", {})))
         obj = json.loads(go_text)
-        obj["ips"] = [
-            {"version": "6" if ":" in ip["address"] else "4", **ip} for ip in obj["ips"]
-        ]
+        obj["ips"] = [{"version": "6" if ":" in ip["address"] else "4", **ip} for ip in obj["ips"]]
         return indent(obj)
     if version in FAMILY_C:  # difference 1
         if not obj.get("dns"):
@@ -73,30 +71,42 @@ def placeholders(text: str, *paths: str) -> str:
 
 # -- prevResults for the chained plugins, in each family's own shape ------------------------
 
-DNS = {"nameservers": ["10.1.0.53"], "domain": "cluster.local", "search": ["svc.cluster.local"],
-       "options": ["ndots:5"]}  # fmt: skip
+DNS = {
+    "nameservers": ["10.1.0.53"],
+    "domain": "cluster.local",
+    "search": ["svc.cluster.local"],
+    "options": ["ndots:5"],
+}
 
 
 def prev_result(version: str, sandbox: str, dns: bool) -> dict:
     if version in FAMILY_A:
-        out = {"cniVersion": version,
-               "ip4": {"ip": "10.1.0.5/24", "gateway": "10.1.0.1",
-                       "routes": [{"dst": "0.0.0.0/0"},
-                                  {"dst": "10.9.0.0/16", "gw": "10.1.0.254"}]},
-               "ip6": {"ip": "fd01::5/64", "gateway": "fd01::1"}}  # fmt: skip
+        out = {
+            "cniVersion": version,
+            "ip4": {
+                "ip": "10.1.0.5/24",
+                "gateway": "10.1.0.1",
+                "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.9.0.0/16", "gw": "10.1.0.254"}],
+            },
+            "ip6": {"ip": "fd01::5/64", "gateway": "fd01::1"},
+        }
         return dict(out, dns=DNS) if dns else out
-    ips = [{"interface": 2, "address": "10.1.0.5/24", "gateway": "10.1.0.1"},
-           {"interface": 2, "address": "fd01::5/64", "gateway": "fd01::1"}]  # fmt: skip
+    ips = [
+        {"interface": 2, "address": "10.1.0.5/24", "gateway": "10.1.0.1"},
+        {"interface": 2, "address": "fd01::5/64", "gateway": "fd01::1"},
+    ]
     if version not in FAMILY_C:
         ips = [{"version": "6" if ":" in ip["address"] else "4", **ip} for ip in ips]
     out = {
         "cniVersion": version,
-        "interfaces": [{"name": "cni0", "mac": "0a:58:0a:01:00:01"},
-                       {"name": "veth0a1b2c3d", "mac": "0a:58:0a:01:00:02"},
-                       {"name": "eth0", "mac": "0a:58:0a:01:00:05", "sandbox": sandbox}],
+        "interfaces": [
+            {"name": "cni0", "mac": "0a:58:0a:01:00:01"},
+            {"name": "veth0a1b2c3d", "mac": "0a:58:0a:01:00:02"},
+            {"name": "eth0", "mac": "0a:58:0a:01:00:05", "sandbox": sandbox},
+        ],
         "ips": ips,
         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.9.0.0/16", "gw": "10.1.0.254"}],
-    }  # fmt: skip
+    }
     return dict(out, dns=DNS) if dns else out
 
 
@@ -118,12 +128,19 @@ class Side:
 
     def run(self, plugin: str, command: str, conf: dict, ifname="eth0"):
         cni_path = f"{self.plugin_dir}:{GO_BIN}"
-        return run_plugin(self.plugin_dir, plugin, command, conf, netns=self.pod, ifname=ifname,
-                          cni_path=cni_path, in_netns=self.host)  # fmt: skip
+        return run_plugin(
+            self.plugin_dir,
+            plugin,
+            command,
+            conf,
+            netns=self.pod,
+            ifname=ifname,
+            cni_path=cni_path,
+            in_netns=self.host,
+        )
 
 
-def compare(make_netns, tmp_path, go_bin, plugin_dir, plugin, version, make_conf,
-            ifname="eth0"):  # fmt: skip
+def compare(make_netns, tmp_path, go_bin, plugin_dir, plugin, version, make_conf, ifname="eth0"):
     go = Side(make_netns, go_bin, str(tmp_path / "go"))
     ours = Side(make_netns, plugin_dir, str(tmp_path / "ours"))
     printed = {}
@@ -137,35 +154,60 @@ def compare(make_netns, tmp_path, go_bin, plugin_dir, plugin, version, make_conf
 
 
 def ipam(side: Side, version: str) -> dict:
-    return {"type": "host-local", "dataDir": side.data_dir,
-            "ranges": [[{"subnet": "10.77.0.0/24", "gateway": "10.77.0.1"}],
-                       [{"subnet": "fd77::/64"}]],
-            "routes": [{"dst": "0.0.0.0/0"},
-                       {"dst": "10.99.0.0/16", "gw": "10.77.0.254"}]}  # fmt: skip
+    return {
+        "type": "host-local",
+        "dataDir": side.data_dir,
+        "ranges": [[{"subnet": "10.77.0.0/24", "gateway": "10.77.0.1"}], [{"subnet": "fd77::/64"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "10.99.0.0/16", "gw": "10.77.0.254"}],
+    }
 
 
 MAIN = {
     "loopback": lambda side, v: {"cniVersion": v, "name": "rb", "type": "loopback"},
-    "bridge": lambda side, v: {"cniVersion": v, "name": "rb", "type": "bridge", "bridge": "rb0",
-                               "isGateway": True, "ipam": ipam(side, v)},
+    "bridge": lambda side, v: {
+        "cniVersion": v,
+        "name": "rb",
+        "type": "bridge",
+        "bridge": "rb0",
+        "isGateway": True,
+        "ipam": ipam(side, v),
+    },
     "ptp": lambda side, v: {"cniVersion": v, "name": "rb", "type": "ptp", "ipam": ipam(side, v)},
-    "macvlan": lambda side, v: {"cniVersion": v, "name": "rb", "type": "macvlan",
-                                "master": "mst0", "ipam": ipam(side, v)},
-    "host-local": lambda side, v: {"cniVersion": v, "name": "rb", "type": "host-local",
-                                   "ipam": ipam(side, v)},
-    "static": lambda side, v: {"cniVersion": v, "name": "rb", "type": "static", "ipam": {
+    "macvlan": lambda side, v: {
+        "cniVersion": v,
+        "name": "rb",
+        "type": "macvlan",
+        "master": "mst0",
+        "ipam": ipam(side, v),
+    },
+    "host-local": lambda side, v: {
+        "cniVersion": v,
+        "name": "rb",
+        "type": "host-local",
+        "ipam": ipam(side, v),
+    },
+    "static": lambda side, v: {
+        "cniVersion": v,
+        "name": "rb",
         "type": "static",
-        "addresses": [{"address": "10.10.0.5/24", "gateway": "10.10.0.1"},
-                      {"address": "fd00::5/64"}],
-        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "fd01::/64", "gw": "fd00::1"}],
-        "dns": DNS}},
-}  # fmt: skip
+        "ipam": {
+            "type": "static",
+            "addresses": [
+                {"address": "10.10.0.5/24", "gateway": "10.10.0.1"},
+                {"address": "fd00::5/64"},
+            ],
+            "routes": [{"dst": "0.0.0.0/0"}, {"dst": "fd01::/64", "gw": "fd00::1"}],
+            "dns": DNS,
+        },
+    },
+}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("plugin", sorted(MAIN))
-def test_main_and_ipam_results_are_upstreams_bytes(make_netns, tmp_path, go_bin, frozen_bin,
-                                                   plugin, version):  # fmt: skip
+def test_main_and_ipam_results_are_upstreams_bytes(
+    make_netns, tmp_path, go_bin, frozen_bin, plugin, version
+):
     ifname = "lo" if plugin == "loopback" else "eth9"
     compare(make_netns, tmp_path, go_bin, frozen_bin, plugin, version, MAIN[plugin], ifname)
 
@@ -183,11 +225,18 @@ CHAINED = {
     "plugin, version",
     [(plugin, version) for plugin in sorted(CHAINED) for version in CHAINED[plugin][1]],
 )
-def test_chained_results_are_upstreams_bytes(make_netns, tmp_path, go_bin, frozen_bin, plugin,
-                                             version, dns):  # fmt: skip
+def test_chained_results_are_upstreams_bytes(
+    make_netns, tmp_path, go_bin, frozen_bin, plugin, version, dns
+):
     def make_conf(side, v):
         # dataDir: tuning's backups and firewall's records stay in the test's directory.
-        return dict(CHAINED[plugin][0], cniVersion=v, name="rb", type=plugin,
-                    dataDir=side.data_dir, prevResult=prev_result(v, side.pod, dns))  # fmt: skip
+        return dict(
+            CHAINED[plugin][0],
+            cniVersion=v,
+            name="rb",
+            type=plugin,
+            dataDir=side.data_dir,
+            prevResult=prev_result(v, side.pod, dns),
+        )
 
     compare(make_netns, tmp_path, go_bin, frozen_bin, plugin, version, make_conf)

@@ -43,8 +43,13 @@ def test_veth_pair_with_peer_in_another_netns(make_netns):
     fd = os.open(outside, os.O_RDONLY)
     try:
         with RouteSocket(inside) as sock:
-            sock.add_link("eth0", "veth", mtu=1400, mac="0a:58:00:00:00:01",
-                          peer=RouteSocket.veth_peer("vethx", netns_fd=fd, mtu=1400))  # fmt: skip
+            sock.add_link(
+                "eth0",
+                "veth",
+                mtu=1400,
+                mac="0a:58:00:00:00:01",
+                peer=RouteSocket.veth_peer("vethx", netns_fd=fd, mtu=1400),
+            )
             eth0 = sock.link("eth0")
     finally:
         os.close(fd)

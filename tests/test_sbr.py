@@ -12,16 +12,32 @@ from l3node import Node, with_prev
 
 V4, GW4 = "10.9.0.5/24", "10.9.0.1"
 V6, GW6 = "2001:db8::5/64", "2001:db8::1"
-DEFAULT_RULES = {"-4": ["0:\tfrom all lookup local", "32766:\tfrom all lookup main",
-                        "32767:\tfrom all lookup default"],
-                 "-6": ["0:\tfrom all lookup local", "32766:\tfrom all lookup main"]}  # fmt: skip
+DEFAULT_RULES = {
+    "-4": [
+        "0:\tfrom all lookup local",
+        "32766:\tfrom all lookup main",
+        "32767:\tfrom all lookup default",
+    ],
+    "-6": ["0:\tfrom all lookup local", "32766:\tfrom all lookup main"],
+}
 
 
 def wire(pod, host, ifname="eth0", v4=V4, v6=V6, gw4=GW4, gw6=GW6, extra_route=True, metric=0):
     """What a main plugin leaves: the interface up with its addresses and routes."""
     peer = "p" + ifname
-    ns_exec(pod, "ip", "link", "add", ifname, "type", "veth", "peer", peer, "netns",
-            os.path.basename(host))  # fmt: skip
+    ns_exec(
+        pod,
+        "ip",
+        "link",
+        "add",
+        ifname,
+        "type",
+        "veth",
+        "peer",
+        peer,
+        "netns",
+        os.path.basename(host),
+    )
     ns_exec(host, "ip", "link", "set", peer, "up")
     ns_exec(pod, "ip", "link", "set", ifname, "up")
     ns_exec(pod, "ip", "addr", "add", v4, "dev", ifname)
@@ -71,9 +87,14 @@ def rules(pod, family="-4"):
 
 def kernel_state(pod):
     """Everything sbr touches, as `ip` prints it (details on)."""
-    return "\n".join(ns_exec(pod, "ip", *argv) for argv in (
-        ["-d", "-4", "rule"], ["-d", "-6", "rule"], ["-d", "route", "show", "table", "all"],
-    ))  # fmt: skip
+    return "\n".join(
+        ns_exec(pod, "ip", *argv)
+        for argv in (
+            ["-d", "-4", "rule"],
+            ["-d", "-6", "rule"],
+            ["-d", "route", "show", "table", "all"],
+        )
+    )
 
 
 def table(pod, number, family="-4"):
@@ -92,8 +113,11 @@ def test_each_ip_gets_a_rule_and_its_own_table_and_main_loses_the_routes(plugin_
     done = sbr(plugin_dir, "ADD", config, pod)
     assert done.returncode == 0, done
     assert done.json == config["prevResult"]
-    assert rules(pod) == [DEFAULT_RULES["-4"][0], "32765:\tfrom 10.9.0.5 lookup 100",
-                          *DEFAULT_RULES["-4"][1:]]  # fmt: skip
+    assert rules(pod) == [
+        DEFAULT_RULES["-4"][0],
+        "32765:\tfrom 10.9.0.5 lookup 100",
+        *DEFAULT_RULES["-4"][1:],
+    ]
     assert rules(pod, "-6")[1] == "32765:\tfrom 2001:db8::5 lookup 101"
     assert dsts(table(pod, 100)) == ["10.10.0.0/16", "10.9.0.0/24", "default"]
     assert dsts(table(pod, 100, "-6")) == ["2001:db8::/64", "fe80::/64"]  # generic routes
@@ -109,8 +133,17 @@ def test_first_free_table_skips_tables_in_use_and_pods_with_two_networks(plugin_
     assert sbr(plugin_dir, "ADD", conf(pod), pod).returncode == 0
     assert "from 10.9.0.5 lookup 102" in "\n".join(rules(pod))
     assert "from 2001:db8::5 lookup 103" in "\n".join(rules(pod, "-6"))
-    wire(pod, host, "net1", v4="10.20.0.5/24", v6="2001:db8:20::5/64", gw4="10.20.0.1",
-         gw6="", extra_route=False, metric=100)  # fmt: skip
+    wire(
+        pod,
+        host,
+        "net1",
+        v4="10.20.0.5/24",
+        v6="2001:db8:20::5/64",
+        gw4="10.20.0.1",
+        gw6="",
+        extra_route=False,
+        metric=100,
+    )
     config = conf(pod, "net1", prevResult=prev(pod, "net1", "10.20.0.5/24", "", "10.20.0.1"))
     assert sbr(plugin_dir, "ADD", config, pod, ifname="net1").returncode == 0
     assert "from 10.20.0.5 lookup 104" in "\n".join(rules(pod))
@@ -119,8 +152,17 @@ def test_first_free_table_skips_tables_in_use_and_pods_with_two_networks(plugin_
 
 
 def test_concurrent_adds_in_one_pod_are_serialised_by_the_netns_lock(plugin_dir, pod, host):
-    wire(pod, host, "net1", v4="10.20.0.5/24", v6="2001:db8:20::5/64", gw4="10.20.0.1",
-         gw6="", extra_route=False, metric=100)  # fmt: skip
+    wire(
+        pod,
+        host,
+        "net1",
+        v4="10.20.0.5/24",
+        v6="2001:db8:20::5/64",
+        gw4="10.20.0.1",
+        gw6="",
+        extra_route=False,
+        metric=100,
+    )
     calls = [
         (conf(pod, prevResult=prev(pod, v6="")), "eth0"),
         (conf(pod, prevResult=prev(pod, "net1", "10.20.0.5/24", "", "10.20.0.1")), "net1"),
@@ -163,7 +205,8 @@ def test_add_source_hints_keep_subnet_routes_in_main_with_a_source(plugin_dir, p
     assert done.returncode == 0, done
     main = ip_json(pod, "-4", "route", "show", "dev", "eth0")
     assert [(r["dst"], r.get("prefsrc"), r.get("scope")) for r in main] == [
-        ("10.9.0.0/24", "10.9.0.5", "link")]  # fmt: skip
+        ("10.9.0.0/24", "10.9.0.5", "link")
+    ]
     assert dsts(table(pod, 100)) == ["10.10.0.0/16", "10.9.0.0/24", "default"]
     main6 = ip_json(pod, "-6", "route", "show", "dev", "eth0")
     assert [(r["dst"], r.get("prefsrc")) for r in main6] == [("2001:db8::/64", "2001:db8::5")]
@@ -224,17 +267,24 @@ def test_gc_status_and_version(plugin_dir, pod):
     assert versions[0] == "0.1.0" and versions[-1] == "1.1.0"
 
 
-@pytest.mark.parametrize("extra, code, words", [
-    ({"prevResult": None}, 999, "This plugin must be called as chained plugin"),
-    ({"gateways": ["a", "b", "c"]}, 7, "cannot contain more than 2 entries"),
-    ({"gateways": ["10.0.0.1", "10.0.0.2"]}, 7, "multiple IPv4 addresses: 10.0.0.1 and 10.0.0.2"),
-    ({"gateways": ["nope"]}, 7, "invalid static gateway IP address: nope"),
-    ({"table": "100"}, 7, '"table" must be an integer'),
-    ({"table": -1}, 7, "routing table id from 1"),
-    ({"addSourceHints": "yes"}, 7, '"addSourceHints" must be true or false'),
-    ({"prevResult": {"cniVersion": "1.0.0", "ips": []}}, 999, "No IP addresses supplied"),
-    ({"prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "bad"}]}}, 999, "prevResult"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, code, words",
+    [
+        ({"prevResult": None}, 999, "This plugin must be called as chained plugin"),
+        ({"gateways": ["a", "b", "c"]}, 7, "cannot contain more than 2 entries"),
+        (
+            {"gateways": ["10.0.0.1", "10.0.0.2"]},
+            7,
+            "multiple IPv4 addresses: 10.0.0.1 and 10.0.0.2",
+        ),
+        ({"gateways": ["nope"]}, 7, "invalid static gateway IP address: nope"),
+        ({"table": "100"}, 7, '"table" must be an integer'),
+        ({"table": -1}, 7, "routing table id from 1"),
+        ({"addSourceHints": "yes"}, 7, '"addSourceHints" must be true or false'),
+        ({"prevResult": {"cniVersion": "1.0.0", "ips": []}}, 999, "No IP addresses supplied"),
+        ({"prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "bad"}]}}, 999, "prevResult"),
+    ],
+)
 def test_bad_input_is_a_cni_error(plugin_dir, pod, extra, code, words):
     before = kernel_state(pod)
     config = conf(pod, **extra)
@@ -280,24 +330,31 @@ def test_del_by_the_other_implementation(plugin_dir, go_bin, pod, adder, deleter
 
 def chain_conf(node, main):
     subnet = "10.66.0.0/24" if main == "bridge" else "10.67.0.0/24"
-    config = {"cniVersion": "1.0.0", "name": f"sbr{main}", "type": main,
-              "ipam": node.host_local(subnet, routes=[{"dst": "0.0.0.0/0"}])}  # fmt: skip
+    config = {
+        "cniVersion": "1.0.0",
+        "name": f"sbr{main}",
+        "type": main,
+        "ipam": node.host_local(subnet, routes=[{"dst": "0.0.0.0/0"}]),
+    }
     if main == "bridge":
         config.update(bridge="brsbr0", isGateway=True)
     return config
 
 
 @pytest.mark.parametrize("main", ["bridge", "ptp"])
-def test_chained_after_our_main_plugin_same_as_go(plugin_dir, go_bin, make_netns, tmp_path,
-                                                  main):  # fmt: skip
+def test_chained_after_our_main_plugin_same_as_go(plugin_dir, go_bin, make_netns, tmp_path, main):
     states = {}
     for name, directory in (("go", go_bin), ("ours", plugin_dir)):
         node = Node(make_netns, tmp_path / name, main)
         pod = node.pod()
         main_conf = chain_conf(node, main)
         result = node.add(plugin_dir, main_conf, pod)
-        config = {"cniVersion": "1.0.0", "name": main_conf["name"], "type": "sbr",
-                  "prevResult": result}  # fmt: skip
+        config = {
+            "cniVersion": "1.0.0",
+            "name": main_conf["name"],
+            "type": "sbr",
+            "prevResult": result,
+        }
         done = sbr(directory, "ADD", config, pod)
         assert done.returncode == 0, done
         assert {k: v for k, v in done.json.items() if k != "dns"} == result  # Go adds "dns": {}

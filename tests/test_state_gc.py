@@ -26,8 +26,12 @@ from meta.portmap import hostports
 
 NET = "gcnet"
 SUBNET = "10.98.0"
-RATE = {"ingressRate": 8_000_000, "ingressBurst": 400_000,
-        "egressRate": 8_000_000, "egressBurst": 400_000}  # fmt: skip
+RATE = {
+    "ingressRate": 8_000_000,
+    "ingressBurst": 400_000,
+    "egressRate": 8_000_000,
+    "egressBurst": 400_000,
+}
 
 DRIVER = r"""
 import json, sys
@@ -49,8 +53,14 @@ else:
 
 
 def bridge(backend="iptables"):
-    return {"type": "bridge", "bridge": "gcbr0", "isGateway": True, "ipMasq": True,
-            "ipMasqBackend": backend, "hairpinMode": True}  # fmt: skip
+    return {
+        "type": "bridge",
+        "bridge": "gcbr0",
+        "isGateway": True,
+        "ipMasq": True,
+        "ipMasqBackend": backend,
+        "hairpinMode": True,
+    }
 
 
 PORTMAP = {"type": "portmap", "capabilities": {"portMappings": True}}
@@ -66,10 +76,14 @@ LISTS = {
     "firewall-nftables": [bridge(), {"type": "firewall", "backend": "nftables"}],
     "tuning": [bridge(), {"type": "tuning", "mtu": 1400, "promisc": True}],
     "bandwidth": [bridge(), BANDWIDTH],
-    "k8s": [bridge(), PORTMAP, BANDWIDTH,
-            {"type": "tuning", "sysctl": {"net.core.somaxconn": "1024"}, "mtu": 1400},
-            {"type": "firewall", "backend": "iptables"}],
-}  # fmt: skip
+    "k8s": [
+        bridge(),
+        PORTMAP,
+        BANDWIDTH,
+        {"type": "tuning", "sysctl": {"net.core.somaxconn": "1024"}, "mtu": 1400},
+        {"type": "firewall", "backend": "iptables"},
+    ],
+}
 
 
 class Harness:
@@ -91,19 +105,35 @@ class Harness:
             json.dump({"cniVersion": "1.1.0", "name": NET, "plugins": plugins}, f)
 
     def run(self, plugin_dir, verb, cid="", pod="", caps=None):
-        argv = [sys.executable, "-c", DRIVER, REPO, plugin_dir, self.list_path, self.cache,
-                verb, cid, pod, json.dumps(caps if caps is not None else {})]  # fmt: skip
-        proc = subprocess.run(["ip", "netns", "exec", os.path.basename(self.node.host), *argv],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        argv = [
+            sys.executable,
+            "-c",
+            DRIVER,
+            REPO,
+            plugin_dir,
+            self.list_path,
+            self.cache,
+            verb,
+            cid,
+            pod,
+            json.dumps(caps if caps is not None else {}),
+        ]
+        proc = subprocess.run(
+            ["ip", "netns", "exec", os.path.basename(self.node.host), *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, (verb, proc.stdout, proc.stderr[-3000:])
         return json.loads(proc.stdout) if verb == "add" else None
 
     def add(self, plugin_dir, cid: str, number: int) -> tuple:
         """ADD a pod with a host port and limits; (its netns, its address)."""
         pod = self.node.pod()
-        caps = {"portMappings": [{"hostPort": 30080 + number, "containerPort": 80,
-                                  "protocol": "udp"}],
-                "bandwidth": RATE}  # fmt: skip
+        caps = {
+            "portMappings": [{"hostPort": 30080 + number, "containerPort": 80, "protocol": "udp"}],
+            "bandwidth": RATE,
+        }
         result = self.run(plugin_dir, "add", cid, pod, caps)
         address = result["ips"][0]["address"].split("/")[0]
         if "portmap" in self.types:
@@ -112,11 +142,31 @@ class Harness:
 
     def udp_flow(self, address: str, number: int) -> None:
         """A conntrack entry as a UDP flow through the pod's host port leaves it (DNATed)."""
-        ns_exec(self.node.host, "conntrack", "-I", "-p", "udp", "-s", EXTERNAL,
-                "-d", EXTERNAL_HOST_SIDE, "--sport", str(4000 + number),
-                "--dport", str(30080 + number), "-r", address, "-q", EXTERNAL,
-                "--reply-port-src", "80", "--reply-port-dst", str(4000 + number),
-                "-t", "120")  # fmt: skip
+        ns_exec(
+            self.node.host,
+            "conntrack",
+            "-I",
+            "-p",
+            "udp",
+            "-s",
+            EXTERNAL,
+            "-d",
+            EXTERNAL_HOST_SIDE,
+            "--sport",
+            str(4000 + number),
+            "--dport",
+            str(30080 + number),
+            "-r",
+            address,
+            "-q",
+            EXTERNAL,
+            "--reply-port-src",
+            "80",
+            "--reply-port-dst",
+            str(4000 + number),
+            "-t",
+            "120",
+        )
 
     def wipe_cache(self) -> None:
         shutil.rmtree(self.cache, ignore_errors=True)
@@ -125,9 +175,13 @@ class Harness:
         """Everything on the node that belongs to this pod."""
         host = self.node.host
         ip = re.compile(re.escape(address) + r"(?![0-9])")
-        names = (cid, hashed_name("bwp", NET, cid, 15), hostports.dnat_chain(NET, cid),
-                 masquerade.chain_name(NET, cid),
-                 masquerade.nft_prefix(NET, "eth0", cid))  # fmt: skip
+        names = (
+            cid,
+            hashed_name("bwp", NET, cid, 15),
+            hostports.dnat_chain(NET, cid),
+            masquerade.chain_name(NET, cid),
+            masquerade.nft_prefix(NET, "eth0", cid),
+        )
         found = []
 
         def mine(line: str) -> bool:
@@ -135,16 +189,23 @@ class Harness:
 
         for tool in ("iptables-save", "ip6tables-save"):
             found += [line for line in ns_exec(host, tool).splitlines() if mine(line)]
-        found += [line.strip() for line in ns_exec(host, "nft", "list", "ruleset").splitlines()
-                  if mine(line)]  # fmt: skip
-        found += ["route " + line
-                  for line in ns_exec(host, "ip", "route", "show", "table", "all").splitlines()
-                  if mine(line)]  # fmt: skip
+        found += [
+            line.strip()
+            for line in ns_exec(host, "nft", "list", "ruleset").splitlines()
+            if mine(line)
+        ]
+        found += [
+            "route " + line
+            for line in ns_exec(host, "ip", "route", "show", "table", "all").splitlines()
+            if mine(line)
+        ]
         found += ["link " + e["ifname"] for e in ip_json(host, "link", "show") if mine(e["ifname"])]
         # The third field is the entry's timeout, which counts down.
-        found += ["conntrack " + " ".join(line.split()[:2] + line.split()[3:])
-                  for line in ns_exec(host, "conntrack", "-L", check=False).splitlines()
-                  if mine(line)]  # fmt: skip
+        found += [
+            "conntrack " + " ".join(line.split()[:2] + line.split()[3:])
+            for line in ns_exec(host, "conntrack", "-L", check=False).splitlines()
+            if mine(line)
+        ]
         for folder in self.files:
             for root, _, files in os.walk(folder):
                 found += [os.path.join(root, f) for f in files if cid in f]
@@ -154,11 +215,16 @@ class Harness:
     def host_leftovers(self) -> list:
         """What no pod may leave once none is attached: veths, their qdiscs, ifbs."""
         host = self.node.host
-        found = [e["ifname"] for e in ip_json(host, "link", "show")
-                 if e["ifname"].startswith(("bwp", "veth"))]  # fmt: skip
-        found += [f"{q['kind']} on {q['dev']}"
-                  for q in json.loads(ns_exec(host, "tc", "-j", "qdisc", "show"))
-                  if q["kind"] in ("tbf", "ingress")]  # fmt: skip
+        found = [
+            e["ifname"]
+            for e in ip_json(host, "link", "show")
+            if e["ifname"].startswith(("bwp", "veth"))
+        ]
+        found += [
+            f"{q['kind']} on {q['dev']}"
+            for q in json.loads(ns_exec(host, "tc", "-j", "qdisc", "show"))
+            if q["kind"] in ("tbf", "ingress")
+        ]
         return found
 
 

@@ -28,8 +28,9 @@ def conf(**extra):
 
 def run(plugin_dir, host, command, config, *, pod="", extra_path="", **kw):
     cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(plugin_dir, "tap", command, config, netns=pod, cni_path=cni_path,
-                      in_netns=host, **kw)  # fmt: skip
+    return run_plugin(
+        plugin_dir, "tap", command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
+    )
 
 
 def link(netns, name="eth0"):
@@ -163,19 +164,36 @@ def test_add_with_ipam_configures_addresses_routes_and_dns(plugin_dir, host, pod
 
 def test_ipam_failure_removes_the_tap(plugin_dir, host, pod, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, host, "ADD", config, pod=pod, extra_path=fake_ipam.dir,
-               env=fake_ipam.env(fail="ADD"))  # fmt: skip
+    done = run(
+        plugin_dir,
+        host,
+        "ADD",
+        config,
+        pod=pod,
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(fail="ADD"),
+    )
     assert done.returncode == 1
     assert done.json["code"] == 11
     assert names(pod) == ["lo"]
 
 
 def test_configure_failure_releases_ipam_and_removes_the_tap(plugin_dir, host, pod, fake_ipam):
-    bad = {"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.2/24"}],
-           "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}]}  # fmt: skip
+    bad = {
+        "cniVersion": "1.0.0",
+        "ips": [{"address": "10.99.0.2/24"}],
+        "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}],
+    }
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, host, "ADD", config, pod=pod, extra_path=fake_ipam.dir,
-               env=fake_ipam.env(result=bad))  # fmt: skip
+    done = run(
+        plugin_dir,
+        host,
+        "ADD",
+        config,
+        pod=pod,
+        extra_path=fake_ipam.dir,
+        env=fake_ipam.env(result=bad),
+    )
     assert done.returncode == 1
     assert fake_ipam.calls() == ["ADD", "DEL"]
     assert names(pod) == ["lo"]

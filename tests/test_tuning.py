@@ -11,21 +11,40 @@ from conftest import ip_json, ns_exec, run_plugin
 @pytest.fixture
 def pod(make_netns):
     host, pod = make_netns("tuh"), make_netns("tup")
-    ns_exec(pod, "ip", "link", "add", "eth0", "type", "veth", "peer", "vethtu0", "netns",
-            os.path.basename(host))  # fmt: skip
+    ns_exec(
+        pod,
+        "ip",
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "vethtu0",
+        "netns",
+        os.path.basename(host),
+    )
     ns_exec(pod, "ip", "link", "set", "eth0", "up")
     return pod
 
 
 def prev(pod):
     mac = ip_json(pod, "link", "show", "eth0")[0]["address"]
-    return {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "mac": mac, "sandbox": pod}],
-            "ips": [{"address": "10.88.0.2/24", "interface": 0}]}  # fmt: skip
+    return {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "mac": mac, "sandbox": pod}],
+        "ips": [{"address": "10.88.0.2/24", "interface": 0}],
+    }
 
 
 def conf(pod, tmp_path, **extra):
-    base = {"cniVersion": "1.0.0", "name": "tunet", "type": "tuning",
-            "dataDir": str(tmp_path / "tuning"), "prevResult": prev(pod)}  # fmt: skip
+    base = {
+        "cniVersion": "1.0.0",
+        "name": "tunet",
+        "type": "tuning",
+        "dataDir": str(tmp_path / "tuning"),
+        "prevResult": prev(pod),
+    }
     base.update(extra)
     return base
 
@@ -43,8 +62,9 @@ def sysctl(pod, key):
 
 
 def test_sysctls_are_written_inside_the_pod(plugin_dir, pod, tmp_path):
-    config = conf(pod, tmp_path, sysctl={"net.core.somaxconn": "512",
-                                         "net.ipv4.conf.IFNAME.arp_filter": "1"})  # fmt: skip
+    config = conf(
+        pod, tmp_path, sysctl={"net.core.somaxconn": "512", "net.ipv4.conf.IFNAME.arp_filter": "1"}
+    )
     done = tuning(plugin_dir, "ADD", config, pod)
     assert done.returncode == 0, done
     assert done.json == config["prevResult"]
@@ -58,8 +78,9 @@ def test_sysctls_are_written_inside_the_pod(plugin_dir, pod, tmp_path):
 
 def test_link_attributes_are_set_backed_up_and_restored(plugin_dir, pod, tmp_path):
     before = link(pod)
-    config = conf(pod, tmp_path, mac="0a:58:0a:58:00:09", mtu=1400, promisc=True,
-                  allmulti=True, txQLen=123)  # fmt: skip
+    config = conf(
+        pod, tmp_path, mac="0a:58:0a:58:00:09", mtu=1400, promisc=True, allmulti=True, txQLen=123
+    )
     done = tuning(plugin_dir, "ADD", config, pod)
     assert done.returncode == 0, done
     assert done.json["interfaces"][0]["mac"] == "0a:58:0a:58:00:09"
@@ -70,8 +91,11 @@ def test_link_attributes_are_set_backed_up_and_restored(plugin_dir, pod, tmp_pat
     saved = json.loads(backup.read_text())
     # Upstream's keys in its order, then whose backup it is (for GC; Go's decoder ignores it).
     assert list(saved) == ["mac", "promisc", "mtu", "allmulti", "txQLen", "owner"]
-    assert saved["owner"] == {"network": conf(pod, tmp_path)["name"], "containerID": "ctr1",
-                              "ifname": "eth0"}  # fmt: skip
+    assert saved["owner"] == {
+        "network": conf(pod, tmp_path)["name"],
+        "containerID": "ctr1",
+        "ifname": "eth0",
+    }
     assert saved["mac"] == before["address"] and saved["mtu"] == before["mtu"]
     assert backup.read_text().startswith('{\n "mac"')  # one-space indent, as upstream
     assert oct(backup.stat().st_mode & 0o777) == "0o600"
@@ -86,9 +110,13 @@ def test_link_attributes_are_set_backed_up_and_restored(plugin_dir, pod, tmp_pat
 
 
 def test_mac_precedence_args_cni_wins(plugin_dir, pod, tmp_path):
-    config = conf(pod, tmp_path, mac="0a:58:00:00:00:01",
-                  runtimeConfig={"mac": "0a:58:00:00:00:02"},
-                  args={"cni": {"mac": "0a:58:00:00:00:03"}})  # fmt: skip
+    config = conf(
+        pod,
+        tmp_path,
+        mac="0a:58:00:00:00:01",
+        runtimeConfig={"mac": "0a:58:00:00:00:02"},
+        args={"cni": {"mac": "0a:58:00:00:00:03"}},
+    )
     done = tuning(plugin_dir, "ADD", config, pod, args="IgnoreUnknown=1;MAC=0a:58:00:00:00:04")
     assert done.returncode == 0, done
     assert link(pod)["address"] == "0a:58:00:00:00:03"
@@ -111,8 +139,9 @@ def test_non_net_sysctls_are_refused(plugin_dir, pod, tmp_path, key):
 def test_dots_cannot_climb_out_of_net(plugin_dir, pod, tmp_path):
     # Dots are separators, so ".." never survives: the key stays under /proc/sys/net.
     hostname = ns_exec(pod, "cat", "/proc/sys/kernel/hostname")
-    done = tuning(plugin_dir, "ADD", conf(pod, tmp_path, sysctl={"net/../../kernel/hostname": "x"}),
-                  pod)  # fmt: skip
+    done = tuning(
+        plugin_dir, "ADD", conf(pod, tmp_path, sysctl={"net/../../kernel/hostname": "x"}), pod
+    )
     assert done.returncode == 1
     assert ns_exec(pod, "cat", "/proc/sys/kernel/hostname") == hostname
 
@@ -164,8 +193,9 @@ def test_a_symlink_planted_as_the_backup_is_not_followed(plugin_dir, pod, tmp_pa
 
 def test_a_data_dir_that_is_a_file_is_a_clean_error(plugin_dir, pod, tmp_path):
     (tmp_path / "file").write_text("")
-    done = tuning(plugin_dir, "ADD", conf(pod, tmp_path, mtu=1400, dataDir=str(tmp_path / "file")),
-                  pod)  # fmt: skip
+    done = tuning(
+        plugin_dir, "ADD", conf(pod, tmp_path, mtu=1400, dataDir=str(tmp_path / "file")), pod
+    )
     assert done.returncode == 1 and "not a directory" in done.json["msg"], done
 
 

@@ -17,8 +17,9 @@ def kernel_has(kind: str, *args: str) -> bool:
     try:
         ip = ["ip", "-n", name, "link"]
         subprocess.run([*ip, "add", "p0", "type", "veth", "peer", "p1"], check=True)
-        made = subprocess.run([*ip, "add", "x0", "link", "p0", "type", kind, *args],
-                              capture_output=True)  # fmt: skip
+        made = subprocess.run(
+            [*ip, "add", "x0", "link", "p0", "type", kind, *args], capture_output=True
+        )
         return made.returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -33,16 +34,23 @@ def host(make_netns):
 
 
 def conf(**extra):
-    base = {"cniVersion": "1.0.0", "name": "vlnet", "type": "vlan", "master": "mst0",
-            "vlanId": 100, "ipam": STATIC}  # fmt: skip
+    base = {
+        "cniVersion": "1.0.0",
+        "name": "vlnet",
+        "type": "vlan",
+        "master": "mst0",
+        "vlanId": 100,
+        "ipam": STATIC,
+    }
     base.update(extra)
     return {k: v for k, v in base.items() if v is not None}
 
 
 def run(plugin_dir, host, command, config, *, pod="", extra_path="", **kw):
     cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(plugin_dir, "vlan", command, config, netns=pod, cni_path=cni_path,
-                      in_netns=host, **kw)  # fmt: skip
+    return run_plugin(
+        plugin_dir, "vlan", command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
+    )
 
 
 def names(netns):
@@ -99,8 +107,9 @@ def test_ipam_is_required_before_anything_is_created(plugin_dir, host, netns):
 @pytest.mark.skipif(kernel_has("vlan", "id", "5"), reason="this kernel has 8021q")
 def test_kernel_without_8021q_is_a_clear_error(plugin_dir, host, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, host, "ADD", config, pod=netns, extra_path=fake_ipam.dir,
-               env=fake_ipam.env())  # fmt: skip
+    done = run(
+        plugin_dir, host, "ADD", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env()
+    )
     assert done.returncode == 1
     assert done.json["msg"] == "failed to create vlan: operation not supported"
     assert "8021q" in done.json["details"]
@@ -119,8 +128,9 @@ def test_del_needs_neither_master_nor_link(plugin_dir, host, netns, fake_ipam, t
 
 def test_check_requires_prev_result(plugin_dir, host, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, host, "CHECK", config, pod=netns, extra_path=fake_ipam.dir,
-               env=fake_ipam.env())  # fmt: skip
+    done = run(
+        plugin_dir, host, "CHECK", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env()
+    )
     assert done.returncode == 1
     assert done.json["msg"] == "vlan: Required prevResult missing"
     assert fake_ipam.calls() == ["CHECK"]

@@ -18,10 +18,18 @@ def pod(make_netns):
 
 
 def conf(pod, **extra):
-    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": pod}],
-            "ips": [{"address": "10.9.0.5/24", "gateway": "10.9.0.1", "interface": 0}]}  # fmt: skip
-    base = {"cniVersion": "1.0.0", "name": "vrfnet", "type": "vrf", "vrfname": "red",
-            "prevResult": prev}  # fmt: skip
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": pod}],
+        "ips": [{"address": "10.9.0.5/24", "gateway": "10.9.0.1", "interface": 0}],
+    }
+    base = {
+        "cniVersion": "1.0.0",
+        "name": "vrfnet",
+        "type": "vrf",
+        "vrfname": "red",
+        "prevResult": prev,
+    }
     base.update(extra)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -41,16 +49,19 @@ def test_version_starts_at_0_3_1_and_0_3_0_is_refused(plugin_dir, pod):
     assert done.returncode == 1 and done.json["code"] == 1, done
 
 
-@pytest.mark.parametrize("extra, words", [
-    ({"vrfname": None}, "configuration is expected to have a valid vrf name"),
-    ({"vrfname": ""}, "configuration is expected to have a valid vrf name"),
-    ({"vrfname": "a-name-too-long-for-linux"}, "invalid vrfname"),
-    ({"vrfname": "a/b"}, "invalid vrfname"),
-    ({"vrfname": 7}, '"vrfname" must be a string'),
-    ({"table": -1}, "table must be a routing table id from 0"),
-    ({"table": 2**32}, "table must be a routing table id from 0"),
-    ({"table": "10"}, '"table" must be an integer'),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"vrfname": None}, "configuration is expected to have a valid vrf name"),
+        ({"vrfname": ""}, "configuration is expected to have a valid vrf name"),
+        ({"vrfname": "a-name-too-long-for-linux"}, "invalid vrfname"),
+        ({"vrfname": "a/b"}, "invalid vrfname"),
+        ({"vrfname": 7}, '"vrfname" must be a string'),
+        ({"table": -1}, "table must be a routing table id from 0"),
+        ({"table": 2**32}, "table must be a routing table id from 0"),
+        ({"table": "10"}, '"table" must be an integer'),
+    ],
+)
 @pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
 def test_bad_config_is_a_cni_error_for_every_verb(plugin_dir, pod, extra, words, command):
     done = vrf(plugin_dir, command, conf(pod, **extra), pod)

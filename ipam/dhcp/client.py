@@ -122,7 +122,6 @@ def release_from_host(worker) -> None:
             except OSError:
                 pass  # a host DHCP client holds port 68: the server does not care
             sock.sendto(data, (lease.server_id, 67))
-        LOG.info("%s: released %s from the host (its interface is gone)", worker.att.key,
-                 lease.ip)  # fmt: skip
+        LOG.info("%s: released %s from the host (its interface is gone)", worker.att.key, lease.ip)
     except Exception as err:  # best effort: DEL never fails on it
         LOG.warning("%s: cannot release %s from the host: %s", worker.att.key, lease.ip, err)

@@ -120,8 +120,9 @@ def _lease_options(params: dict) -> tuple:
 class Daemon:
     def __init__(self, flags: dict):
         self.host_prefix = flags["hostprefix"]
-        self.settings = Settings(flags["timeout"], flags["resendmax"], flags["resendtimeout"],
-                                 flags["broadcast"])  # fmt: skip
+        self.settings = Settings(
+            flags["timeout"], flags["resendmax"], flags["resendtimeout"], flags["broadcast"]
+        )
         self.store = LeaseStore(flags["statedir"])
         self.leases: dict = {}  # client-id key -> LeaseWorker
         self.lock = threading.Lock()
@@ -175,9 +176,16 @@ class Daemon:
                 del self.leases[key]
                 worker = None
             if worker is None or worker.finished.is_set():
-                att = Attachment(key=key, containerID=container_id, network=network,
-                                 ifname=ifname, netns=netns_path,
-                                 request=request, provide=provide, priority=priority)  # fmt: skip
+                att = Attachment(
+                    key=key,
+                    containerID=container_id,
+                    network=network,
+                    ifname=ifname,
+                    netns=netns_path,
+                    request=request,
+                    provide=provide,
+                    priority=priority,
+                )
                 worker = self._start(att)
         try:
             return worker.wait(self.settings.resend_timeout + 5)
@@ -195,13 +203,19 @@ class Daemon:
     def check(self, params: dict) -> dict:
         key, worker = self._worker(params)
         if worker is None or not worker.held():
-            raise CNIError(INTERNAL, f"dhcp: no lease held for {key}",
-                           "the daemon does not renew a lease for this attachment")  # fmt: skip
+            raise CNIError(
+                INTERNAL,
+                f"dhcp: no lease held for {key}",
+                "the daemon does not renew a lease for this attachment",
+            )
         address = worker.result()["ips"][0]["address"]
         recorded = params.get("addresses")
         if isinstance(recorded, list) and recorded and address not in recorded:
-            raise CNIError(INTERNAL, f"dhcp: the lease for {key} is {address}, the runtime "
-                           f"recorded {', '.join(map(str, recorded))}")  # fmt: skip
+            raise CNIError(
+                INTERNAL,
+                f"dhcp: the lease for {key} is {address}, the runtime "
+                f"recorded {', '.join(map(str, recorded))}",
+            )
         return {"address": address}
 
     def release(self, params: dict) -> dict:
@@ -221,8 +235,9 @@ class Daemon:
             raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'valid' must be pairs")
         keep = {options.client_id(cid, network, ifname) for cid, ifname in valid}
         with self.lock:
-            stale = [w for key, w in self.leases.items()
-                     if w.att.network == network and key not in keep]  # fmt: skip
+            stale = [
+                w for key, w in self.leases.items() if w.att.network == network and key not in keep
+            ]
         for worker in stale:
             LOG.info("%s: GC: attachment is gone, releasing", worker.att.key)
             worker.stop(release=True)
@@ -302,9 +317,11 @@ def main(argv: list) -> int:
         print(usage(), file=sys.stderr)
         return 2 if str(err) else 0
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s",
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(message)s",
         datefmt="%Y/%m/%d %H:%M:%S",
-    )  # fmt: skip
+    )
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
     socket_path = flags["hostprefix"] + (flags["socketpath"] or rpc.DEFAULT_SOCKET)
     signal.signal(signal.SIGTERM, _terminate)

@@ -61,8 +61,7 @@ def _socket_path(ipam: IPAMConf) -> str:
 
 
 def _attachment(call: skel.Call) -> dict:
-    return {"containerID": call.container_id, "network": call.network_name,
-            "ifname": call.ifname}  # fmt: skip
+    return {"containerID": call.container_id, "network": call.network_name, "ifname": call.ifname}
 
 
 def add(call: skel.Call) -> Result:
@@ -120,8 +119,9 @@ def gc(call: skel.Call) -> None:
     ipam = _ipam(call)
     valid = _valid_attachments(call)
     try:
-        rpc.call(_socket_path(ipam), "gc", {"network": call.network_name, "valid": valid},
-                 SHORT_TIMEOUT)  # fmt: skip
+        rpc.call(
+            _socket_path(ipam), "gc", {"network": call.network_name, "valid": valid}, SHORT_TIMEOUT
+        )
     except rpc.DaemonUnreachable as err:
         raise CNIError(TRY_AGAIN_LATER, err.msg, err.details) from None
 

@@ -44,8 +44,7 @@ class Settings:
 class Attachment:
     """What a lease is for: the container's interface and the options to send and ask for."""
 
-    FIELDS = ("key", "containerID", "network", "ifname", "netns", "request", "provide",
-              "priority")  # fmt: skip
+    FIELDS = ("key", "containerID", "network", "ifname", "netns", "request", "provide", "priority")
 
     def __init__(self, **values) -> None:
         self.key: str = values["key"]
@@ -58,9 +57,16 @@ class Attachment:
         self.priority: int = int(values.get("priority") or 0)
 
     def record(self) -> dict:
-        return {"key": self.key, "containerID": self.container_id, "network": self.network,
-                "ifname": self.ifname, "netns": self.netns, "request": self.request,
-                "provide": self.provide, "priority": self.priority}  # fmt: skip
+        return {
+            "key": self.key,
+            "containerID": self.container_id,
+            "network": self.network,
+            "ifname": self.ifname,
+            "netns": self.netns,
+            "request": self.request,
+            "provide": self.provide,
+            "priority": self.priority,
+        }
 
 
 class LeaseWorker(threading.Thread):
@@ -134,10 +140,15 @@ class LeaseWorker(threading.Thread):
     # -- called from the client, in this thread ----------------------------------------------
 
     def persist(self, lease: Lease) -> None:
-        record = dict(self.att.record(), lease={
-            "ack": jsonable(lease.ack), "interface": lease.interface,
-            "server_mac": lease.server_mac, "obtained": lease.obtained,
-        })  # fmt: skip
+        record = dict(
+            self.att.record(),
+            lease={
+                "ack": jsonable(lease.ack),
+                "interface": lease.interface,
+                "server_mac": lease.server_mac,
+                "obtained": lease.obtained,
+            },
+        )
         try:
             self.store.save(record)
         except OSError as err:
@@ -149,13 +160,22 @@ class LeaseWorker(threading.Thread):
         else:
             verb = "renewed"
         self.lease = lease
-        LOG.info("%s: lease %s %s, expires in %.0fs", self.att.key, lease.ip, verb,
-                 lease.expiration_in or 0)  # fmt: skip
+        LOG.info(
+            "%s: lease %s %s, expires in %.0fs",
+            self.att.key,
+            lease.ip,
+            verb,
+            lease.expiration_in or 0,
+        )
         self.ready.set()
 
     def expire(self) -> None:
-        LOG.warning("%s: lease %s expired; setting %s down", self.att.key,
-                    self.lease.ip if self.lease else "?", self.att.ifname)  # fmt: skip
+        LOG.warning(
+            "%s: lease %s expired; setting %s down",
+            self.att.key,
+            self.lease.ip if self.lease else "?",
+            self.att.ifname,
+        )
         try:
             with RouteSocket() as rt:
                 link = rt.link(self.att.ifname)
@@ -217,7 +237,7 @@ class LeaseWorker(threading.Thread):
                 fsm.State.REBOOTING: timeout,
                 fsm.State.REQUESTING: timeout,
                 fsm.State.SELECTING: max(timeout, 60),
-            },  # fmt: skip
+            },
             retransmission=lambda: backoff(self.settings.resend_max),
             release=False,
             handle_signals=False,  # not the main thread; the daemon owns the signals
@@ -243,16 +263,24 @@ class LeaseWorker(threading.Thread):
                 # Released on DEL and GC, and when the container is gone without a DEL. Our
                 # thread keeps a deleted netns (and so its link) alive: the raw socket still
                 # works then. The socket dies with the link: then we release from the host.
-                wanted = not restart and self.held() and (
-                    self._release_wanted or self.ended in ("netns gone", "netns replaced",
-                                                           "link gone"))  # fmt: skip
+                wanted = (
+                    not restart
+                    and self.held()
+                    and (
+                        self._release_wanted
+                        or self.ended in ("netns gone", "netns replaced", "link gone")
+                    )
+                )
                 self.release_from_host = wanted and self._gone() == "link gone"
                 client.config.release = wanted and not self.release_from_host
             if not restart:
                 return
             self.stored = None
-            LOG.info("%s: the DHCP socket on %s died (link down?); reopening it", self.att.key,
-                     self.att.ifname)  # fmt: skip
+            LOG.info(
+                "%s: the DHCP socket on %s died (link down?); reopening it",
+                self.att.key,
+                self.att.ifname,
+            )
 
     async def _resume(self, client: Client) -> None:
         """A lease we held (the previous daemon's, or ours before the socket died): renew it

@@ -20,8 +20,15 @@ SUBNET_MASK, ROUTER, DNS_SERVERS, DOMAIN_NAME, STATIC_ROUTES = 1, 3, 6, 15, 33
 CLIENT_ID, DOMAIN_SEARCH, CLASSLESS_ROUTES = 61, 119, 121
 # Upstream requests routers and subnet mask; we also ask for what the result carries beyond
 # them (DNS servers, domain, search list, static and classless routes). skipDefault drops all.
-DEFAULT_REQUEST = (SUBNET_MASK, ROUTER, DNS_SERVERS, DOMAIN_NAME, DOMAIN_SEARCH,
-                   CLASSLESS_ROUTES, STATIC_ROUTES)  # fmt: skip
+DEFAULT_REQUEST = (
+    SUBNET_MASK,
+    ROUTER,
+    DNS_SERVERS,
+    DOMAIN_NAME,
+    DOMAIN_SEARCH,
+    CLASSLESS_ROUTES,
+    STATIC_ROUTES,
+)
 MAX_CLIENT_ID = 254
 MAX_VALUE = 255
 SCOPE_LINK = 253

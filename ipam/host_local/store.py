@@ -35,7 +35,7 @@ class Store:
                 f'invalid network name "{network}" for a host-local data directory',
             )
         self.dir = os.path.join(data_dir, network)
-        self._lock_fd = None
+        self._lock_fd = -1  # the open lock file while the store is entered
 
     # -- locking -------------------------------------------------------------------------
 
@@ -55,7 +55,7 @@ class Store:
     def __exit__(self, *exc):
         fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         os.close(self._lock_fd)
-        self._lock_fd = None
+        self._lock_fd = -1
 
     # -- reading -------------------------------------------------------------------------
 

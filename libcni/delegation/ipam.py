@@ -78,9 +78,13 @@ def link_plugin(name: str, conf_type, *, add, check, delete=None, master: bool =
 
     then = links.require_configured_master if master else None
     return skel.Plugin(
-        name, add=add, check=check, delete=delete or releasing_link(conf_type),
-        status=forwarding(conf_type, "STATUS", then=then), gc=forwarding(conf_type, "GC"),
-    )  # fmt: skip
+        name,
+        add=add,
+        check=check,
+        delete=delete or releasing_link(conf_type),
+        status=forwarding(conf_type, "STATUS", then=then),
+        gc=forwarding(conf_type, "GC"),
+    )
 
 
 def releasing_link(conf_type):

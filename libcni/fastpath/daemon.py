@@ -45,8 +45,13 @@ REQUEST_DEADLINE = 10.0
 SERVER_NICE = -10
 # Imported up front so that workers start with them loaded.
 PRELOAD = (
-    "ipaddress", "subprocess", "json", "hashlib", "struct",
-    "libcni.kernel.rtnl", "libcni.runtime.netlist",
+    "ipaddress",
+    "subprocess",
+    "json",
+    "hashlib",
+    "struct",
+    "libcni.kernel.rtnl",
+    "libcni.runtime.netlist",
 )
 
 

@@ -38,8 +38,9 @@ class Tuple:
     def __init__(self, family: int, data: bytes):
         attrs = _plain(data)
         ip = _plain(attrs.get(CTA_TUPLE_IP, b""))
-        src, dst = (CTA_IP_V4_SRC, CTA_IP_V4_DST) if family == AF_INET else (CTA_IP_V6_SRC,
-                                                                              CTA_IP_V6_DST)
+        src, dst = (
+            (CTA_IP_V4_SRC, CTA_IP_V4_DST) if family == AF_INET else (CTA_IP_V6_SRC, CTA_IP_V6_DST)
+        )
         self.src = _show_ip(family, ip[src]) if src in ip else ""
         self.dst = _show_ip(family, ip[dst]) if dst in ip else ""
         proto = _plain(attrs.get(CTA_TUPLE_PROTO, b""))

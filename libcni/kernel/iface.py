@@ -120,9 +120,13 @@ def configure(netns_path: str, ifname: str, result) -> None:
                 extra["scope"] = route["scope"]
             try:
                 sock.route(
-                    "add", str(dst.network_address), dst.prefixlen, oif=link.index,
-                    gateway=gateway or "", **extra,
-                )  # fmt: skip
+                    "add",
+                    str(dst.network_address),
+                    dst.prefixlen,
+                    oif=link.index,
+                    gateway=gateway or "",
+                    **extra,
+                )
             except OSError as err:
                 if err.errno == errno.EEXIST:
                     continue

@@ -213,8 +213,15 @@ def create_child(
             target = netns.open_netns(netns_path)
             try:
                 with RouteSocket() as sock:
-                    sock.add_link(temp, kind, mtu=mtu, mac=mac, data=data, parent=master.index,
-                                  netns_fd=target)  # fmt: skip
+                    sock.add_link(
+                        temp,
+                        kind,
+                        mtu=mtu,
+                        mac=mac,
+                        data=data,
+                        parent=master.index,
+                        netns_fd=target,
+                    )
             finally:
                 os.close(target)
     except OSError as err:
@@ -226,9 +233,14 @@ def create_for(call, kind: str, master, conf, **settings) -> dict:
     """create_child for a plugin call: in CNI_NETNS as CNI_IFNAME, with the config's
     `linkInContainer` and `mtu` (macvlan, ipvlan and vlan all have both)."""
     return create_child(
-        kind, call.netns, call.ifname, master,
-        master_in_container=conf.linkInContainer, mtu=conf.mtu, **settings,
-    )  # fmt: skip
+        kind,
+        call.netns,
+        call.ifname,
+        master,
+        master_in_container=conf.linkInContainer,
+        mtu=conf.mtu,
+        **settings,
+    )
 
 
 def create_in(netns_path: str, ifname: str, kind: str) -> dict:
@@ -313,8 +325,14 @@ def notify_neighbours(netns_path: str, ifname: str, ipv6: bool = True) -> None:
 
 
 # pyroute2-style change names (kept by the callers) -> RouteSocket.set_link keywords.
-_CHANGES = {"mtu": "mtu", "address": "mac", "ifname": "name", "master": "master",
-            "ifalias": "alias", "net_ns_fd": "netns_fd"}  # fmt: skip
+_CHANGES = {
+    "mtu": "mtu",
+    "address": "mac",
+    "ifname": "name",
+    "master": "master",
+    "ifalias": "alias",
+    "net_ns_fd": "netns_fd",
+}
 
 
 def change(sock, index: int, what: str, **changes) -> None:

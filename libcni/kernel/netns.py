@@ -120,4 +120,3 @@ class entered:  # noqa: N801 - used like a function: `with netns.entered(path):`
         if isinstance(self.path_or_fd, str) and self.target >= 0:
             os.close(self.target)
         self.target = -1
-

@@ -140,8 +140,11 @@ class RouteSocket(NetlinkSocket):
 
     def links(self) -> list:
         body = _IFINFOMSG.pack(0, 0, 0, 0, 0)
-        return [Link.parse(p) for t, p in self._request(RTM_GETLINK, NLM_F_DUMP, body)
-                if t == RTM_NEWLINK]  # fmt: skip
+        return [
+            Link.parse(p)
+            for t, p in self._request(RTM_GETLINK, NLM_F_DUMP, body)
+            if t == RTM_NEWLINK
+        ]
 
     def add_link(
         self,

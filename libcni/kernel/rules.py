@@ -176,8 +176,9 @@ class TableSocket(rtnl.RouteSocket):
 
     def rules(self, family: int = AF_UNSPEC) -> list:
         body = _HDR.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-        return [Rule(p) for t, p in self._request(RTM_GETRULE, NLM_F_DUMP, body)
-                if t == RTM_NEWRULE]  # fmt: skip
+        return [
+            Rule(p) for t, p in self._request(RTM_GETRULE, NLM_F_DUMP, body) if t == RTM_NEWRULE
+        ]
 
     def add_rule(self, src: str, table: int) -> None:
         """`ip rule add from <src>/32 (or /128) lookup <table>` with no priority: the kernel
@@ -229,8 +230,17 @@ class TableSocket(rtnl.RouteSocket):
         """`ip route replace <subnet> dev <link> src <src> scope link` in main (sbr's
         addSourceHints; no protocol given, so "boot" as upstream's library sends)."""
         family, raw = _ip(subnet)
-        header = _HDR.pack(family, prefixlen, 0, 0, RT_TABLE_MAIN, rtnl.RTPROT_BOOT,
-                           RT_SCOPE_LINK, rtnl.RTN_UNICAST, 0)  # fmt: skip
+        header = _HDR.pack(
+            family,
+            prefixlen,
+            0,
+            0,
+            RT_TABLE_MAIN,
+            rtnl.RTPROT_BOOT,
+            RT_SCOPE_LINK,
+            rtnl.RTN_UNICAST,
+            0,
+        )
         attrs = _attr(RTA_DST, raw) + _attr(RTA_OIF, _u32(index))
         attrs += _attr(RTA_PREFSRC, _ip(src)[1]) + _attr(RTA_TABLE, _u32(RT_TABLE_MAIN))
         self._request(RTM_NEWROUTE, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, header + attrs)
@@ -239,8 +249,9 @@ class TableSocket(rtnl.RouteSocket):
 
     def link_addresses(self, index: int, family: int) -> list:
         body = _IFADDRMSG.pack(family, 0, 0, 0, 0)
-        found = [Address(p) for t, p in self._request(RTM_GETADDR, NLM_F_DUMP, body)
-                 if t == RTM_NEWADDR]  # fmt: skip
+        found = [
+            Address(p) for t, p in self._request(RTM_GETADDR, NLM_F_DUMP, body) if t == RTM_NEWADDR
+        ]
         return [a for a in found if a.index == index and a.family == family]
 
     def put_address(self, address: Address) -> None:

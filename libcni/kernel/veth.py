@@ -59,9 +59,12 @@ def _make_pair(sock, ifname: str, peer: str, host_fd: int, mtu: int, mac: str) -
     """False on EEXIST (either name taken); other failures are errors."""
     try:
         sock.add_link(
-            ifname, "veth", mtu=mtu, mac=mac,
+            ifname,
+            "veth",
+            mtu=mtu,
+            mac=mac,
             peer=RouteSocket.veth_peer(peer, netns_fd=host_fd, mtu=mtu),
-        )  # fmt: skip
+        )
     except OSError as err:
         if err.errno == errno.EEXIST:
             return False

@@ -88,8 +88,14 @@ def parse_exclude(cidrs: list | None) -> list:
     return networks
 
 
-def setup(backend: str, network: str, ifname: str, container_id: str, addresses: list,
-          exclude: list | None = None) -> None:  # fmt: skip
+def setup(
+    backend: str,
+    network: str,
+    ifname: str,
+    container_id: str,
+    addresses: list,
+    exclude: list | None = None,
+) -> None:
     """Masquerade for `addresses` ("ip/prefix" strings) of one attachment, except towards the
     networks in `exclude` (see parse_exclude)."""
     exclude = exclude or []
@@ -104,8 +110,9 @@ def setup(backend: str, network: str, ifname: str, container_id: str, addresses:
             _setup_iptables(family, network, container_id, mine, kept)
 
 
-def _setup_iptables(family: int, network: str, container_id: str, interfaces: list,
-                    exclude: list) -> None:  # fmt: skip
+def _setup_iptables(
+    family: int, network: str, container_id: str, interfaces: list, exclude: list
+) -> None:
     chain = chain_name(network, container_id)
     comment = netfilter.quote(iptables_comment(network, container_id))
     table = netfilter.save(family, "nat")
@@ -124,8 +131,9 @@ def _setup_iptables(family: int, network: str, container_id: str, interfaces: li
     netfilter.restore(family, "nat", lines)
 
 
-def _setup_nft(network: str, ifname: str, container_id: str, interfaces: list,
-               exclude: list) -> None:  # fmt: skip
+def _setup_nft(
+    network: str, ifname: str, container_id: str, interfaces: list, exclude: list
+) -> None:
     prefix = nft_prefix(network, ifname, container_id)
     stale = [r for r in _nft_masq_rules() if r.get("comment", "").startswith(prefix)]
     where = f"inet {NFT_TABLE}"
@@ -159,8 +167,9 @@ def _nft_masq_rules() -> list:
     return netfilter.nft_rules("chain", "inet", NFT_TABLE, NFT_CHAIN)
 
 
-def setup_undoably(undo, backend: str, network: str, call, result,
-                   exclude: list | None = None) -> None:  # fmt: skip
+def setup_undoably(
+    undo, backend: str, network: str, call, result, exclude: list | None = None
+) -> None:
     """ADD's masquerade for every result address, registered first in the ADD's rollback."""
     addresses = [ip["address"] for ip in result.ips]
     undo.push(teardown, network, call.ifname, call.container_id, addresses)

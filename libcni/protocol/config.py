@@ -335,8 +335,12 @@ def dns_if_set(conf) -> dict | None:
     dns = conf.dns
     if dns is None or not (dns.nameservers or dns.search or dns.options or dns.domain):
         return None
-    return {"nameservers": dns.nameservers, "domain": dns.domain, "search": dns.search,
-            "options": dns.options}  # fmt: skip
+    return {
+        "nameservers": dns.nameservers,
+        "domain": dns.domain,
+        "search": dns.search,
+        "options": dns.options,
+    }
 
 
 def config_dns(conf) -> dict:

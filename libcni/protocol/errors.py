@@ -70,7 +70,6 @@ def config_error(msg: str, details: str = "") -> CNIError:
     return CNIError(INVALID_NETWORK_CONFIG, msg, details)
 
 
-
 def internal(msg: str, details: str = "") -> CNIError:
     """A plugin failure with no more specific code (999, like Go's ErrInternal)."""
     return CNIError(INTERNAL, msg, details)

@@ -311,6 +311,7 @@ class _Tap:
         self.written += text
         return self.stdout.write(text)
 
+
 def _undo_add(plugin: Plugin, call: Call) -> None:
     delete = plugin.verbs[DEL]
     if delete is None:

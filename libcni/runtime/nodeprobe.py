@@ -22,17 +22,39 @@ KERNEL_NEEDS: dict = {
     "tap": [("tun", ["tuntap", "add", "dptap", "mode", "tap"])],
     "bandwidth": [
         ("ifb", ["link", "add", "dpifb", "type", "ifb"]),
-        ("sch_tbf", ["tc", "qdisc", "add", "dev", "dp0", "root", "tbf", "rate", "1mbit",
-                     "burst", "32k", "latency", "50ms"]),
+        (
+            "sch_tbf",
+            [
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "dp0",
+                "root",
+                "tbf",
+                "rate",
+                "1mbit",
+                "burst",
+                "32k",
+                "latency",
+                "50ms",
+            ],
+        ),
         ("sch_ingress", ["tc", "qdisc", "add", "dev", "dp1", "ingress"]),
     ],
-}  # fmt: skip
+}
 KCONFIG = {
-    "8021q": "CONFIG_VLAN_8021Q", "ipvlan": "CONFIG_IPVLAN", "macvlan": "CONFIG_MACVLAN",
-    "vrf": "CONFIG_NET_VRF", "dummy": "CONFIG_DUMMY", "bridge": "CONFIG_BRIDGE",
-    "tun": "CONFIG_TUN", "ifb": "CONFIG_IFB", "sch_tbf": "CONFIG_NET_SCH_TBF",
+    "8021q": "CONFIG_VLAN_8021Q",
+    "ipvlan": "CONFIG_IPVLAN",
+    "macvlan": "CONFIG_MACVLAN",
+    "vrf": "CONFIG_NET_VRF",
+    "dummy": "CONFIG_DUMMY",
+    "bridge": "CONFIG_BRIDGE",
+    "tun": "CONFIG_TUN",
+    "ifb": "CONFIG_IFB",
+    "sch_tbf": "CONFIG_NET_SCH_TBF",
     "sch_ingress": "CONFIG_NET_SCH_INGRESS",
-}  # fmt: skip
+}
 # Where module evidence lives; the doctor's tests point these at scratch files.
 PROC_MODULES = "/proc/modules"
 SYS_MODULE = "/sys/module"

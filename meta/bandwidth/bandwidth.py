@@ -98,6 +98,10 @@ def gc(call: skel.Call) -> None:
 
 
 PLUGIN = skel.Plugin(
-    "bandwidth", add=add, delete=delete, check=check, gc=gc,
+    "bandwidth",
+    add=add,
+    delete=delete,
+    check=check,
+    gc=gc,
     supported_versions=starting_from("0.3.0"),
-)  # fmt: skip
+)

@@ -218,13 +218,19 @@ def check(host_veth: str, ifb: str, ingress: Tbf | None, egress: Tbf | None) -> 
             link = sock.link(device)
             if link is None:
                 raise CNIError(INTERNAL, f"get ifb device: {device} not found")
-            tbfs = [p for kind, _, parent, p in qdiscs(sock, link.index)
-                    if kind == "tbf" and parent == TC_H_ROOT]  # fmt: skip
+            tbfs = [
+                p
+                for kind, _, parent, p in qdiscs(sock, link.index)
+                if kind == "tbf" and parent == TC_H_ROOT
+            ]
             if not tbfs:
                 raise CNIError(INTERNAL, "Failed to find qdisc", f"no root tbf on {device}")
             rate, limit, buffer = tbfs[0]
-            for name, have, want in (("Rate", rate, wanted.rate), ("Limit", limit, wanted.limit),
-                                     ("Buffer", buffer, wanted.buffer)):  # fmt: skip
+            for name, have, want in (
+                ("Rate", rate, wanted.rate),
+                ("Limit", limit, wanted.limit),
+                ("Buffer", buffer, wanted.buffer),
+            ):
                 if have != want:
                     raise CNIError(
                         INTERNAL, f"{name} doesn't match", f"{device}: {have}, expected {want}"

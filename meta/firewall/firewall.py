@@ -37,8 +37,9 @@ def load_conf(call: skel.Call) -> FirewallConf:
             'use "iptables", "firewalld" or "nftables", or leave it empty to pick automatically',
         )
     if conf.ingressPolicy not in POLICIES:
-        raise config_error(f'unknown ingress policy: "{conf.ingressPolicy}"',
-                           "use open, same-bridge or isolated")  # fmt: skip
+        raise config_error(
+            f'unknown ingress policy: "{conf.ingressPolicy}"', "use open, same-bridge or isolated"
+        )
     conf.backend = conf.backend or ("firewalld" if fwrules.firewalld_running() else "iptables")
     conf.iptablesAdminChainName = conf.iptablesAdminChainName or "CNI-ADMIN"
     conf.firewalldZone = conf.firewalldZone or "trusted"
@@ -77,9 +78,10 @@ def add(call: skel.Call) -> Result:
             record.save(conf.dataDir, conf.name, call.container_id, call.ifname, note)
         except OSError as err:
             raise CNIError(
-                INTERNAL, f"failed to write the firewall record in {conf.dataDir}: {err.strerror}",
+                INTERNAL,
+                f"failed to write the firewall record in {conf.dataDir}: {err.strerror}",
                 "DEL and GC find iptables/firewalld rules there; set dataDir to a writable folder",
-            ) from None  # fmt: skip
+            ) from None
     if conf.backend == "firewalld":
         for cidr in by_family[4] + by_family[6]:
             try:
@@ -89,8 +91,9 @@ def add(call: skel.Call) -> Result:
                     raise
     elif conf.backend == "nftables":
         cidrs = by_family[4] + by_family[6]
-        fwrules.setup_nft(cidrs, conf.iptablesAdminChainName, conf.name, call.container_id,
-                          call.ifname)  # fmt: skip
+        fwrules.setup_nft(
+            cidrs, conf.iptablesAdminChainName, conf.name, call.container_id, call.ifname
+        )
     else:
         for family, cidrs in by_family.items():
             if cidrs:
@@ -198,6 +201,10 @@ def gc(call: skel.Call) -> None:
 
 
 PLUGIN = skel.Plugin(
-    "firewall", add=add, delete=delete, check=check, gc=gc,
+    "firewall",
+    add=add,
+    delete=delete,
+    check=check,
+    gc=gc,
     supported_versions=starting_from("0.4.0"),
-)  # fmt: skip
+)

@@ -143,12 +143,17 @@ def setup_nft(cidrs: list, admin: str, network: str, container_id: str, ifname: 
     if not any(r["chain"] == "forward" and r.get("comment") == RULES_COMMENT for r in rules):
         script.append(f"add rule {NFT_TABLE} forward jump isolation comment {_q(RULES_COMMENT)}")
         script.append(f"add rule {NFT_TABLE} forward jump {admin} comment {_q(ADMIN_COMMENT)}")
-    script += [f"delete rule {NFT_TABLE} forward handle {r['handle']}"
-               for r in rules if r.get("comment") == comment]  # fmt: skip
+    script += [
+        f"delete rule {NFT_TABLE} forward handle {r['handle']}"
+        for r in rules
+        if r.get("comment") == comment
+    ]
     for cidr in cidrs:
         ip = "ip" if ":" not in cidr else "ip6"
-        script.append(f"add rule {NFT_TABLE} forward {ip} daddr {cidr} ct state "
-                      f"related,established accept comment {_q(comment)}")  # fmt: skip
+        script.append(
+            f"add rule {NFT_TABLE} forward {ip} daddr {cidr} ct state "
+            f"related,established accept comment {_q(comment)}"
+        )
         script.append(
             f"add rule {NFT_TABLE} forward {ip} saddr {cidr} accept comment {_q(comment)}"
         )
@@ -190,13 +195,18 @@ def isolate_nft(bridge: str, isolated: bool) -> None:
         return
     script = _nft_base("CNI-ADMIN") + [f"add chain {NFT_TABLE} isolation-out"]
     name = _q(bridge)
-    script.append(f'add rule {NFT_TABLE} isolation iifname {name} oifname != {name} '
-                  f'jump isolation-out comment {_q(tag + " from")}')  # fmt: skip
+    script.append(
+        f"add rule {NFT_TABLE} isolation iifname {name} oifname != {name} "
+        f"jump isolation-out comment {_q(tag + ' from')}"
+    )
     if isolated:
-        script.append(f"insert rule {NFT_TABLE} isolation iifname {name} oifname {name} drop "
-                      f"comment {_q(tag + ' within')}")  # fmt: skip
-    script.append(f"add rule {NFT_TABLE} isolation-out oifname {name} drop "
-                  f"comment {_q(tag + ' to')}")  # fmt: skip
+        script.append(
+            f"insert rule {NFT_TABLE} isolation iifname {name} oifname {name} drop "
+            f"comment {_q(tag + ' within')}"
+        )
+    script.append(
+        f"add rule {NFT_TABLE} isolation-out oifname {name} drop comment {_q(tag + ' to')}"
+    )
     netfilter.nft_script("\n".join(script) + "\n")
 
 
@@ -229,5 +239,5 @@ def firewalld_call(method: str, zone: str, cidr: str) -> str:
             "ss",
             zone,
             cidr,
-        ]  # fmt: skip
+        ]
     )

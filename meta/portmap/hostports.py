@@ -98,9 +98,20 @@ def entry_rules(plan: Plan) -> list:
         for start in range(0, len(ports), MULTIPORT_MAX):
             chunk = ",".join(ports[start : start + MULTIPORT_MAX])
             rules.append(
-                ["-m", "comment", "--comment", comment, "-m", "multiport", "-p", proto,
-                 "--destination-ports", chunk, *plan.conditions]
-            )  # fmt: skip
+                [
+                    "-m",
+                    "comment",
+                    "--comment",
+                    comment,
+                    "-m",
+                    "multiport",
+                    "-p",
+                    proto,
+                    "--destination-ports",
+                    chunk,
+                    *plan.conditions,
+                ]
+            )
     return rules
 
 
@@ -324,8 +335,11 @@ def _drop_nft(doomed) -> list:
     targets = []
     for version in (4, 6):
         rules = [r for r in _nft_rules(version) if doomed(r.get("comment", ""))]
-        targets += [t for r in rules if (t := _dnat_target(r)) and t not in targets
-                    and '"udp"' in json.dumps(r)]  # fmt: skip
+        targets += [
+            t
+            for r in rules
+            if (t := _dnat_target(r)) and t not in targets and '"udp"' in json.dumps(r)
+        ]
         if rules:
             where = f"{_nft_family(version)} {NFT_TABLE}"
             netfilter.nft_script(
@@ -344,8 +358,11 @@ def _dnat_target(rule: dict) -> str | None:
 
 
 def check_nft(plan: Plan) -> str | None:
-    rules = [r for r in _nft_rules(plan.version)
-             if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)]  # fmt: skip
+    rules = [
+        r
+        for r in _nft_rules(plan.version)
+        if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)
+    ]
     dnats = sum(1 for r in rules if r["chain"] == "hostports")
     masqs = sum(1 for r in rules if r["chain"] == "masquerading")
     want_masq = (2 if plan.version == 4 and not plan.masq_all else 1) if plan.snat else 0
@@ -382,8 +399,9 @@ def forget_udp_flows(mappings: list, version: int) -> None:
     from libcni.kernel import conntrack
 
     try:
-        conntrack.forget_udp_to_ports({m.hostPort for m in mappings if m.protocol == "udp"},
-                                      version)  # fmt: skip
+        conntrack.forget_udp_to_ports(
+            {m.hostPort for m in mappings if m.protocol == "udp"}, version
+        )
     except OSError:
         pass
 

@@ -62,8 +62,9 @@ def add_rules_only(sock: TableSocket, ips: list, table: int, undo) -> None:
         undo.push(sock.delete_rule_from, source, table)
 
 
-def source_routes(sock: TableSocket, ifname: str, ips: list, gateways: dict, source_hints: bool,
-                  undo) -> list:  # fmt: skip
+def source_routes(
+    sock: TableSocket, ifname: str, ips: list, gateways: dict, source_hints: bool, undo
+) -> list:
     """Rules, default routes and copied routes, one table per IP; returns the tables used."""
     used = tables_in_use(sock)
     table = first_free_table(used, FIRST_TABLE)
@@ -84,12 +85,22 @@ def source_routes(sock: TableSocket, ifname: str, ips: list, gateways: dict, sou
         if gateway:
             zero = _zero(address)
             try:
-                sock.route("add", zero, 0, oif=link.index, gateway=gateway, table=table,
-                           append=False)  # fmt: skip
+                sock.route(
+                    "add", zero, 0, oif=link.index, gateway=gateway, table=table, append=False
+                )
             except OSError as err:
                 raise _fail(f"Failed to add default route to {gateway}", err) from None
-            undo.push(sock.route, "del", zero, 0, oif=link.index, gateway=gateway, table=table,
-                      scope=255, protocol=0)  # fmt: skip
+            undo.push(
+                sock.route,
+                "del",
+                zero,
+                0,
+                oif=link.index,
+                gateway=gateway,
+                table=table,
+                scope=255,
+                protocol=0,
+            )
         for route in main_routes:
             generic = route.prefsrc is None and route.gateway is None
             if generic or _covers(address, route.prefsrc) or _covers(address, route.gateway):
@@ -122,11 +133,15 @@ def _hint_sources(sock: TableSocket, index: int, ips: list, main_routes: list, u
         address = ipaddress.ip_interface(ip["address"])
         network = address.network
         try:
-            sock.subnet_route(index, str(network.network_address), network.prefixlen,
-                              str(address.ip))  # fmt: skip
+            sock.subnet_route(
+                index, str(network.network_address), network.prefixlen, str(address.ip)
+            )
         except OSError as err:
-            print(f"sbr: could not add subnet route {network} src {address.ip} to main: "
-                  f"{strerror(err)}", file=sys.stderr)  # fmt: skip
+            print(
+                f"sbr: could not add subnet route {network} src {address.ip} to main: "
+                f"{strerror(err)}",
+                file=sys.stderr,
+            )
     for route in main_routes:
         if route.scope == RT_SCOPE_LINK:
             continue
@@ -179,7 +194,11 @@ def missing_rules(sock: TableSocket, ips: list, table: int | None) -> list:
     for ip in ips:
         address = ipaddress.ip_interface(ip["address"])
         full = address.max_prefixlen
-        if not any(rule.src == str(address.ip) and rule.src_len == full
-                   and (table is None or rule.table == table) for rule in rules):  # fmt: skip
+        if not any(
+            rule.src == str(address.ip)
+            and rule.src_len == full
+            and (table is None or rule.table == table)
+            for rule in rules
+        ):
             missing.append(str(address.ip))
     return missing

@@ -27,8 +27,9 @@ def load_conf(call: skel.Call) -> tuple:
     """(config, {4: gateway, 6: gateway}) with upstream's checks, made before any change."""
     conf = call.load(SbrConf)
     if conf.table is not None and not 0 < conf.table <= MAX_TABLE:
-        raise config_error(f"table must be a routing table id from 1 to {MAX_TABLE}, "
-                           f"got {conf.table}")  # fmt: skip
+        raise config_error(
+            f"table must be a routing table id from 1 to {MAX_TABLE}, got {conf.table}"
+        )
     if len(conf.gateways) > 2:
         raise config_error("gateways list cannot contain more than 2 entries (one IPv4, one IPv6)")
     gateways: dict = {}
@@ -39,8 +40,10 @@ def load_conf(call: skel.Call) -> tuple:
             raise config_error(f"invalid static gateway IP address: {text}") from None
         if gateway.version in gateways:
             family = "IPv4" if gateway.version == 4 else "IPv6"
-            raise config_error(f"gateways list contains multiple {family} addresses: "
-                               f"{gateways[gateway.version]} and {text}")  # fmt: skip
+            raise config_error(
+                f"gateways list contains multiple {family} addresses: "
+                f"{gateways[gateway.version]} and {text}"
+            )
         gateways[gateway.version] = str(gateway)
     return conf, gateways
 

@@ -92,8 +92,13 @@ def current(netns_path: str, ifname: str) -> dict:
 
 def apply(netns_path: str, ifname: str, wanted: dict) -> None:
     """Set the given attributes in upstream's order: mac, promisc, mtu, allmulti, txQLen."""
-    names = {"mac": "mac", "promisc": "promisc", "mtu": "mtu", "allmulti": "allmulti",
-             "txQLen": "txqlen"}  # fmt: skip
+    names = {
+        "mac": "mac",
+        "promisc": "promisc",
+        "mtu": "mtu",
+        "allmulti": "allmulti",
+        "txQLen": "txqlen",
+    }
     with RouteSocket(netns_path) as sock:
         link = sock.link(ifname)
         if link is None:
@@ -104,9 +109,10 @@ def apply(netns_path: str, ifname: str, wanted: dict) -> None:
                     sock.set_link(link.index, **{names[key]: wanted[key]})
                 except OSError as err:
                     raise CNIError(
-                        INTERNAL, f"failed to set {key} of {ifname} to {wanted[key]}: "
+                        INTERNAL,
+                        f"failed to set {key} of {ifname} to {wanted[key]}: "
                         f"{os.strerror(err.errno or 0).lower()}",
-                    ) from None  # fmt: skip
+                    ) from None
 
 
 def backup_path(data_dir: str, container_id: str, ifname: str) -> str:

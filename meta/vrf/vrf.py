@@ -31,8 +31,9 @@ def load_conf(call: skel.Call) -> VrfConf:
     except CNIError as err:
         raise config_error(f"invalid vrfname {conf.vrfname!r}: {err.msg}") from None
     if not 0 <= conf.table <= MAX_TABLE:  # Go decodes it into a uint32
-        raise config_error(f"table must be a routing table id from 0 to {MAX_TABLE}, "
-                           f"got {conf.table}")  # fmt: skip
+        raise config_error(
+            f"table must be a routing table id from 0 to {MAX_TABLE}, got {conf.table}"
+        )
     return conf
 
 
@@ -47,8 +48,10 @@ def add(call: skel.Call) -> Result:
             if vrf is None:
                 vrf = enslave.create_vrf(sock, conf.vrfname, conf.table, undo)
             elif conf.table and vrf_table(vrf) != conf.table:
-                raise internal(f"VRF {conf.vrfname} already exist with different routing "
-                               f"table {vrf_table(vrf)}")  # fmt: skip
+                raise internal(
+                    f"VRF {conf.vrfname} already exist with different routing "
+                    f"table {vrf_table(vrf)}"
+                )
             enslave.enslave(sock, vrf, call.ifname, undo)
     except CNIError as err:
         raise CNIError(err.code, f"cmdAdd failed: {err.msg}", err.details) from None

@@ -119,9 +119,12 @@ def add(call: skel.Call) -> Result:
     # Unlike upstream, a failed ADD also removes the veth it made, and the bridge if it made it.
     with Rollback() as undo:
         bridge = bridging.ensure_bridge(
-            conf.bridge, mtu=conf.mtu, promisc=conf.promiscMode, vlan_filtering=filtering,
+            conf.bridge,
+            mtu=conf.mtu,
+            promisc=conf.promiscMode,
+            vlan_filtering=filtering,
             undo=undo,
-        )  # fmt: skip
+        )
         host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=container_mac)
         undo.push(links.delete, call.netns, call.ifname)
         result = Result(call.cni_version)

@@ -36,7 +36,6 @@ def add(call: skel.Call) -> Result:
     return result  # routes and dns as the IPAM returned them (upstream ignores config dns)
 
 
-
 def check(call: skel.Call) -> None:
     ipam.check(call, ipam_type(call.load()))
 

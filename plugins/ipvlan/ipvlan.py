@@ -5,7 +5,6 @@ the default-route interface, or, when chained, the single interface of the previ
 Addresses come from IPAM, or from the previous plugin's result when no IPAM is configured.
 """
 
-
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
 from libcni.protocol import skel
@@ -78,7 +77,6 @@ def add(call: skel.Call) -> Result:
     return result
 
 
-
 def check(call: skel.Call) -> None:
     conf = call.load(IpvlanConf)
     mode = mode_of(conf)
@@ -89,9 +87,10 @@ def check(call: skel.Call) -> None:
     names = {number: name for name, number in MODES.items()}
     wrong_mode = f"Container IPVlan mode {{}} does not match expected value: {mode}"
     linkcheck.check_attachment(
-        call, "ipvlan",
+        call,
+        "ipvlan",
         settings={"IFLA_IPVLAN_MODE": (MODES[mode], lambda got: wrong_mode.format(names.get(got)))},
-    )  # fmt: skip
+    )
 
 
 # Upstream resolves the master again on DEL (and fails without a default route); the

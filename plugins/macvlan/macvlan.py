@@ -74,14 +74,16 @@ def add(call: skel.Call) -> Result:
         if kind:
             allocated = ipam.allocate(call, kind, undo)
             iface.configure_allocation(
-                call.netns, call.ifname, result, allocated,
+                call.netns,
+                call.ifname,
+                result,
+                allocated,
                 announce=lambda: links.notify_neighbours(call.netns, call.ifname),
-            )  # fmt: skip
+            )
         else:
             links.set_up(call.netns, call.ifname)
     result.dns = config_dns(conf)
     return result
-
 
 
 def check(call: skel.Call) -> None:
@@ -90,9 +92,11 @@ def check(call: skel.Call) -> None:
     mode = mode_of(conf)
     wrong_mode = f"container macvlan mode {{}} does not match expected value: {mode}"
     linkcheck.check_attachment(
-        call, "macvlan", missing="required prevResult missing",
+        call,
+        "macvlan",
+        missing="required prevResult missing",
         settings={"IFLA_MACVLAN_MODE": (mode, wrong_mode.format)},
-    )  # fmt: skip
+    )
 
 
 # Neither the master nor CNI_ARGS are needed to clean up, so neither is looked at.

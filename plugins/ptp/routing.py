@@ -40,12 +40,36 @@ def route_container(netns_path: str, ifname: str, ips: list) -> None:
             gateway, net, host_len = entry["gateway"], iface.network, iface.max_prefixlen
             subnet = str(net.network_address)
             # Scope "nowhere" and protocol 0 match the kernel's connected route, whatever it has.
-            _route(sock, "del", f"{net} dev {ifname}", subnet, net.prefixlen, oif=index,
-                   scope=RT_SCOPE_NOWHERE, protocol=0)  # fmt: skip
-            _route(sock, "add", f"{gateway}/{host_len} dev {ifname}", gateway, host_len,
-                   oif=index, scope=RT_SCOPE_LINK, prefsrc=str(iface.ip))  # fmt: skip
-            _route(sock, "add", f"{net} via {gateway} dev {ifname}", subnet, net.prefixlen,
-                   oif=index, gateway=gateway, prefsrc=str(iface.ip))  # fmt: skip
+            _route(
+                sock,
+                "del",
+                f"{net} dev {ifname}",
+                subnet,
+                net.prefixlen,
+                oif=index,
+                scope=RT_SCOPE_NOWHERE,
+                protocol=0,
+            )
+            _route(
+                sock,
+                "add",
+                f"{gateway}/{host_len} dev {ifname}",
+                gateway,
+                host_len,
+                oif=index,
+                scope=RT_SCOPE_LINK,
+                prefsrc=str(iface.ip),
+            )
+            _route(
+                sock,
+                "add",
+                f"{net} via {gateway} dev {ifname}",
+                subnet,
+                net.prefixlen,
+                oif=index,
+                gateway=gateway,
+                prefsrc=str(iface.ip),
+            )
 
 
 def route_host(host_veth: str, ips: list) -> None:
@@ -61,5 +85,12 @@ def route_host(host_veth: str, ips: list) -> None:
                     INTERNAL,
                     f"failed to add IP addr {entry['gateway']}/{host_len} to veth: {strerror(err)}",
                 ) from None
-            _route(sock, "add", f"{iface.ip}/{host_len} dev {host_veth}", str(iface.ip),
-                   host_len, oif=index, scope=RT_SCOPE_HOST)  # fmt: skip
+            _route(
+                sock,
+                "add",
+                f"{iface.ip}/{host_len} dev {host_veth}",
+                str(iface.ip),
+                host_len,
+                oif=index,
+                scope=RT_SCOPE_HOST,
+            )

@@ -65,12 +65,14 @@ def add(call: skel.Call) -> Result:
         if kind:
             allocated = ipam.allocate(call, kind, undo)
             iface.configure_allocation(
-                call.netns, call.ifname, result, allocated,
+                call.netns,
+                call.ifname,
+                result,
+                allocated,
                 announce=lambda: links.notify_neighbours(call.netns, call.ifname, ipv6=False),
-            )  # fmt: skip
+            )
     result.dns = config_dns(conf)
     return result
-
 
 
 def check(call: skel.Call) -> None:

@@ -79,7 +79,6 @@ def add(call: skel.Call) -> Result:
     return result
 
 
-
 def check(call: skel.Call) -> None:
     conf, _ = load_conf(call)
     ipam.check_configured(call, conf)
@@ -93,9 +92,12 @@ def check(call: skel.Call) -> None:
 
     wrong_id = f"container vlan {call.ifname} has VLAN id {{}}, config wants {conf.vlanId}"
     linkcheck.check_attachment(
-        call, "vlan", missing="vlan: Required prevResult missing",
-        settings={"IFLA_VLAN_ID": (conf.vlanId, wrong_id.format)}, extra=same_mtu,
-    )  # fmt: skip
+        call,
+        "vlan",
+        missing="vlan: Required prevResult missing",
+        settings={"IFLA_VLAN_ID": (conf.vlanId, wrong_id.format)},
+        extra=same_mtu,
+    )
 
 
 # Unlike upstream, DEL does not insist that the master still exists: a container must be

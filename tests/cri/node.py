@@ -128,21 +128,38 @@ def build_pod_image(path: str, work: str) -> str:
         manifest = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": _blob(layout, config_bytes), "size": len(config_bytes)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": layer_digest, "size": len(layer_bytes)}],
-        }  # fmt: skip
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _blob(layout, config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest,
+                    "size": len(layer_bytes),
+                }
+            ],
+        }
         manifest_bytes = json.dumps(manifest).encode()
         index = {
             "schemaVersion": 2,
-            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                           "digest": _blob(layout, manifest_bytes), "size": len(manifest_bytes),
-                           "annotations": {"io.containerd.image.name": IMAGE,
-                                           "org.opencontainers.image.ref.name": "test"}}],
-        }  # fmt: skip
-        for name, data in (("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
-                           ("index.json", json.dumps(index).encode())):  # fmt: skip
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": _blob(layout, manifest_bytes),
+                    "size": len(manifest_bytes),
+                    "annotations": {
+                        "io.containerd.image.name": IMAGE,
+                        "org.opencontainers.image.ref.name": "test",
+                    },
+                }
+            ],
+        }
+        for name, data in (
+            ("oci-layout", b'{"imageLayoutVersion": "1.0.0"}'),
+            ("index.json", json.dumps(index).encode()),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             layout.addfile(info, io.BytesIO(data))
@@ -153,14 +170,19 @@ def kubernetes_conflist(node, version: str, subnet: str) -> dict:
     """The Kubernetes-like list (bridge + host-local, portmap, bandwidth, tuning, firewall) for
     `subnet` ("a.b.c", a /24), its bridge named after the subnet's third octet."""
     plugins = [
-        {"type": "bridge", "bridge": f"cni{subnet.split('.')[2]}", "isGateway": True,
-         "ipMasq": True, "hairpinMode": True,
-         "ipam": node.host_local(f"{subnet}.0/24", routes=[{"dst": "0.0.0.0/0"}])},
+        {
+            "type": "bridge",
+            "bridge": f"cni{subnet.split('.')[2]}",
+            "isGateway": True,
+            "ipMasq": True,
+            "hairpinMode": True,
+            "ipam": node.host_local(f"{subnet}.0/24", routes=[{"dst": "0.0.0.0/0"}]),
+        },
         {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         {"type": "bandwidth", "capabilities": {"bandwidth": True}},
         {"type": "tuning", "sysctl": {"net.core.somaxconn": "1024"}},
         {"type": "firewall", "backend": "iptables"},
-    ]  # fmt: skip
+    ]
     return {"cniVersion": version, "name": f"k8s-{subnet.replace('.', '-')}", "plugins": plugins}
 
 
@@ -171,9 +193,12 @@ class Lan:
         self.netns = namespaces("crl")
         self.name = os.path.basename(self.netns)
         self.ports = 0
-        for argv in (("link", "set", "lo", "up"), ("link", "add", "br0", "type", "bridge"),
-                     ("addr", "add", f"{OUTSIDE_ADDRESS}/24", "dev", "br0"),
-                     ("link", "set", "br0", "up")):  # fmt: skip
+        for argv in (
+            ("link", "set", "lo", "up"),
+            ("link", "add", "br0", "type", "bridge"),
+            ("addr", "add", f"{OUTSIDE_ADDRESS}/24", "dev", "br0"),
+            ("link", "set", "br0", "up"),
+        ):
             subprocess.run(["ip", "-n", self.name, *argv], check=True)
 
     def attach(self, node_netns: str, address: str) -> None:
@@ -210,18 +235,34 @@ class CriNode:
         self.containerd = self.containerd_launcher = self.client = None
         script = HOLDER.format(cgroups=cgroup_mounts(), python=sys.executable, reaper=REAPER)
         self.holder = subprocess.Popen(
-            ["ip", "netns", "exec", self.name, "unshare", "--mount", "--pid", "--fork",
-             "--kill-child", "--mount-proc", "sh", "-c", script],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.name,
+                "unshare",
+                "--mount",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             if self.holder.stdout.readline().strip() != "ready":
                 raise RuntimeError(f"containerd holder failed: {self.holder.stderr.read()}")
             self.init_pid = self._child_of(self.holder.pid)
             self.start()
             self.sh("ctr", "--address", self.socket, "-n", "k8s.io", "images", "import", image_tar)
-            self.set_conflist({"cniVersion": "1.0.0", "name": "boot",
-                               "plugins": [{"type": "loopback"}]})  # fmt: skip
+            self.set_conflist(
+                {"cniVersion": "1.0.0", "name": "boot", "plugins": [{"type": "loopback"}]}
+            )
         except BaseException:
             self.close()
             raise
@@ -242,10 +283,22 @@ class CriNode:
     def start(self, timeout: float = 30) -> None:
         self.log = open(os.path.join(self.work, "containerd.log"), "a")
         self.containerd_launcher = subprocess.Popen(
-            ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--", "containerd",
-             "--config", self.config],
-            stdout=self.log, stderr=subprocess.STDOUT, env={"PATH": PATH},
-        )  # fmt: skip
+            [
+                "nsenter",
+                "-t",
+                str(self.init_pid),
+                "-m",
+                "-n",
+                "-p",
+                "--",
+                "containerd",
+                "--config",
+                self.config,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={"PATH": PATH},
+        )
         self.containerd = self._child_of(self.containerd_launcher.pid)
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.socket):
@@ -293,8 +346,10 @@ class CriNode:
             daemon = os.path.join(self.plugin_dir, "pycni-daemon")
         self.fast_path_launcher = subprocess.Popen(
             ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--", daemon],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"PATH": PATH},
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": PATH},
+        )
         deadline = time.monotonic() + timeout
         while self.sh("test", "-S", "/run/pycni/pycni.sock", check=False).returncode != 0:
             if self.fast_path_launcher.poll() is not None or time.monotonic() > deadline:
@@ -349,8 +404,9 @@ class CriNode:
 
     # -- pods -----------------------------------------------------------------------------------
 
-    def run_pod(self, name: str, ports=(), annotations=None, host_network=False,
-                wait_serving=True) -> str:  # fmt: skip
+    def run_pod(
+        self, name: str, ports=(), annotations=None, host_network=False, wait_serving=True
+    ) -> str:
         """RunPodSandbox; `ports` are (protocol, container_port, host_port, host_ip) tuples;
         `host_network` runs it in the node's netns (no CNI at all). RunPodSandbox returns once
         the sandbox's init runs; with `wait_serving`, also wait until its servers answer."""
@@ -358,13 +414,18 @@ class CriNode:
             "metadata": {"name": name, "uid": f"uid-{name}", "namespace": "default"},
             "hostname": "" if host_network else name,  # runc sets none without a UTS ns
             "log_directory": os.path.join(self.work, "logs", name),
-            "port_mappings": [{"protocol": proto, "container_port": inner, "host_port": outer,
-                               "host_ip": host_ip} for proto, inner, outer, host_ip in ports],
+            "port_mappings": [
+                {"protocol": proto, "container_port": inner, "host_port": outer, "host_ip": host_ip}
+                for proto, inner, outer, host_ip in ports
+            ],
             "annotations": dict(annotations or {}),
             "labels": {"io.kubernetes.pod.name": name},
-            "linux": {"security_context": {"namespace_options": {
-                "network": NODE if host_network else POD}}},
-        }  # fmt: skip
+            "linux": {
+                "security_context": {
+                    "namespace_options": {"network": NODE if host_network else POD}
+                }
+            },
+        }
         sandbox_id = self.client.run_pod_sandbox(config)
         if wait_serving and not host_network:
             self.wait_serving(sandbox_id)
@@ -373,8 +434,12 @@ class CriNode:
     def wait_serving(self, sandbox_id: str, timeout: float = 10) -> None:
         netns = self.pod_netns(sandbox_id)
         deadline = time.monotonic() + timeout
-        while self.sh("curl", "-s", "-m", "1", "http://127.0.0.1/", netns=netns,
-                      check=False).stdout.strip() != "pod":  # fmt: skip
+        while (
+            self.sh(
+                "curl", "-s", "-m", "1", "http://127.0.0.1/", netns=netns, check=False
+            ).stdout.strip()
+            != "pod"
+        ):
             if time.monotonic() > deadline:
                 raise AssertionError(f"pod {sandbox_id} does not serve HTTP on its loopback")
             time.sleep(0.05)
@@ -404,8 +469,13 @@ class CriNode:
         full = ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--"]
         if netns:
             full += ["nsenter", f"--net={netns}", "--"]
-        proc = subprocess.run([*full, *argv], env={"PATH": PATH, "HOME": self.work},
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        proc = subprocess.run(
+            [*full, *argv],
+            env={"PATH": PATH, "HOME": self.work},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{argv} failed ({proc.returncode}): {proc.stderr[-3000:]}")
         return proc

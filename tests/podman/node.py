@@ -65,16 +65,27 @@ class PodmanNode:
         self.work = tempfile.mkdtemp(prefix="pycni-podman-")
         os.makedirs(os.path.join(self.work, "tmp"))
         os.makedirs(os.path.join(self.work, "net.d"))
-        for name, text in (("containers.conf", _containers_conf(self.work, plugin_dir)),
-                           ("storage.conf", _storage_conf())):  # fmt: skip
+        for name, text in (
+            ("containers.conf", _containers_conf(self.work, plugin_dir)),
+            ("storage.conf", _storage_conf()),
+        ):
             with open(os.path.join(self.work, name), "w") as f:
                 f.write(text)
         self._join_external()
         self.holder = subprocess.Popen(
-            ["ip", "netns", "exec", os.path.basename(self.node), "sh", "-c",
-             HOLDER.replace("{cgroups}", cgroup_mounts())],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                os.path.basename(self.node),
+                "sh",
+                "-c",
+                HOLDER.replace("{cgroups}", cgroup_mounts()),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if self.holder.stdout.readline().strip() != "ready":
             raise RuntimeError(f"podman holder failed: {self.holder.stderr.read()}")
         self._import_image()
@@ -82,8 +93,20 @@ class PodmanNode:
     def _join_external(self) -> None:
         node, ext = os.path.basename(self.node), os.path.basename(self.external)
         run = lambda *argv: subprocess.run(argv, check=True)  # noqa: E731
-        run("ip", "-n", node, "link", "add", "uplink", "type", "veth", "peer", "downlink",
-            "netns", ext)  # fmt: skip
+        run(
+            "ip",
+            "-n",
+            node,
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "downlink",
+            "netns",
+            ext,
+        )
         run("ip", "-n", node, "addr", "add", f"{NODE_ADDRESS}/24", "dev", "uplink")
         run("ip", "-n", node, "link", "set", "uplink", "up")
         run("ip", "-n", ext, "addr", "add", f"{EXTERNAL_ADDRESS}/24", "dev", "downlink")
@@ -94,21 +117,25 @@ class PodmanNode:
 
     def sh(self, *argv, check=True, timeout=120, input=None) -> subprocess.CompletedProcess:
         """A command in the node's netns and private mount namespace."""
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-               "CONTAINERS_CONF": os.path.join(self.work, "containers.conf"),
-               "CONTAINERS_STORAGE_CONF": os.path.join(self.work, "storage.conf"),
-               "HOME": self.work}  # fmt: skip
+        env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "CONTAINERS_CONF": os.path.join(self.work, "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": os.path.join(self.work, "storage.conf"),
+            "HOME": self.work,
+        }
         full = ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv]
-        proc = subprocess.run(full, env=env, capture_output=True, text=True, timeout=timeout,
-                              input=input)  # fmt: skip
+        proc = subprocess.run(
+            full, env=env, capture_output=True, text=True, timeout=timeout, input=input
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"{argv} failed ({proc.returncode}): {proc.stderr[-3000:]}")
         return proc
 
     def spawn(self, *argv, **popen) -> subprocess.Popen:
         """A long-running process in the node's namespaces (nsenter execs it: its PID is ours)."""
-        return subprocess.Popen(["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv],
-                                **popen)  # fmt: skip
+        return subprocess.Popen(
+            ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--", *argv], **popen
+        )
 
     def podman(self, *argv, check=True, timeout=120) -> str:
         return self.sh("podman", *argv, check=check, timeout=timeout).stdout.strip()
@@ -132,8 +159,9 @@ class PodmanNode:
     def close(self) -> None:
         try:
             self.sh("podman", "rm", "-a", "-f", "-t", "0", check=False, timeout=120)
-            for net in json.loads(self.podman("network", "ls", "--format", "json", check=False)
-                                  or "[]"):  # fmt: skip
+            for net in json.loads(
+                self.podman("network", "ls", "--format", "json", check=False) or "[]"
+            ):
                 if net.get("name") != "podman":
                     self.podman("network", "rm", "-f", net["name"], check=False)
         finally:

@@ -155,8 +155,13 @@ def initramfs(modules_dir: str, path: str) -> None:
     version = os.path.basename(modules_dir)
     init = INIT.replace("{version}", version).replace("{modules}", modules_dir)
     init = init.replace("{cwd}", REPO)
-    entries = [("bin", 0o40755, b""), ("proc", 0o40755, b""), ("sys", 0o40755, b""),
-               ("dev", 0o40755, b""), ("modules", 0o40755, b"")]  # fmt: skip
+    entries = [
+        ("bin", 0o40755, b""),
+        ("proc", 0o40755, b""),
+        ("sys", 0o40755, b""),
+        ("dev", 0o40755, b""),
+        ("modules", 0o40755, b""),
+    ]
     with open(BUSYBOX, "rb") as f:
         entries.append(("bin/busybox", 0o100755, f.read()))
     entries.append(("init", 0o100755, init.encode()))
@@ -177,25 +182,45 @@ def initramfs(modules_dir: str, path: str) -> None:
 
 
 class Run:
-    def __init__(self, status: int, stdout: str, stderr: str, seconds: float, boot: float,
-                 files: dict):  # fmt: skip
+    def __init__(
+        self, status: int, stdout: str, stderr: str, seconds: float, boot: float, files: dict
+    ):
         self.status, self.stdout, self.stderr = status, stdout, stderr
         self.seconds, self.boot_seconds = seconds, boot
         self.files = files  # what the command left in /results, by name
 
 
 def qemu_argv(vmlinuz: str, initrd: str, results: str) -> list:
-    append = ("console=ttyS0 quiet panic=-1 cryptomgr.notests random.trust_cpu=on "
-              "no_timer_check tsc=reliable")  # fmt: skip
+    append = (
+        "console=ttyS0 quiet panic=-1 cryptomgr.notests random.trust_cpu=on "
+        "no_timer_check tsc=reliable"
+    )
     return [
-        "qemu-system-x86_64", "-M", "q35,accel=tcg", "-cpu", "max,-erms,-fsrm",
-        "-smp", "2", "-m", "2048", "-nographic", "-no-reboot", "-nic", "none",
-        "-kernel", vmlinuz, "-initrd", initrd, "-append", append,
+        "qemu-system-x86_64",
+        "-M",
+        "q35,accel=tcg",
+        "-cpu",
+        "max,-erms,-fsrm",
+        "-smp",
+        "2",
+        "-m",
+        "2048",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+        "-kernel",
+        vmlinuz,
+        "-initrd",
+        initrd,
+        "-append",
+        append,
         # multidevs=remap: / spans several filesystems whose inode numbers would collide.
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
-                   "multidevs=remap",
-        "-virtfs", f"local,path={results},mount_tag=results,security_model=none",
-    ]  # fmt: skip
+        "-virtfs",
+        "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+        "-virtfs",
+        f"local,path={results},mount_tag=results,security_model=none",
+    ]
 
 
 def run(command: str, timeout: float = 900, collect=()) -> Run:
@@ -213,8 +238,12 @@ def run(command: str, timeout: float = 900, collect=()) -> Run:
             with open(os.path.join(results, "command.sh"), "w") as f:
                 f.write(command + "\n")
             started = time.monotonic()
-            proc = subprocess.Popen(qemu_argv(vmlinuz, initrd, results), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                qemu_argv(vmlinuz, initrd, results),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             booted_at = None
             deadline = started + timeout
             try:
@@ -238,9 +267,14 @@ def run(command: str, timeout: float = 900, collect=()) -> Run:
                         return f.read()
 
                 files = {n: read(n) for n in collect if os.path.exists(os.path.join(results, n))}
-                return Run(int(read("status").strip() or 1), read("stdout"), read("stderr"),
-                           time.monotonic() - started,
-                           (booted_at or time.monotonic()) - started, files)  # fmt: skip
+                return Run(
+                    int(read("status").strip() or 1),
+                    read("stdout"),
+                    read("stderr"),
+                    time.monotonic() - started,
+                    (booted_at or time.monotonic()) - started,
+                    files,
+                )
             if booted_at is not None:
                 raise VMError(f"the command did not finish in {timeout} s\n{console[-3000:]}")
         raise VMError(f"the VM did not boot after {BOOT_ATTEMPTS} attempts\n{console[-3000:]}")
@@ -252,6 +286,8 @@ if __name__ == "__main__":
     done = run(" ".join(sys.argv[1:]) or "uname -r")
     print(done.stdout, end="")
     print(done.stderr, end="", file=sys.stderr)
-    print(f"[vm] status {done.status}, boot {done.boot_seconds:.1f} s, total {done.seconds:.1f} s",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"[vm] status {done.status}, boot {done.boot_seconds:.1f} s, total {done.seconds:.1f} s",
+        file=sys.stderr,
+    )
     sys.exit(done.status)

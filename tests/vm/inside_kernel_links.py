@@ -36,13 +36,17 @@ def newer_than_go_1_1_1(impl, feature):
 
 
 def static(address):
-    return {"type": "static", "addresses": [{"address": address, "gateway": f"{SUBNET}.1"}],
-            "routes": [{"dst": "0.0.0.0/0"}]}  # fmt: skip
+    return {
+        "type": "static",
+        "addresses": [{"address": address, "gateway": f"{SUBNET}.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}],
+    }
 
 
 def run(plugin_dir, name, command, conf, pod, host, **kw):
-    return run_plugin(plugin_dir, name, command, conf, netns=pod, in_netns=host,
-                      cni_path=plugin_dir, **kw)  # fmt: skip
+    return run_plugin(
+        plugin_dir, name, command, conf, netns=pod, in_netns=host, cni_path=plugin_dir, **kw
+    )
 
 
 def link(netns, name="eth0"):
@@ -67,8 +71,14 @@ def lifecycle(plugin_dir, name, conf, pod, host):
 
 
 def vlan_conf(**extra):
-    conf = {"cniVersion": "1.0.0", "name": "vlnet", "type": "vlan", "master": "mst0",
-            "vlanId": 100, "ipam": static(f"{SUBNET}.5/24")}  # fmt: skip
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "vlnet",
+        "type": "vlan",
+        "master": "mst0",
+        "vlanId": 100,
+        "ipam": static(f"{SUBNET}.5/24"),
+    }
     conf.update(extra)
     return conf
 
@@ -107,8 +117,14 @@ def test_vlan_link_in_container(impl, host, make_netns):
 @pytest.mark.parametrize("mode", ["l2", "l3", "l3s"])
 def test_ipvlan_lifecycle(impl, host, make_netns, mode):
     pod = make_netns("vmp")
-    conf = {"cniVersion": "1.0.0", "name": "ipvnet", "type": "ipvlan", "master": "mst0",
-            "mode": mode, "ipam": static(f"{SUBNET}.6/24")}  # fmt: skip
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "ipvnet",
+        "type": "ipvlan",
+        "master": "mst0",
+        "mode": mode,
+        "ipam": static(f"{SUBNET}.6/24"),
+    }
     _, made = lifecycle(impl, "ipvlan", conf, pod, host)
     assert made["linkinfo"]["info_kind"] == "ipvlan"
     assert made["linkinfo"]["info_data"]["mode"] == mode
@@ -117,8 +133,13 @@ def test_ipvlan_lifecycle(impl, host, make_netns, mode):
 def test_ipvlan_pods_reach_each_other(impl, host, make_netns):
     pods = [make_netns("vmp"), make_netns("vmp")]
     for number, pod in enumerate(pods, start=10):
-        conf = {"cniVersion": "1.0.0", "name": "ipvnet", "type": "ipvlan", "master": "mst0",
-                "ipam": static(f"{SUBNET}.{number}/24")}  # fmt: skip
+        conf = {
+            "cniVersion": "1.0.0",
+            "name": "ipvnet",
+            "type": "ipvlan",
+            "master": "mst0",
+            "ipam": static(f"{SUBNET}.{number}/24"),
+        }
         assert (
             run(impl, "ipvlan", "ADD", conf, pod, host, container_id=f"c{number}").returncode == 0
         )
@@ -128,14 +149,20 @@ def test_ipvlan_pods_reach_each_other(impl, host, make_netns):
 
 def test_ipvlan_chained_takes_master_and_addresses_from_prev_result(impl, host, make_netns):
     pod = make_netns("vmp")
-    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": "mst0"}],
-            "ips": [{"address": f"{SUBNET}.7/24", "interface": 0}]}  # fmt: skip
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "mst0"}],
+        "ips": [{"address": f"{SUBNET}.7/24", "interface": 0}],
+    }
     conf = {"cniVersion": "1.0.0", "name": "ipvnet", "type": "ipvlan", "prevResult": prev}
     done = run(impl, "ipvlan", "ADD", conf, pod, host)
     assert done.returncode == 0, done
     assert link(pod)["linkinfo"]["info_kind"] == "ipvlan"
-    addresses = [a["local"] for e in ip_json(pod, "-4", "addr", "show", "dev", "eth0")
-                 for a in e["addr_info"]]  # fmt: skip
+    addresses = [
+        a["local"]
+        for e in ip_json(pod, "-4", "addr", "show", "dev", "eth0")
+        for a in e["addr_info"]
+    ]
     assert addresses == [f"{SUBNET}.7"]
 
 
@@ -145,8 +172,12 @@ def test_ipvlan_chained_takes_master_and_addresses_from_prev_result(impl, host, 
 def test_dummy_lifecycle(impl, host, make_netns):
     newer_than_go_1_1_1(impl, "the dummy plugin")
     pod = make_netns("vmp")
-    conf = {"cniVersion": "1.0.0", "name": "dnet", "type": "dummy",
-            "ipam": static(f"{SUBNET}.8/24")}  # fmt: skip
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "dnet",
+        "type": "dummy",
+        "ipam": static(f"{SUBNET}.8/24"),
+    }
     result, made = lifecycle(impl, "dummy", conf, pod, host)
     assert made["linkinfo"]["info_kind"] == "dummy" and "UP" in made["flags"]
     assert result["ips"][0]["address"] == f"{SUBNET}.8/24"
@@ -156,8 +187,13 @@ def test_dummy_lifecycle(impl, host, make_netns):
 
 
 def bridge_conf(**extra):
-    conf = {"cniVersion": "1.0.0", "name": "brvnet", "type": "bridge", "bridge": "brv0",
-            "ipam": static(f"{SUBNET}.9/24")}  # fmt: skip
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "brvnet",
+        "type": "bridge",
+        "bridge": "brv0",
+        "ipam": static(f"{SUBNET}.9/24"),
+    }
     conf.update(extra)
     return conf
 
@@ -174,8 +210,11 @@ def port_vlans(host):
 
 
 def host_port(host):
-    return next(e["ifname"] for e in ip_json(host, "link", "show", "type", "veth")
-                if e["ifname"].startswith("veth"))  # fmt: skip
+    return next(
+        e["ifname"]
+        for e in ip_json(host, "link", "show", "type", "veth")
+        if e["ifname"].startswith("veth")
+    )
 
 
 def test_bridge_access_vlan(impl, host, make_netns):
@@ -193,8 +232,9 @@ def test_bridge_trunk_and_preserved_default_vlan(impl, host, make_netns):
     newer_than_go_1_1_1(impl, "vlanTrunk")
     pod = make_netns("vmp")
     trunk = [{"id": 30}, {"minID": 40, "maxID": 42}]
-    done = run(impl, "bridge", "ADD", bridge_conf(vlanTrunk=trunk, preserveDefaultVlan=True),
-               pod, host)  # fmt: skip
+    done = run(
+        impl, "bridge", "ADD", bridge_conf(vlanTrunk=trunk, preserveDefaultVlan=True), pod, host
+    )
     assert done.returncode == 0, done
     vids = [vid for vid, _ in port_vlans(host)[host_port(host)]]
     assert vids == [1, 30, 40, 41, 42]
@@ -206,6 +246,9 @@ def test_bridge_vlan_gateway_interface(impl, host, make_netns):
     assert done.returncode == 0, done
     names = [i["name"] for i in done.json["interfaces"]]
     assert names[0] == "brv0" and names[-1] == "brv0.20"
-    addresses = [a["local"] for e in ip_json(host, "-4", "addr", "show", "dev", "brv0.20")
-                 for a in e["addr_info"]]  # fmt: skip
+    addresses = [
+        a["local"]
+        for e in ip_json(host, "-4", "addr", "show", "dev", "brv0.20")
+        for a in e["addr_info"]
+    ]
     assert addresses == [f"{SUBNET}.1"]

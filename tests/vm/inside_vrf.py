@@ -38,8 +38,19 @@ def pod(make_netns, host):
 
 
 def wire(pod, host, ifname="eth0", v4=V4, v6=V6, routes=True):
-    ns_exec(pod, "ip", "link", "add", ifname, "type", "veth", "peer", "p" + ifname, "netns",
-            os.path.basename(host))  # fmt: skip
+    ns_exec(
+        pod,
+        "ip",
+        "link",
+        "add",
+        ifname,
+        "type",
+        "veth",
+        "peer",
+        "p" + ifname,
+        "netns",
+        os.path.basename(host),
+    )
     ns_exec(host, "ip", "link", "set", "p" + ifname, "up")
     ns_exec(pod, "ip", "link", "set", ifname, "up")
     ns_exec(pod, "ip", "addr", "add", v4, "dev", ifname)
@@ -51,10 +62,18 @@ def wire(pod, host, ifname="eth0", v4=V4, v6=V6, routes=True):
 
 
 def conf(pod, ifname="eth0", v4=V4, **extra):
-    prev = {"cniVersion": "1.0.0", "interfaces": [{"name": ifname, "sandbox": pod}],
-            "ips": [{"address": v4, "gateway": GW4, "interface": 0}]}  # fmt: skip
-    base = {"cniVersion": "1.0.0", "name": "vrfnet", "type": "vrf", "vrfname": "red",
-            "prevResult": prev}  # fmt: skip
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": ifname, "sandbox": pod}],
+        "ips": [{"address": v4, "gateway": GW4, "interface": 0}],
+    }
+    base = {
+        "cniVersion": "1.0.0",
+        "name": "vrfnet",
+        "type": "vrf",
+        "vrfname": "red",
+        "prevResult": prev,
+    }
     base.update(extra)
     return base
 
@@ -73,8 +92,12 @@ def vrf_table(pod, name="red"):
 
 
 def global_v6(pod, ifname="eth0"):
-    return [f"{a['local']}/{a['prefixlen']}" for e in ip_json(pod, "-6", "addr", "show", "dev",
-            ifname, "scope", "global") for a in e["addr_info"] if "local" in a]  # fmt: skip
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for e in ip_json(pod, "-6", "addr", "show", "dev", ifname, "scope", "global")
+        for a in e["addr_info"]
+        if "local" in a
+    ]
 
 
 def routes(pod, table):
@@ -186,6 +209,10 @@ def test_vrf_same_links_addresses_and_connected_routes_as_go(make_netns):
         host, pod = make_netns("vfh"), make_netns("vfp")
         wire(pod, host)
         assert vrf(directory, "ADD", conf(pod), pod).returncode == 0
-        states[name] = (link(pod)["master"], vrf_table(pod), global_v6(pod),
-                        routes(pod, 1) - UNIVERSE_ROUTES)  # fmt: skip
+        states[name] = (
+            link(pod)["master"],
+            vrf_table(pod),
+            global_v6(pod),
+            routes(pod, 1) - UNIVERSE_ROUTES,
+        )
     assert states["pycni"] == states["go"]
