@@ -1,4 +1,7 @@
-# The two commands a newcomer needs: `make build` and `make test` (see README.md).
+# The two commands a newcomer needs: `make build` and `make test` (see README.md). `make build`
+# installs only what building needs (build/apt-packages.txt, build/requirements.txt); `make test`
+# and `make lint` also install the test stack (build/apt-packages-test.txt: containerd, firewalld,
+# podman, qemu, dnsmasq...; build/requirements-test.txt: pytest, hypothesis, ruff, mypy...).
 #
 # PYTHON is the interpreter to build with; a pyenv shim is resolved to the real binary, which the
 # frozen build and the source launchers then use. If `make deps` had to create build/venv (a
@@ -11,37 +14,52 @@ PYTEST_ARGS ?=
 # Extra benchmark arguments, e.g. `make bench BENCH_ARGS="-n 50 loopback"`.
 BENCH_ARGS ?=
 
-.PHONY: all deps build srcbin test test-vm test-fast test-sanitize fuzz lint release deb bench print-python clean distclean
+.PHONY: all deps deps-test build srcbin test test-vm test-fast test-sanitize fuzz lint release deb bench print-python clean distclean
 
 all: build
 
-# Debian packages and PyPI packages, each only when missing.
+# Debian packages and PyPI packages, each only when missing: `deps` what building needs,
+# `deps-test` that plus the test stack.
 deps:
-	bash build/install-deps.sh "$(PYTHON)"
+	bash build/install-deps.sh build "$(PYTHON)"
+
+deps-test:
+	bash build/install-deps.sh test "$(PYTHON)"
 
 # Freeze every program of build/multicall.py into build/dist/bin/_internal and put the native
 # front door (build/frontdoor.c, compiled with gcc) beside it under every program name.
 build: deps
 	$(PY) build/freeze.py
+	touch $(FROZEN)
+
+# The frozen runtime as a file, for the targets that only need *a* current build (deb,
+# release): frozen again only when a source file is newer than it (`make build` always freezes).
+FROZEN := build/dist/bin/_internal/pycni
+FROZEN_SOURCES := $(shell find libcni plugins ipam meta -name '*.py' 2>/dev/null) \
+	$(wildcard build/*.py build/frontdoor.c build/systemd/* build/requirements.txt)
+$(FROZEN): $(FROZEN_SOURCES)
+	bash build/install-deps.sh build "$(PYTHON)"
+	$(PY) build/freeze.py
+	touch $@
 
 srcbin:
 	$(PY) build/srcbin.py
 
 # The whole suite, from source and frozen, against the real kernel in test-owned namespaces.
-test: build
+test: deps-test build
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Only the kernel tests that boot Debian's kernel under qemu (vlan, ipvlan, dummy, bridge VLANs).
-test-vm: build
+test-vm: deps-test build
 	$(PY) -m pytest tests/test_kernel_vm.py $(PYTEST_ARGS)
 
 # Only the front door built under ASan/UBSan, running each of its paths once (`make test` runs it
 # too, once).
-test-sanitize: build
+test-sanitize: deps-test build
 	$(PY) -m pytest tests/test_frontdoor.py -k sanitized $(PYTEST_ARGS)
 
 # Iterating without a frozen build: source tests only.
-test-fast:
+test-fast: deps-test
 	PYCNI_ALLOW_NO_FROZEN=1 $(PY) -m pytest -x -q $(PYTEST_ARGS)
 
 # The long fuzz campaign (issue #16): the hypothesis test with many more examples, then
@@ -50,7 +68,7 @@ test-fast:
 FUZZ_EXAMPLES ?= 3000
 FUZZ_INPUTS ?= 20000
 FUZZ_FROZEN_INPUTS ?= 3000
-fuzz: build
+fuzz: deps-test build
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py $(PYTEST_ARGS)
 	$(PY) tests/fuzzkit.py --inputs $(FUZZ_INPUTS) --leaks late
 	$(PY) tests/fuzzkit.py --inputs $(FUZZ_FROZEN_INPUTS) --frozen build/dist/bin --seed 2
@@ -58,22 +76,23 @@ fuzz: build
 # ruff (lint and format) over everything, mypy over every package with the bodies of untyped
 # functions checked too (all must be clean; CI runs this first).
 LINT_PATHS := libcni plugins ipam meta build tests benchmarks
-lint:
+lint: deps-test
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m mypy --check-untyped-defs libcni plugins ipam meta build
 
 # build/release/cni-plugins-linux-<arch>-v<version>.tgz, laid out like upstream's.
-release: build
+release: $(FROZEN)
 	$(PY) build/release.py
 
 # build/release/pycni_<version>_<arch>.deb: the plugin dir in /opt/cni/bin, cnitool, the
-# systemd units, the man page (dpkg-deb only, no network; see build/deb.py).
-deb: build
+# systemd units, the man page (dpkg-deb only, no network; see build/deb.py). Uses the current
+# frozen build; freezes only when there is none or a source file changed since.
+deb: $(FROZEN)
 	$(PY) build/deb.py
 
 # Our frozen executables against Debian's Go plugins, side by side (root: makes namespaces).
-bench: build
+bench: deps-test build
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 # The interpreter every target uses (for scripts such as .ci/run).

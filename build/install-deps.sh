@@ -1,27 +1,50 @@
 #!/usr/bin/env bash
-# Install what `make build` and `make test` need, skipping whatever is already there:
-#   - the Debian packages in build/apt-packages.txt (apt-get; needs root when one is missing),
-#   - the PyPI packages in build/requirements.txt for the interpreter given as $1.
-# Debian's own python3 refuses pip installs (PEP 668, "externally-managed-environment"); then the
-# PyPI packages go into a venv at build/venv, which the Makefile uses whenever it exists.
-# Quiet when everything is present.
+# Install what a make target needs, skipping whatever is already there. Usage:
+#     build/install-deps.sh build|test [PYTHON]
+#   build: what building needs (`make build`): the Debian packages in build/apt-packages.txt and
+#          the PyPI packages in build/requirements.txt. No service, nothing that touches the
+#          node's network: safe on a production node.
+#   test:  the build's packages plus the test stack (`make test`, `make lint`, .ci/run):
+#          build/apt-packages-test.txt (containerd, firewalld, podman, qemu, dnsmasq...: services
+#          among them) and build/requirements-test.txt (pytest, hypothesis, grpcio, ruff, mypy).
+# Debian packages need root when one is missing. The PyPI packages go into the interpreter
+# PYTHON (default python3); Debian's own python3 refuses pip installs (PEP 668,
+# "externally-managed-environment"), then they go into a venv at build/venv, which the Makefile
+# uses whenever it exists. Quiet when everything is present.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-python="${1:-python3}"
+mode="${1:-}"
+python="${2:-python3}"
 venv="$here/venv"
-requirements="$here/requirements.txt"
+case "$mode" in
+build)
+    apt_lists=("$here/apt-packages.txt")
+    pypi_lists=("$here/requirements.txt")
+    ;;
+test)
+    apt_lists=("$here/apt-packages.txt" "$here/apt-packages-test.txt")
+    pypi_lists=("$here/requirements.txt" "$here/requirements-test.txt")
+    ;;
+*)
+    echo "usage: $0 build|test [PYTHON]" >&2
+    exit 2
+    ;;
+esac
+requirements="$(mktemp)"
+trap 'rm -f "$requirements"' EXIT
+cat "${pypi_lists[@]}" >"$requirements"
 
-mapfile -t wanted < <(grep -vE '^\s*(#|$)' "$here/apt-packages.txt")
+mapfile -t wanted < <(cat "${apt_lists[@]}" | grep -vE '^\s*(#|$)')
 missing=()
 for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
-        echo "missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+        echo "missing Debian packages: ${missing[*]} (run as root, or install them: apt-get install ${missing[*]})" >&2
         exit 1
     fi
-    echo "installing Debian packages: ${missing[*]}"
+    echo "installing Debian packages ($mode): ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

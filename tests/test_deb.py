@@ -127,7 +127,7 @@ def test_install_into_a_scratch_root_enables_the_sockets_and_purge_leaves_nothin
 
 def test_lintian_reports_no_errors(deb):
     if shutil.which("lintian") is None:
-        pytest.fail("lintian missing: make deps installs it (build/apt-packages.txt)")
+        pytest.fail("lintian missing: make deps-test installs it (build/apt-packages-test.txt)")
     # binaries/spelling greps every string of every ELF file for typos: 40 s of the run, and it
     # only ever emits informational tags.
     proc = subprocess.run(

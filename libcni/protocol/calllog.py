@@ -10,12 +10,18 @@ the node-wide file filling in what the config leaves out:
   default), `error` (failed calls only), `off`.
 - `logMaxSize`: bytes before the file is rotated to `<logFile>.1` (one rotation kept).
 
+Each line carries the OpenTelemetry trace context the runtime passed in `TRACEPARENT` and
+`TRACESTATE` (W3C Trace Context; libcni sets them): `trace_id`, `span_id`, `traceparent` and
+`tracestate`, so a pod's network set-up can be found from its trace. A malformed traceparent
+is left out (no `trace_id`), with the raw text kept as `traceparentInvalid` for debugging.
+
 A log that cannot be written never fails the call: the plugin's answer is already on stdout
 when this runs; what went wrong goes to stderr in one line.
 """
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -23,6 +29,37 @@ from libcni.protocol.skel import node_config_path
 
 DEFAULT_MAX_SIZE = 10 << 20
 LEVELS = {"off": 0, "none": 0, "error": 1, "warning": 1, "warn": 1, "info": 2, "debug": 3}
+
+
+# W3C Trace Context, version-traceid-spanid-flags in lowercase hex; an all-zero trace or span id
+# and version ff are invalid. Later versions may append fields after a '-'.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_TRACESTATE_MAX = 512
+
+
+def trace_context(env) -> dict:
+    """The log fields for the trace context in TRACEPARENT/TRACESTATE ({} when none)."""
+    fields: dict = {}
+    parent = str(env.get("TRACEPARENT", "") or "").strip()
+    if parent:
+        match = _TRACEPARENT.fullmatch(parent)
+        valid = (
+            match is not None
+            and match.group(1) != "ff"
+            and (match.group(1) != "00" or match.group(5) is None)
+            and match.group(2) != "0" * 32
+            and match.group(3) != "0" * 16
+        )
+        if valid and match is not None:
+            fields["trace_id"] = match.group(2)
+            fields["span_id"] = match.group(3)
+            fields["traceparent"] = parent
+        else:
+            fields["traceparentInvalid"] = parent[:128]
+    state = str(env.get("TRACESTATE", "") or "").strip()
+    if state and "trace_id" in fields:  # tracestate means nothing without a valid parent
+        fields["tracestate"] = state[:_TRACESTATE_MAX]
+    return fields
 
 
 def settings(conf: dict, env) -> dict:
@@ -83,6 +120,7 @@ def entry(
         "durationMs": round((time.monotonic() - started) * 1000, 2),
         "outcome": "ok" if code == 0 else "error",
     }
+    line.update(trace_context(env))
     if code != 0:
         error = _decoded(stdout_text)
         if isinstance(error, dict):
