@@ -9,8 +9,12 @@ environment, readable output, and errors that say what their code means.
 import os
 import sys
 
-from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, CNIError
+from libcni.protocol.errors import INCOMPATIBLE_VERSION, INTERNAL, INVALID_ENVIRONMENT, CNIError
 from libcni.runtime import cli
+
+
+class NothingRun(CNIError):
+    """cnitool refused before running any plugin (exit status 3): nothing changed."""
 
 
 class Output:
@@ -63,6 +67,8 @@ class Invocation:
             if opts.netns is not None:
                 parser.error("with --conf, give only COMMAND and NETNS")
             self.network_arg, self.netns_arg = None, opts.network
+        if self.command == "doctor":
+            parser.error("doctor takes its own options after it: cnitool doctor [options]")
         if self.network_arg is None and opts.conf is None and self.command != "version":
             parser.error(f"{self.command} needs a NETWORK (a name or a config file path)")
         if opts.netns_create and self.command not in ("add", "del"):
@@ -86,7 +92,10 @@ class Invocation:
         directory = self.environ.get("NETCONFPATH") or cli.DEFAULT_NETCONFPATH
         return conflist.load_network(directory, self.network_arg)
 
-    def runtime_conf(self, netns: str):
+    def runtime_conf(self, netns: str, netlist=None):
+        """The attachment's arguments. Given the `netlist` (check, del), capability arguments
+        not passed by flag or $CAP_ARGS are those cached by add, as a runtime passes the same
+        ones again: portmap's CHECK cannot see a deleted rule without its portMappings."""
         from libcni.runtime.netlist import RuntimeConf
 
         capability_text = self.opts.capability_args
@@ -98,13 +107,27 @@ class Invocation:
         )
         cni_args_text = self.environ.get("CNI_ARGS", "")
         ifname = self.opts.ifname or self.environ.get("CNI_IFNAME") or "eth0"
-        return RuntimeConf(
+        rt = RuntimeConf(
             container_id=self.opts.container_id or cli.container_id_for(netns),
             netns=netns,
             ifname=ifname,
             args=cli.parse_cni_args(cni_args_text) if cni_args_text else [],
             capability_args=capability_args,
         )
+        if netlist is not None and not capability_text:
+            rt.capability_args = self.cached_capability_args(netlist, rt)
+        return rt
+
+    def cached_capability_args(self, netlist, rt) -> dict:
+        from libcni.runtime import cache
+
+        try:
+            attachment = cache.read_config(
+                self.opts.cache_dir or cache.DEFAULT_DIR, netlist.name, rt
+            )
+        except CNIError:
+            return {}  # an unreadable cache: check/del report it themselves
+        return dict(attachment.capability_args) if attachment is not None else {}
 
     def runtime(self, stderr):
         from libcni.runtime import cache
@@ -119,6 +142,20 @@ class Invocation:
             environ=self.environ,
             stderr=stderr,
         )
+
+    def require_plugins(self, runtime, netlist) -> None:
+        """Refuse (NothingRun) when a plugin of the list is in no plugin directory: running the
+        ones before it would leave a half-made attachment that DEL cannot finish either."""
+        missing = runtime.missing_plugins(netlist)
+        if missing:
+            where = ":".join(runtime.cni_path)
+            raise NothingRun(
+                INTERNAL,
+                f'network "{netlist.name}" needs plugins that are in no plugin directory '
+                f"({where}): {', '.join(missing)}; no plugin was run",
+                f"fix the type in {netlist.path or 'the config'} or install the plugin there "
+                "(CNI_PATH lists the directories)",
+            )
 
     def valid_attachments(self):
         if self.opts.valid is None:
@@ -169,6 +206,7 @@ def _ip_netns(verb: str, name: str) -> None:
 
 def _add(inv: Invocation, out: Output, netlist) -> None:
     runtime = inv.runtime(out.stderr)
+    inv.require_plugins(runtime, netlist)
     created = None
     if inv.opts.netns_create:
         if not inv.netns_arg:
@@ -194,7 +232,7 @@ def _add(inv: Invocation, out: Output, netlist) -> None:
             # Undo what the failed ADD may have left (host-side state, IPAM) before the
             # namespace goes away, as a runtime would.
             try:
-                runtime.delete(netlist, rt)
+                runtime.delete(netlist, rt, keep_going=True)
             except CNIError as err:
                 out.note(f"cleanup DEL after the failed add also failed: {err}")
             _ip_netns("delete", created)
@@ -206,14 +244,19 @@ def _add(inv: Invocation, out: Output, netlist) -> None:
 def _del(inv: Invocation, out: Output, netlist) -> None:
     path = cli.netns_path(inv.netns_arg) if inv.netns_arg else ""
     name = _netns_name(path) if inv.opts.netns_create else None
-    inv.runtime(out.stderr).delete(netlist, inv.runtime_conf(path))
+    runtime = inv.runtime(out.stderr)
+    for missing in runtime.missing_plugins(netlist):
+        out.note(f"del: {missing} is in no plugin directory; deleting with the others")
+    runtime.delete(netlist, inv.runtime_conf(path, netlist), keep_going=True)
     if name and os.path.exists(path):
         _ip_netns("delete", name)
         out.note(f"removed network namespace {path}")
 
 
 def _check(inv: Invocation, out: Output, netlist) -> None:
-    inv.runtime(out.stderr).check(netlist, inv.runtime_conf(cli.netns_path(inv.netns_arg)))
+    runtime = inv.runtime(out.stderr)
+    inv.require_plugins(runtime, netlist)
+    runtime.check(netlist, inv.runtime_conf(cli.netns_path(inv.netns_arg), netlist))
 
 
 def _gc(inv: Invocation, out: Output, netlist) -> None:
@@ -223,11 +266,17 @@ def _gc(inv: Invocation, out: Output, netlist) -> None:
 
 
 def _status(inv: Invocation, out: Output, netlist) -> None:
+    # Decided: an error, not a notice with status 0. libcni skips STATUS before 1.1.0 and a
+    # runtime then takes the network as ready, but whoever runs `cnitool status` asked a
+    # question no plugin can answer; exit 0 would read as "ready" in a script.
     asked = inv.runtime(out.stderr).status(netlist)
     if not asked:
-        out.note(
-            f'network "{netlist.name}" has cniVersion "{netlist.cni_version}"; '
-            "STATUS needs 1.1.0 or newer, no plugin was asked"
+        raise NothingRun(
+            INCOMPATIBLE_VERSION,
+            f'network "{netlist.name}" has cniVersion "{netlist.cni_version}", which has no '
+            "STATUS command (1.1.0 or newer has): no plugin was asked",
+            f'set "cniVersion": "1.1.0" in {netlist.path or "its config"} to ask its plugins '
+            "(a runtime treats a list without STATUS as ready)",
         )
 
 
@@ -264,21 +313,63 @@ def _version(inv: Invocation, out: Output) -> int:
 RUNNERS = {"add": _add, "check": _check, "del": _del, "gc": _gc, "status": _status}
 
 
+def _help(argv: list, environ, stdout, stderr) -> int:
+    """`cnitool help [COMMAND]` and `cnitool COMMAND --help`."""
+    if not argv:
+        cli.parser().print_help(stdout)
+        return cli.EXIT_OK
+    command = argv[0]
+    if command == "doctor":
+        from libcni.runtime import doctor
+
+        return doctor.main(["--help"], environ, stdout)
+    if command not in cli.COMMAND_HELP:
+        stderr.write(f"cnitool: no command {command!r}; the commands: {', '.join(cli.COMMANDS)}\n")
+        return cli.EXIT_USAGE
+    cli.command_parser(command).print_help(stdout)
+    return cli.EXIT_OK
+
+
+def _asks_for_help(argv: list) -> list | None:
+    """For `cnitool [options] COMMAND ... --help`: [COMMAND] ([] without one); else None."""
+    if "-h" not in argv and "--help" not in argv:
+        return None
+    words = [arg for arg in argv if not arg.startswith("-")]
+    return [words[0]] if words and words[0] in cli.COMMAND_HELP else []
+
+
+def _warn_broken(out: Output, err: CNIError) -> None:
+    for broken in getattr(err, "broken", ()):
+        out.note(f"warning: skipped a config file that cannot be used: {broken.msg}")
+
+
 def run(argv, environ, stdout, stderr) -> int:
     parser = cli.parser()
     if not argv:
         parser.print_usage(stderr)
         stderr.write("run 'cnitool --help' for the commands and options\n")
-        return 2
+        return cli.EXIT_USAGE
     if argv[0] == "doctor":
         from libcni.runtime import doctor
 
         return doctor.main(argv[1:], environ, stdout)
+    if argv[0] == "help":
+        return _help(argv[1:], environ, stdout, stderr)
+    wanted_help = _asks_for_help(argv)
+    if wanted_help:
+        return _help(wanted_help, environ, stdout, stderr)
     try:
         opts = parser.parse_intermixed_args(argv)
         inv = Invocation(opts, environ, parser)
     except SystemExit as exit_request:
         return int(exit_request.code or 0)
+    if cli.exec_wanted(opts, environ):
+        # A frozen cnitool runs the plugins of its own build in-process when they are in
+        # libcni.SIBLINGS (libcni.delegation.invoke.sibling_module); an empty table makes
+        # every plugin an exec, as from a runtime.
+        import libcni
+
+        libcni.SIBLINGS = {}
     pretty = opts.pretty if opts.pretty is not None else stdout.isatty()
     out = Output(stdout, stderr, pretty)
     try:
@@ -286,10 +377,14 @@ def run(argv, environ, stdout, stderr) -> int:
             return _version(inv, out)
         netlist = inv.load()
         RUNNERS[inv.command](inv, out, netlist)
-        return 0
-    except CNIError as err:
+        return cli.EXIT_OK
+    except NothingRun as err:
         out.error(err, inv.command)
-        return 1
+        return cli.EXIT_NOT_RUN
+    except CNIError as err:
+        _warn_broken(out, err)
+        out.error(err, inv.command)
+        return cli.EXIT_FAILED
 
 
 def main(argv=None) -> int:

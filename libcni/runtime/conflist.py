@@ -9,8 +9,10 @@ Mirrors upstream libcni's loader (conf.go):
   listed version this library implements (cniVersion included).
 * Unless `loadOnlyInlinedPlugins` is true, `<dir>/<network name>/*.conf` plugin files are
   appended to the list's `plugins`.
-* A broken file aborts the search, as upstream does, but the error names the file and the
-  problem (code 7, invalid network config).
+* A broken file sorted before the network aborts the search, as upstream does, but the error
+  names the file and the problem (code 7, invalid network config). When no file defines the
+  network, the error names the missing network (NetworkNotFound, its `broken` attribute lists
+  the files that could not be read, for the caller to warn about), not a broken neighbour.
 """
 
 import json
@@ -40,7 +42,11 @@ class ConfigError(CNIError):
 
 
 class NetworkNotFound(CNIError):
-    """No config in the directory defines the requested network."""
+    """No config in the directory defines the requested network.
+
+    `broken` holds the ConfigErrors of the files that could not be read on the way."""
+
+    broken: list = []
 
 
 @dataclass
@@ -319,26 +325,58 @@ def load_file(path: str) -> NetworkList:
     return single_from_file(path)
 
 
+def _declared_name(path: str) -> str | None:
+    """The "name" a broken file declares, if it can be read at all (to tell whether it is
+    the network asked for)."""
+    try:
+        with open(path, "rb") as f:
+            obj = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    name = obj.get("name") if isinstance(obj, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def load_network(directory: str, name: str) -> NetworkList:
     """The network called `name` in `directory`, found the way upstream's LoadNetworkConf does."""
     seen = []
+    broken: list = []
     # Lists first, then single-plugin files, each in file-name order.
     loaders = ((LIST_EXTENSIONS, list_from_file), (SINGLE_EXTENSIONS, single_from_file))
     for extensions, load in loaders:
         for path in conf_files(directory, extensions):
-            netlist = load(path)
+            try:
+                netlist = load(path)
+            except ConfigError as err:
+                if _declared_name(path) == name:
+                    raise  # the network asked for is the broken file
+                broken.append(err)
+                continue
             if netlist.name == name:
+                if broken:
+                    # Upstream's loader stops at the first broken file: so does the runtime.
+                    first = broken[0]
+                    raise ConfigError(
+                        "",
+                        first.msg,
+                        (first.details + "; " if first.details else "")
+                        + f'network "{name}" is defined in {path}, after it in load order',
+                    )
                 return netlist
             seen.append((netlist.name, path))
     if not seen:
+        if broken:
+            raise broken[0]  # nothing readable there: the broken file is the problem
         raise NetworkNotFound(
             INVALID_NETWORK_CONFIG,
             f"no net configurations found in {directory}",
             "put *.conflist (or *.conf) files there, or point NETCONFPATH elsewhere",
         )
     found = ", ".join(f"{json.dumps(n)} ({os.path.basename(p)})" for n, p in seen)
-    raise NetworkNotFound(
+    error = NetworkNotFound(
         INVALID_NETWORK_CONFIG,
         f'no net configuration with name "{name}" in {directory}',
         f"networks found: {found}",
     )
+    error.broken = broken
+    raise error

@@ -345,28 +345,46 @@ def as_text(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def node_from_args(argv: list, environ) -> tuple:
+def parser():
     import argparse
 
     parser = argparse.ArgumentParser(
         prog="cnitool doctor", usage=USAGE, description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--json", action="store_true", help="the report as JSON")
-    parser.add_argument("--conf-dir", help=f"default $NETCONFPATH or {DEFAULT_CONF_DIR}")
+    parser.add_argument(
+        "--conf-dir", help=f"network config directory (default $NETCONFPATH or {DEFAULT_CONF_DIR})"
+    )
     parser.add_argument(
         "--plugin-dir",
         action="append",
-        help="repeatable; default $CNI_PATH or " + ":".join(DEFAULT_PLUGIN_DIRS),
+        help="a plugin directory, repeatable (default $CNI_PATH or "
+        + ":".join(DEFAULT_PLUGIN_DIRS)
+        + ")",
     )
-    parser.add_argument("--cache-dir", help=f"default {cache.DEFAULT_DIR}")
-    parser.add_argument("--pycni-socket", default=nodeprobe.PYCNI_SOCKET)
-    parser.add_argument("--dhcp-socket", default=nodeprobe.DHCP_SOCKET)
+    parser.add_argument(
+        "--cache-dir", help=f"the runtime's result cache directory (default {cache.DEFAULT_DIR})"
+    )
+    parser.add_argument(
+        "--pycni-socket",
+        default=nodeprobe.PYCNI_SOCKET,
+        help="the pycni daemon's socket to check (default %(default)s)",
+    )
+    parser.add_argument(
+        "--dhcp-socket",
+        default=nodeprobe.DHCP_SOCKET,
+        help="the dhcp daemon's socket to check, for networks with dhcp IPAM (default %(default)s)",
+    )
     parser.add_argument(
         "--no-kernel-probe",
         action="store_true",
         help="judge kernel features from module lists only (no scratch netns)",
     )
-    opts = parser.parse_args(argv)
+    return parser
+
+
+def node_from_args(argv: list, environ) -> tuple:
+    opts = parser().parse_args(argv)
     plugin_dirs = opts.plugin_dir
     if not plugin_dirs:
         cni_path = environ.get("CNI_PATH")

@@ -67,6 +67,20 @@ class PluginFailed(CNIError):
         self.plugin = plugin
 
 
+class DeleteIncomplete(CNIError):
+    """DEL went on past failing plugins (keep_going) and reports them all; the code is the
+    first one's. The cached result was kept, so another DEL still has it."""
+
+    def __init__(self, network: str, errors: list):
+        super().__init__(
+            errors[0].code,
+            f'DEL of network "{network}" was incomplete: ' + "; ".join(str(err) for err in errors),
+            "the other plugins were deleted; the cached result was kept for another DEL "
+            "once the failing plugin is fixed",
+        )
+        self.errors = errors
+
+
 class GCFailed(CNIError):
     """GC carries on after errors and reports them all; the code is the first one's."""
 
@@ -250,8 +264,12 @@ class Runtime:
         for plugin in netlist.plugins:
             self._exec(plugin, "CHECK", build_stdin(netlist, plugin, cached, rt), rt)
 
-    def delete(self, netlist: NetworkList, rt: RuntimeConf) -> None:
-        """DEL every plugin in reverse order, then forget the cached result."""
+    def delete(self, netlist: NetworkList, rt: RuntimeConf, keep_going: bool = False) -> None:
+        """DEL every plugin in reverse order, then forget the cached result.
+
+        As upstream, the first failure stops the DEL. With `keep_going` (cnitool) every plugin
+        is tried: the failures, a missing plugin among them, are raised together afterwards as
+        DeleteIncomplete, and the cached result is kept for the next DEL."""
         _validate_attachment(netlist, rt)
         cached = None
         if versions.at_least(netlist.cni_version, "0.4.0"):
@@ -260,9 +278,33 @@ class Runtime:
             except CNIError:
                 # An unusable cache must not block the delete: drop it and carry on.
                 cache.remove(self.cache_dir, netlist.name, rt)
+        errors = []
         for plugin in reversed(netlist.plugins):
-            self._exec(plugin, "DEL", build_stdin(netlist, plugin, cached, rt), rt)
+            try:
+                self._exec(plugin, "DEL", build_stdin(netlist, plugin, cached, rt), rt)
+            except CNIError as err:
+                if not keep_going:
+                    raise
+                errors.append(err)
+        if errors:
+            raise DeleteIncomplete(netlist.name, errors)
         cache.remove(self.cache_dir, netlist.name, rt)
+
+    def missing_plugins(self, netlist: NetworkList) -> list:
+        """The plugin types of the list (and the IPAM types they delegate to) in no plugin
+        directory, as "TYPE (plugin N)" / "TYPE (ipam of plugin N)", N counted from 1."""
+        missing = []
+        for number, plugin in enumerate(netlist.plugins, 1):
+            wanted = [(plugin.type, f"plugin {number}")]
+            ipam = plugin.conf.get("ipam")
+            if isinstance(ipam, dict) and isinstance(ipam.get("type"), str) and ipam["type"]:
+                wanted.append((ipam["type"], f"ipam of plugin {number}"))
+            for plugin_type, role in wanted:
+                try:
+                    self.find(plugin_type)
+                except CNIError:
+                    missing.append(f"{plugin_type} ({role})")
+        return missing
 
     def gc(self, netlist: NetworkList, valid_attachments=None) -> list:
         """Garbage-collect the network; returns the stale attachments that were deleted.
