@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 
 from libcni.protocol.errors import CNIError
-from libcni.runtime import cache, conflist, nodeprobe
+from libcni.runtime import cache, conflist, nodeprobe, resolution
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 # containerd's default bin_dir and Debian's (podman searches both, among others).
@@ -54,6 +54,8 @@ class Report:
     networks: list = field(default_factory=list)  # NetworkList, in file order
     findings: list = field(default_factory=list)
     facts: list = field(default_factory=list)  # what is fine, said once
+    unknowns: list = field(default_factory=list)  # what could not be checked: never "ok"
+    resolved: list = field(default_factory=list)  # resolution.Resolved per network and type
 
     def add(self, check: str, problem: str, fix: str, severity: str = "error") -> None:
         self.findings.append(Finding(check, problem, fix, severity))
@@ -131,6 +133,16 @@ def plugin_types(netlist) -> list:
     return [p.type for p in netlist.plugins] + list(ipam_types(netlist))
 
 
+def typed_roles(netlist) -> list:
+    """[(type, "plugin" or "ipam")] of a network, each type once, in list order."""
+    seen: dict = {}
+    for plugin in netlist.plugins:
+        seen.setdefault(plugin.type, "plugin")
+    for ipam_type in ipam_types(netlist):
+        seen.setdefault(ipam_type, "ipam")
+    return list(seen.items())
+
+
 def find_plugin(report: Report, plugin_type: str) -> str | None:
     for directory in report.node.plugin_dirs:
         candidate = os.path.join(directory, plugin_type)
@@ -199,6 +211,13 @@ def check_plugins(report: Report) -> None:
                 )
 
 
+def check_resolution(report: Report) -> None:
+    """Where each plugin resolves and whose it is (resolution.py); its warnings."""
+    report.resolved = resolution.resolve(report.networks, report.node.plugin_dirs, typed_roles)
+    for problem, fix in resolution.warnings(report.resolved):
+        report.add("plugin", problem, fix, "warning")
+
+
 # -- the node -------------------------------------------------------------------------------
 
 
@@ -217,7 +236,10 @@ def check_kernel(report: Report) -> None:
                 f"{plugin_type} ADDs fail",
             )
         elif present is None:
-            report.facts.append(f"kernel: could not tell whether {module} ({plugin_type}) is there")
+            report.unknowns.append(
+                f"kernel: could not tell whether {module} ({plugin_type}) is there (no module "
+                "list, and no probe: --no-kernel-probe or not root)"
+            )
 
 
 def check_netfilter(report: Report) -> None:
@@ -251,6 +273,16 @@ def check_daemons(report: Report) -> None:
             f"{node.pycni_socket} exists but nobody answers on it: every plugin call tries "
             "it first, then runs on its own (correct, but without the fast path)",
             "systemctl restart pycni.socket, or remove the stale socket file",
+            "warning",
+        )
+    elif state == "absent" and resolution.daemon_program(report.resolved):
+        report.add(
+            "daemon",
+            f"pycni is installed with its daemon ({resolution.daemon_program(report.resolved)}) "
+            f"but no daemon listens on {node.pycni_socket}: every plugin call starts a frozen "
+            "program of its own (correct, but without the fast path)",
+            "systemctl enable --now pycni.socket (the package's unit), or start the daemon by "
+            'hand (README, "The front door and the daemon")',
             "warning",
         )
     else:
@@ -302,7 +334,15 @@ def check_cache(report: Report) -> None:
         )
 
 
-CHECKS = (check_configs, check_plugins, check_kernel, check_netfilter, check_daemons, check_cache)
+CHECKS = (
+    check_configs,
+    check_plugins,
+    check_resolution,
+    check_kernel,
+    check_netfilter,
+    check_daemons,
+    check_cache,
+)
 
 
 def examine(node: Node) -> Report:
@@ -323,8 +363,10 @@ def as_json(report: Report) -> dict:
         "pluginDirs": node.plugin_dirs,
         "cacheDir": node.cache_dir,
         "networks": [n.name for n in report.networks],
+        "resolution": [asdict(r) for r in report.resolved],
         "findings": [asdict(f) for f in report.findings],
         "facts": report.facts,
+        "unknowns": report.unknowns,
     }
 
 
@@ -335,13 +377,23 @@ def as_text(report: Report) -> str:
         f"cache dir {node.cache_dir}",
         "networks: " + (", ".join(n.name for n in report.networks) or "none"),
     ]
+    if report.resolved:
+        lines.append(
+            f"plugins (the first match in {':'.join(node.plugin_dirs)}; pycni, Go or other):"
+        )
+        lines += resolution.table(report.resolved)
     for finding in report.findings:
         lines.append(f"{finding.severity.upper():7} [{finding.check}] {finding.problem}")
         lines.append(f"        fix: {finding.fix}")
     lines += [f"ok      {fact}" for fact in report.facts]
+    lines += [f"??      {unknown}" for unknown in report.unknowns]
     errors = sum(f.severity == "error" for f in report.findings)
     warnings = len(report.findings) - errors
-    lines.append("all well" if report.ok else f"{errors} error(s), {warnings} warning(s)")
+    summary = "all well" if report.ok else f"{errors} error(s), {warnings} warning(s)"
+    if report.unknowns:
+        summary = "nothing wrong found" if report.ok else summary
+        summary += f", {len(report.unknowns)} unknown (not checked)"
+    lines.append(summary)
     return "\n".join(lines) + "\n"
 
 
