@@ -79,7 +79,7 @@ LINT_PATHS := libcni plugins ipam meta build tests benchmarks
 lint: deps-test
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
-	$(PY) -m mypy --check-untyped-defs libcni plugins ipam meta build
+	$(PY) -m mypy --check-untyped-defs --exclude '^build/(work|venv|dist|release)/' libcni plugins ipam meta build
 
 # build/release/cni-plugins-linux-<arch>-v<version>.tgz, laid out like upstream's.
 release: $(FROZEN)

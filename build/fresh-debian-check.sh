@@ -6,6 +6,8 @@
 # default suite: it needs root, network to the Debian mirror and a few minutes.
 #
 # Usage: build/fresh-debian-check.sh [MIRROR]   (default http://deb.debian.org/debian)
+# Behind a TLS-intercepting proxy, FRESH_CHECK_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+# copies that (public) trust store into the root for pip (PIP_CERT); nothing else is shared.
 # Leaves the root in place for a look afterwards; `make clean` removes it (build/work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,8 +60,14 @@ rm -rf "$root/src"
 mkdir -p "$root/src"
 git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$root/src"
 
+pip_env=()
+if [ -n "${FRESH_CHECK_CA_BUNDLE:-}" ]; then
+    cp "$FRESH_CHECK_CA_BUNDLE" "$root/etc/ssl/host-ca-bundle.crt"
+    pip_env=(PIP_CERT=/etc/ssl/host-ca-bundle.crt)
+fi
+
 echo "== make build"
-chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root make -C /src build
+chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "${pip_env[@]}" make -C /src build
 
 echo "== checks"
 answer="$(chroot "$root" env -i CNI_COMMAND=VERSION /src/build/dist/bin/loopback </dev/null)"
