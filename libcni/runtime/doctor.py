@@ -10,16 +10,15 @@ nothing is wrong; `--json` prints the same report for machines.
 
 import json
 import os
-import subprocess
 from dataclasses import asdict, dataclass, field
 
 from libcni.protocol.errors import CNIError
 from libcni.runtime import cache, conflist, nodeprobe, resolution
+from libcni.runtime.resolution import ask_version, ipam_types, plugin_types, typed_roles
 
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 # containerd's default bin_dir and Debian's (podman searches both, among others).
 DEFAULT_PLUGIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
-VERSION_TIMEOUT = 10
 
 USAGE = "cnitool doctor [--json] [--conf-dir DIR] [--plugin-dir DIR ...] [--cache-dir DIR]"
 
@@ -115,62 +114,12 @@ def check_configs(report: Report) -> None:
         report.networks.append(netlist)
 
 
-def ipam_types(netlist) -> dict:
-    """{IPAM type: [its dataDir values]} of a network's plugins."""
-    found: dict = {}
-    for plugin in netlist.plugins:
-        ipam = plugin.conf.get("ipam")
-        if isinstance(ipam, dict) and isinstance(ipam.get("type"), str) and ipam["type"]:
-            data_dir = ipam.get("dataDir")
-            found.setdefault(ipam["type"], [])
-            if isinstance(data_dir, str) and data_dir:
-                found[ipam["type"]].append(data_dir)
-    return found
-
-
-def plugin_types(netlist) -> list:
-    """Every executable a network runs: each plugin's type and its delegated IPAM types."""
-    return [p.type for p in netlist.plugins] + list(ipam_types(netlist))
-
-
-def typed_roles(netlist) -> list:
-    """[(type, "plugin" or "ipam")] of a network, each type once, in list order."""
-    seen: dict = {}
-    for plugin in netlist.plugins:
-        seen.setdefault(plugin.type, "plugin")
-    for ipam_type in ipam_types(netlist):
-        seen.setdefault(ipam_type, "ipam")
-    return list(seen.items())
-
-
 def find_plugin(report: Report, plugin_type: str) -> str | None:
     for directory in report.node.plugin_dirs:
         candidate = os.path.join(directory, plugin_type)
         if os.path.isfile(candidate):
             return candidate
     return None
-
-
-def ask_version(path: str) -> tuple:
-    """(supported versions, None) or (None, what went wrong), asked as podman asks."""
-    from libcni.runtime.netlist import VERSION_PROBE_ENV, VERSION_PROBE_STDIN, decode_version_info
-
-    env = {"PATH": nodeprobe.SBIN_PATH, **VERSION_PROBE_ENV}
-    try:
-        proc = subprocess.run(
-            [path], input=VERSION_PROBE_STDIN, env=env, capture_output=True, timeout=VERSION_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"no answer to VERSION within {VERSION_TIMEOUT} s"
-    except OSError as err:
-        return None, f"cannot be executed: {err.strerror}"
-    if proc.returncode != 0:
-        output = (proc.stdout or proc.stderr).decode(errors="replace").strip()
-        return None, f"VERSION failed (exit status {proc.returncode}): {output[:200]}"
-    try:
-        return decode_version_info(proc.stdout), None
-    except CNIError as err:
-        return None, err.msg
 
 
 def check_plugins(report: Report) -> None:

@@ -1,4 +1,5 @@
-"""Where each plugin of each network resolves, and whose it is (for `cnitool doctor`).
+"""What each network runs (plugin and IPAM types), where each resolves and whose it is, and
+the VERSION probe (for `cnitool doctor`).
 
 A runtime takes the first plugin directory that holds a file of the plugin's name. Which
 implementation that is cannot be told from VERSION (pycni and Go answer in the same format), so
@@ -11,7 +12,11 @@ the file is looked at:
 """
 
 import os
+import subprocess
 from dataclasses import dataclass
+
+from libcni.protocol.errors import CNIError
+from libcni.runtime import nodeprobe
 
 PYCNI, GO, OTHER = "pycni", "Go", "other"
 
@@ -21,6 +26,63 @@ _GO_MARKS = (b"Go build ID:", b"\xff Go buildinf:")
 _HEAD = 64 << 10
 _MAX_SCAN = 256 << 20
 _CHUNK = 1 << 20
+VERSION_TIMEOUT = 10
+
+
+# -- what a network runs ------------------------------------------------------------------
+
+
+def ipam_types(netlist) -> dict:
+    """{IPAM type: [its dataDir values]} of a network's plugins."""
+    found: dict = {}
+    for plugin in netlist.plugins:
+        ipam = plugin.conf.get("ipam")
+        if isinstance(ipam, dict) and isinstance(ipam.get("type"), str) and ipam["type"]:
+            data_dir = ipam.get("dataDir")
+            found.setdefault(ipam["type"], [])
+            if isinstance(data_dir, str) and data_dir:
+                found[ipam["type"]].append(data_dir)
+    return found
+
+
+def plugin_types(netlist) -> list:
+    """Every executable a network runs: each plugin's type and its delegated IPAM types."""
+    return [p.type for p in netlist.plugins] + list(ipam_types(netlist))
+
+
+def typed_roles(netlist) -> list:
+    """[(type, "plugin" or "ipam")] of a network, each type once, in list order."""
+    seen: dict = {}
+    for plugin in netlist.plugins:
+        seen.setdefault(plugin.type, "plugin")
+    for ipam_type in ipam_types(netlist):
+        seen.setdefault(ipam_type, "ipam")
+    return list(seen.items())
+
+
+def ask_version(path: str) -> tuple:
+    """(supported versions, None) or (None, what went wrong), asked as podman asks."""
+    from libcni.runtime.netlist import VERSION_PROBE_ENV, VERSION_PROBE_STDIN, decode_version_info
+
+    env = {"PATH": nodeprobe.SBIN_PATH, **VERSION_PROBE_ENV}
+    try:
+        proc = subprocess.run(
+            [path], input=VERSION_PROBE_STDIN, env=env, capture_output=True, timeout=VERSION_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"no answer to VERSION within {VERSION_TIMEOUT} s"
+    except OSError as err:
+        return None, f"cannot be executed: {err.strerror}"
+    if proc.returncode != 0:
+        output = (proc.stdout or proc.stderr).decode(errors="replace").strip()
+        return None, f"VERSION failed (exit status {proc.returncode}): {output[:200]}"
+    try:
+        return decode_version_info(proc.stdout), None
+    except CNIError as err:
+        return None, err.msg
+
+
+# -- where it resolves, and whose it is ---------------------------------------------------
 
 
 @dataclass
