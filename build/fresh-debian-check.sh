@@ -62,6 +62,7 @@ git ls-files -z | tar --null -T - -cf - | tar -xf - -C "$root/src"
 
 pip_env=()
 if [ -n "${FRESH_CHECK_CA_BUNDLE:-}" ]; then
+    mkdir -p "$root/etc/ssl"
     cp "$FRESH_CHECK_CA_BUNDLE" "$root/etc/ssl/host-ca-bundle.crt"
     pip_env=(PIP_CERT=/etc/ssl/host-ca-bundle.crt)
 fi
