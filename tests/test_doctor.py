@@ -306,7 +306,15 @@ def test_frozen_cnitool_doctor_reads_netconfpath_and_cni_path(frozen_bin, scratc
         "--dhcp-socket",
         str(tmp_path / "d"),
     ]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    # The frozen build has its daemon beside it: one must answer on the socket, or the doctor
+    # warns that it is installed but not running (tests/test_doctor_resolution.py).
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(tmp_path / "p.sock"))
+        listener.listen(4)
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        listener.close()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"conf dir {scratch.conf_dir}, plugin dirs {frozen_bin}" in proc.stdout
     assert proc.stdout.endswith("all well\n")
