@@ -154,18 +154,32 @@ def test_the_page_has_every_section(folder):
 def test_the_key_table_matches_the_config_class(folder):
     rows = key_rows(page_text(folder))
     keys = declared(folder)
+    wanted = {name: expected_row(kind, default) for name, (kind, default) in keys.items()}
+    missing = "\n".join(
+        f"| `{name}` | {kind} | `{default}` | {rng} | ... |"
+        for name, (kind, default, rng) in wanted.items()
+        if name not in rows
+    )
     assert sorted(rows) == sorted(keys), (
         f"{folder}/README.md lists {sorted(set(rows) - set(keys))} the code does not declare, "
-        f"and misses {sorted(set(keys) - set(rows))}"
+        f"and misses {sorted(set(keys) - set(rows))}; rows to add:\n{missing}"
     )
-    for name, (kind, default) in keys.items():
+    for name, (kind_word, default, rng) in wanted.items():
         kind_cell, default_cell, range_cell, meaning = rows[name]
-        assert kind_cell == type_word(kind), f"{folder}: {name} type"
-        assert default_cell.strip("`") == default_word(default), f"{folder}: {name} default"
-        ranged = _unoptional(kind)
-        if isinstance(ranged, type) and issubclass(ranged, config._Ranged):
-            assert range_cell.startswith(f"{ranged.low} to {ranged.high}"), f"{folder}: {name}"
+        assert kind_cell == kind_word, f"{folder}: {name}: type {kind_cell!r}, want {kind_word!r}"
+        assert default_cell.strip("`") == default, (
+            f"{folder}: {name}: default {default_cell!r}, want `{default}`"
+        )
+        assert range_cell.startswith(rng.rstrip("—")), f"{folder}: {name}: range should start {rng}"
         assert range_cell and meaning, f"{folder}: {name} has an empty cell"
+
+
+def expected_row(kind, default) -> tuple:
+    """(type word, default word, range prefix: "LOW to HIGH" for range-checked integers)."""
+    ranged = _unoptional(kind)
+    checked = isinstance(ranged, type) and issubclass(ranged, config._Ranged)
+    rng = f"{ranged.low} to {ranged.high}" if checked else "—"
+    return type_word(kind), default_word(default), rng
 
 
 def test_the_pages_are_linked_from_the_readme():
