@@ -260,7 +260,7 @@ def test_macvlan_network_on_a_veth_parent(node):
 
 def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
     """`--ipam-driver dhcp`: the plugin directory's dhcp daemon runs in the node (its socket
-    /run/cni/dhcp.sock lives in the node's private /run/cni), dnsmasq in the external netns."""
+    /run/pycni/dhcp.sock lives in the node's private /run/pycni), dnsmasq in the external netns."""
     if not os.path.exists("/usr/sbin/dnsmasq"):
         pytest.skip("dnsmasq (Debian dnsmasq-base) is not installed")
     node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
@@ -300,7 +300,7 @@ def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
     )
     try:
         for _ in range(100):
-            if node.sh("test", "-S", "/run/cni/dhcp.sock", check=False).returncode == 0:
+            if node.sh("test", "-S", "/run/pycni/dhcp.sock", check=False).returncode == 0:
                 break
             time.sleep(0.1)
         node.podman(

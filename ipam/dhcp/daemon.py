@@ -36,6 +36,13 @@ FLAGS = {  # name: (default, kind, help)
 }
 
 
+# Go's rpc.DialHTTP shows the status line to its caller: "unexpected HTTP response: 501 ...".
+GO_CLIENT_ANSWER = (
+    b"HTTP/1.0 501 this is pycni's dhcp daemon, which serves pycni's dhcp plugin only; "
+    b"run upstream's daemon on another socket for upstream's plugin\r\n\r\n"
+)
+
+
 class UsageError(Exception):
     pass
 
@@ -256,6 +263,9 @@ class Daemon:
                 line = rpc._read_line(conn)
                 if not line:
                     return  # a probe: connected and closed
+                if line.startswith(b"CONNECT "):  # upstream's Go plugin (net/rpc over HTTP)
+                    conn.sendall(GO_CLIENT_ANSWER)
+                    return
                 request = rpc.decode(line)
                 method, params = request.get("method"), request.get("params")
                 if request.get("protocol") != rpc.PROTOCOL or method not in self.METHODS:
