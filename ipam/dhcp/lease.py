@@ -49,6 +49,7 @@ class Attachment:
     """What a lease is for: the container's interface and the options to send and ask for."""
 
     FIELDS = ("key", "containerID", "network", "ifname", "netns", "request", "provide", "priority")
+    DEFAULT_FAMILIES = ["ipv4"]
 
     def __init__(self, **values) -> None:
         self.key: str = values["key"]
@@ -59,9 +60,11 @@ class Attachment:
         self.request: list = list(values.get("request") or [])
         self.provide: dict = dict(values.get("provide") or {})  # str(code) -> hex
         self.priority: int = int(values.get("priority") or 0)
+        self.families: list = list(values.get("families") or self.DEFAULT_FAMILIES)
+        self.rapid_commit: bool = bool(values.get("rapidCommit", True))
 
     def record(self) -> dict:
-        return {
+        record = {
             "key": self.key,
             "containerID": self.container_id,
             "network": self.network,
@@ -71,6 +74,11 @@ class Attachment:
             "provide": self.provide,
             "priority": self.priority,
         }
+        # Only when not IPv4 alone: an IPv4-only record stays byte for byte what it was.
+        if self.families != self.DEFAULT_FAMILIES:
+            record["families"] = self.families
+            record["rapidCommit"] = self.rapid_commit
+        return record
 
 
 class LeaseWorker(threading.Thread):
