@@ -11,7 +11,7 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ip_json, run_plugin, unique_name
+from conftest import ip_json, ns_exec, run_plugin, unique_name
 from dhcpnode import BR6_NET, MV6_NET, MV_NET, DaemonProcess, Node, wait_for
 
 from ipam.dhcp import dhcp6packet as p6
@@ -106,3 +106,219 @@ def test_ipv6_only_macvlan_lease_check_release(source_bin, node, daemon, make_ne
     wait_for(lambda: ip not in v6_leases(node), what="dnsmasq to drop the released lease")
     ok(cni(source_bin, node, "DEL", conf, pod, container_id="six1"))
     assert os.listdir(daemon.statedir) == []
+
+
+def macvlan_in(node, pod, name="eth0", master="mst0"):
+    """A macvlan link in `pod` for calling the IPAM plugin by itself (its result unfiltered)."""
+    temporary = unique_name("mv")[:15]
+    ns_exec(node.path, "ip", "link", "add", "link", master, "name", temporary, "type", "macvlan")
+    ns_exec(node.path, "ip", "link", "set", temporary, "netns", os.path.basename(pod))
+    ns_exec(pod, "ip", "link", "set", temporary, "name", name)
+
+
+def ipam_conf(daemon, families=("ipv4", "ipv6"), **ipam):
+    conf = mv_conf(daemon, families, **ipam)
+    conf["type"] = "dhcp"
+    return conf
+
+
+def stored_records(daemon) -> list:
+    records = []
+    for name in sorted(os.listdir(daemon.statedir)):
+        with open(os.path.join(daemon.statedir, name)) as f:
+            records.append(json.load(f))
+    return records
+
+
+def test_dual_stack_ipam_result_and_lease_file(source_bin, node, daemon, make_netns):
+    pod = make_netns("dh6p")
+    macvlan_in(node, pod)
+    conf = ipam_conf(daemon)
+    result = ok(cni(source_bin, node, "ADD", conf, pod, container_id="dual1"))
+    v4, v6 = (entry["address"] for entry in result["ips"])
+    assert v4.startswith(f"{MV_NET}.") and v4.endswith("/24")
+    assert v6.startswith(MV6_NET) and v6.endswith("/128")
+    assert result["routes"][0] == {"dst": "0.0.0.0/0", "gw": f"{MV_NET}.1"}
+    assert result["dns"] == {
+        "nameservers": [f"{MV_NET}.53", f"{MV_NET}.54", f"{MV6_NET}53"],
+        "domain": "mv.example",
+        "search": ["a.example", "b.example", "six.example"],
+    }
+    (record,) = stored_records(daemon)
+    assert record["families"] == ["ipv4", "ipv6"]
+    assert record["lease6"]["address"] == v6.split("/")[0] and record["lease"]["ack"]
+    conf["prevResult"] = result
+    ok(cni(source_bin, node, "CHECK", conf, pod, container_id="dual1"))
+    conf["prevResult"] = dict(result, ips=result["ips"][:1])  # the runtime lost one
+    assert cni(source_bin, node, "CHECK", conf, pod, container_id="dual1").returncode == 1
+    del conf["prevResult"]
+    ok(cni(source_bin, node, "DEL", conf, pod, container_id="dual1"))
+    ips = {v4.split("/")[0], v6.split("/")[0]}
+    wait_for(lambda: not ips & set(node.leases()), what="both releases")
+    assert stored_records(daemon) == []
+
+
+def test_bridge_dual_stack_four_message_exchange(source_bin, node, daemon, make_netns):
+    """Without Rapid Commit: Solicit, Advertise, Request, Reply, over the bridge."""
+    pod = make_netns("dh6p")
+    conf = br_conf(daemon)
+    conf["ipam"]["rapidCommit"] = False
+    result = ok(cni(source_bin, node, "ADD", conf, pod, container_id="br6"))
+    v6 = result["ips"][1]["address"]
+    assert v6.startswith(BR6_NET) and v6 in v6_addresses(pod)
+    duid = duid_text("br6", "dh6br")
+    for word in ("DHCPSOLICIT", "DHCPADVERTISE", "DHCPREQUEST", "DHCPREPLY"):
+        assert node.count(word, duid) == 1, (word, node.log()[-3000:])
+    ok(cni(source_bin, node, "DEL", conf, pod, container_id="br6"))
+
+
+def test_renew_at_t1(source_bin, node, daemon, make_netns):
+    """dnsmasq's shortest lease (2 min) gives T1 = 60 s: the daemon renews then, same address."""
+    pod = make_netns("dh6p")
+    conf = mv_conf(daemon)
+    ip = ok(cni(source_bin, node, "ADD", conf, pod, container_id="ren6"))["ips"][0]["address"]
+    duid = duid_text("ren6", "dh6mv")
+    wait_for(lambda: node.count("DHCPRENEW", duid) >= 1, timeout=75, what="a Renew at T1")
+    wait_for(lambda: "renewed" in daemon.log(), timeout=10, what="the renewal")
+    assert stored_records(daemon)[0]["lease6"]["address"] == ip.split("/")[0]
+    assert node.count("DHCPSOLICIT", duid) == 1
+    ok(cni(source_bin, node, "DEL", conf, pod, container_id="ren6"))
+
+
+def test_sigkill_restart_keeps_the_lease_without_solicit(source_bin, node, daemon, make_netns):
+    pod = make_netns("dh6p")
+    conf = mv_conf(daemon)
+    result = ok(cni(source_bin, node, "ADD", conf, pod, container_id="kill6"))
+    duid = duid_text("kill6", "dh6mv")
+    daemon.stop(signal.SIGKILL)
+    daemon.start()
+    wait_for(lambda: "resumed DHCPv6 lease" in daemon.log(), what="the resumed lease")
+    assert node.count("DHCPSOLICIT", duid) == 1 and node.count("DHCPREQUEST", duid) == 1
+    conf["prevResult"] = result
+    ok(cni(source_bin, node, "CHECK", conf, pod, container_id="kill6"))
+    del conf["prevResult"]
+    ok(cni(source_bin, node, "DEL", conf, pod, container_id="kill6"))
+    ip = result["ips"][0]["address"].split("/")[0]
+    wait_for(lambda: ip not in v6_leases(node), what="the release")
+
+
+def test_twenty_pods_at_once(source_bin, node, daemon, make_netns):
+    conf = mv_conf(daemon)
+    pods = [(f"many6-{i}", make_netns("dh6m")) for i in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        runs = list(
+            pool.map(lambda p: cni(source_bin, node, "ADD", conf, p[1], container_id=p[0]), pods)
+        )
+    ips = {ok(run)["ips"][0]["address"].split("/")[0] for run in runs}
+    assert len(ips) == 20 and ips <= set(v6_leases(node))
+    with ThreadPoolExecutor(20) as pool:
+        for run in pool.map(
+            lambda p: cni(source_bin, node, "DEL", conf, p[1], container_id=p[0]), pods
+        ):
+            ok(run)
+    wait_for(lambda: not ips & set(v6_leases(node)), what="20 releases")
+    assert rpc.call(daemon.socket, "status", {}, 5) == {"leases": 0}
+
+
+def test_no_link_local_is_a_clear_error_and_leaves_nothing(source_bin, node, daemon, make_netns):
+    pod = make_netns("dh6p")
+    macvlan_in(node, pod)
+    ns_exec(pod, "sysctl", "-qw", "net.ipv6.conf.eth0.disable_ipv6=1")
+    run = cni(source_bin, node, "ADD", ipam_conf(daemon), pod, container_id="noll")
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run
+    assert "no usable link-local address on eth0" in run.json["msg"], run
+    assert "disable_ipv6" in run.json["details"]
+    # The IPv4 lease it got first is given back, and nothing stays on disk.
+    wait_for(lambda: rpc.call(daemon.socket, "status", {}, 5) == {"leases": 0}, what="no leases")
+    assert stored_records(daemon) == []
+    client_id = ":".join(f"{b:02x}" for b in b"\0noll/dh6mv/eth0")
+    wait_for(
+        lambda: client_id not in [row[2] for row in node.leases().values()],
+        what="the IPv4 release",
+    )
+    assert node.count("DHCPRELEASE", "") >= 1
+
+
+def test_no_server_is_a_clear_error(node, source_bin, tmp_path, make_netns):
+    ns_exec(node.path, "ip", "link", "add", "lonely0", "type", "veth", "peer", "lonely1")
+    ns_exec(node.path, "ip", "link", "set", "lonely0", "up")
+    ns_exec(node.path, "ip", "link", "set", "lonely1", "up")
+    started = DaemonProcess(
+        node, os.path.join(source_bin, "dhcp"), str(tmp_path), "-resendtimeout", "3s"
+    ).start()
+    try:
+        pod = make_netns("dh6p")
+        conf = mv_conf(started)
+        conf["master"] = "lonely0"
+        run = cni(source_bin, node, "ADD", conf, pod, container_id="lone")
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run
+        assert "no server answered the Solicit within 3s" in run.json["msg"], run
+        assert ip_json(pod, "link", "show") and not [
+            e for e in ip_json(pod, "link", "show") if e["ifname"] == "eth0"
+        ]  # macvlan took its link back
+        assert rpc.call(started.socket, "status", {}, 5) == {"leases": 0}
+        assert not os.path.isdir(started.statedir) or os.listdir(started.statedir) == []
+    finally:
+        started.stop(signal.SIGKILL)
+        ns_exec(node.path, "ip", "link", "del", "lonely0", check=False)
+
+
+def fake_daemon(path: str, answers: int) -> tuple:
+    """A unix socket answering `answers` requests with one canned IPv4 result; the requests
+    it got are in the returned list."""
+    import socket
+    import threading
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    got: list = []
+
+    def serve():
+        for _ in range(answers):
+            conn, _ = listener.accept()
+            with conn:
+                got.append(json.loads(rpc._read_line(conn)))
+                result = {"ips": [{"address": "10.9.9.9/24"}], "routes": [], "dns": {}}
+                conn.sendall(rpc.encode({"result": result}))
+        listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return got, thread
+
+
+def test_config_without_the_key_is_todays_request_and_record(source_bin, netns, tmp_path):
+    from ipam.dhcp.lease import Attachment
+    from ipam.dhcp.store import LeaseStore
+
+    path = str(tmp_path / "fake.sock")
+    got, thread = fake_daemon(path, 2)
+    conf = {"cniVersion": "1.1.0", "name": "n", "ipam": {"type": "dhcp", "daemonSocketPath": path}}
+    conf["type"] = "dhcp"
+    ok(run_plugin(source_bin, "dhcp", "ADD", conf, netns=netns))
+    conf["ipam"]["families"] = ["ipv4"]
+    ok(run_plugin(source_bin, "dhcp", "ADD", conf, netns=netns))
+    thread.join(10)
+    today = {"containerID", "network", "ifname", "netns", "request", "provide", "priority"}
+    assert set(got[0]["params"]) == today
+    assert set(got[1]["params"]) == today | {"families"}
+    # A stored IPv4-only lease is written byte for byte as before the DHCPv6 work.
+    att = Attachment(
+        key="c/n/eth0", containerID="c", network="n", ifname="eth0", netns="/x", priority=0
+    )
+    record = dict(att.record(), lease={"ack": {"op": 2}, "obtained": 1.5})
+    assert list(att.record()) == list(Attachment.FIELDS)
+    store = LeaseStore(str(tmp_path / "state"))
+    store.save(record)
+    store.save(record)  # a renewal over an existing file
+    (name,) = os.listdir(store.directory)
+    with open(os.path.join(store.directory, name), "rb") as f:
+        assert f.read() == json.dumps(dict(record, version=1), indent=1).encode()
+
+
+def test_bad_families_is_a_config_error(source_bin, netns, tmp_path):
+    conf = ipam_conf(type("D", (), {"socket": str(tmp_path / "none.sock")}), ("ipv6", "ipx"))
+    run = run_plugin(source_bin, "dhcp", "ADD", conf, netns=netns)
+    assert run.returncode == 1 and run.json["code"] == 7, run
+    assert "families" in run.json["msg"]
