@@ -39,6 +39,16 @@ def daemon(node, source_bin, tmp_path):
         started.stop(signal.SIGKILL)
 
 
+@pytest.fixture
+def shipped(node, frozen_bin, tmp_path):
+    """The frozen executables and their daemon."""
+    started = DaemonProcess(node, os.path.join(frozen_bin, "dhcp"), str(tmp_path)).start()
+    try:
+        yield frozen_bin, started
+    finally:
+        started.stop(signal.SIGKILL)
+
+
 def mv_conf(daemon, families=("ipv6",), **ipam):
     return {
         "cniVersion": "1.1.0",
@@ -89,7 +99,15 @@ def duid_text(container_id, network, ifname="eth0"):
     return ":".join(f"{b:02x}" for b in duid)
 
 
-def test_ipv6_only_macvlan_lease_check_release(source_bin, node, daemon, make_netns):
+@pytest.mark.parametrize("build", ["source", "frozen"])
+def test_ipv6_only_macvlan_lease_check_release(build, request, node, make_netns):
+    if build == "frozen":
+        source_bin, daemon = request.getfixturevalue("shipped")
+    else:
+        source_bin, daemon = (
+            request.getfixturevalue("source_bin"),
+            request.getfixturevalue("daemon"),
+        )
     pod = make_netns("dh6p")
     conf = mv_conf(daemon)
     result = ok(cni(source_bin, node, "ADD", conf, pod, container_id="six1"))
@@ -202,7 +220,8 @@ def test_sigkill_restart_keeps_the_lease_without_solicit(source_bin, node, daemo
     wait_for(lambda: ip not in v6_leases(node), what="the release")
 
 
-def test_twenty_pods_at_once(source_bin, node, daemon, make_netns):
+def test_twenty_pods_at_once(shipped, node, make_netns):
+    source_bin, daemon = shipped
     conf = mv_conf(daemon)
     pods = [(f"many6-{i}", make_netns("dh6m")) for i in range(20)]
     with ThreadPoolExecutor(20) as pool:

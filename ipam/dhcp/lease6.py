@@ -143,7 +143,7 @@ class Lease6Worker(threading.Thread):
             self._resume()
         else:
             self._acquire()
-        if self.binding is None:
+        if self.binding is None or self.ended == "expired":
             return
         self.ready.set()
         self._maintain()
