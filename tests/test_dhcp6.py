@@ -341,3 +341,39 @@ def test_bad_families_is_a_config_error(source_bin, netns, tmp_path):
     run = run_plugin(source_bin, "dhcp", "ADD", conf, netns=netns)
     assert run.returncode == 1 and run.json["code"] == 7, run
     assert "families" in run.json["msg"]
+
+
+def test_each_lease_thread_uses_one_kernel_session(node, make_netns, tmp_path):
+    """#21: a lease (either family) opens its netns and one rtnetlink socket once, and looks
+    its interface up by name once, however long it runs (here: bound, watched, released)."""
+    import time
+
+    from ipam.dhcp.lease import Attachment, LeaseWorker, Settings
+    from ipam.dhcp.lease6 import Lease6Worker
+    from ipam.dhcp.store import LeaseStore
+    from libcni.kernel.session import Session
+
+    pod = make_netns("dh6p")
+    macvlan_in(node, pod)
+    att = Attachment(
+        key="ses/dh6mv/eth0",
+        containerID="ses",
+        network="dh6mv",
+        ifname="eth0",
+        netns=pod,
+        families=["ipv4", "ipv6"],
+    )
+    store = LeaseStore(str(tmp_path / "state"))
+    events: list = []
+    Session.audit = lambda *event: events.append(event)
+    try:
+        for kind in (LeaseWorker, Lease6Worker):
+            worker = kind(att, Settings(resend_timeout=30.0), store, lambda w: None)
+            worker.start()
+            assert worker.wait(40)["ips"]
+            time.sleep(2.5)  # the watch loop looks at the link a few times
+            worker.stop(release=True)
+            assert worker.finished.is_set()
+    finally:
+        Session.audit = None
+    assert events == [("open", pod), ("lookup", pod, "eth0")] * 2
