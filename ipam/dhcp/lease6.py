@@ -52,6 +52,7 @@ class Lease6Worker(threading.Thread):
         self.finished = threading.Event()
         self.ended = ""
         self._stop_wanted = self._release_wanted = False
+        self._wake = threading.Event()  # set by stop(): a bound lease's wait ends at once
         self._releasing = False  # the Release exchange runs on after the stop
         self._netns_id: tuple | None = None
         self._session: Session | None = None
@@ -102,6 +103,7 @@ class Lease6Worker(threading.Thread):
     def stop(self, release: bool, wait: float = 5.0) -> None:
         self._release_wanted = self._release_wanted or release
         self._stop_wanted = True
+        self._wake.set()
         if threading.current_thread() is not self:
             self.finished.wait(wait)
 
@@ -378,9 +380,9 @@ class Lease6Worker(threading.Thread):
                 )
                 if reply is not None and not self._bind(reply):
                     LOG.warning("%s: %s refused: %s", self.att.key, p6.NAMES[kind], reply.status())
-                    time.sleep(min(TICK, max(0.0, end - time.time())))
+                    self._wake.wait(min(TICK, max(0.0, end - time.time())))
             else:
-                time.sleep(min(TICK, t1 - now))
+                self._wake.wait(min(TICK, t1 - now))
             self.ended = self._gone()
             if self.ended:
                 LOG.info("%s: %s, stopping DHCPv6", self.att.key, self.ended)
