@@ -377,3 +377,58 @@ def test_each_lease_thread_uses_one_kernel_session(node, make_netns, tmp_path):
     finally:
         Session.audit = None
     assert events == [("open", pod), ("lookup", pod, "eth0")] * 2
+
+
+def test_gc_releases_stale_dual_stack_attachments(source_bin, node, daemon, make_netns):
+    conf = mv_conf(daemon, ("ipv4", "ipv6"))
+    pods = {cid: make_netns("dh6p") for cid in ("gc61", "gc62")}
+    ips = {}
+    for cid, pod in pods.items():
+        result = ok(cni(source_bin, node, "ADD", conf, pod, container_id=cid))
+        ips[cid] = {entry["address"].split("/")[0] for entry in result["ips"]}
+    assert rpc.call(daemon.socket, "status", {}, 5) == {"leases": 4}
+    valid = [{"containerID": "gc61", "ifname": "eth0"}]
+    gc = dict(conf, type="dhcp", **{"cni.dev/valid-attachments": valid})
+    ok(run_plugin(source_bin, "dhcp", "GC", gc))
+    wait_for(lambda: not ips["gc62"] & set(node.leases()), what="the GC releases")
+    assert ips["gc61"] <= set(node.leases())
+    assert rpc.call(daemon.socket, "status", {}, 5) == {"leases": 2}
+    for cid, pod in pods.items():
+        ok(cni(source_bin, node, "DEL", conf, pod, container_id=cid))
+
+
+def test_expired_stored_lease_removes_the_address(source_bin, node, daemon, make_netns):
+    pod = make_netns("dh6p")
+    conf = mv_conf(daemon)
+    address = ok(cni(source_bin, node, "ADD", conf, pod, container_id="exp6"))["ips"][0]["address"]
+    assert address in v6_addresses(pod)
+    daemon.stop(signal.SIGKILL)
+    (name,) = os.listdir(daemon.statedir)
+    path = os.path.join(daemon.statedir, name)
+    with open(path) as f:
+        record = json.load(f)
+    record["lease6"]["obtained"] -= 3600  # the daemon was down longer than the lease
+    with open(path, "w") as f:
+        json.dump(record, f)
+    daemon.start()
+    wait_for(lambda: address not in v6_addresses(pod), what="the expired address to go")
+    assert "expired; removing it from eth0" in daemon.log()
+    wait_for(lambda: os.listdir(daemon.statedir) == [], what="the lease file to go")
+    failed = cni(source_bin, node, "CHECK", dict(conf, type="dhcp"), pod, container_id="exp6")
+    assert failed.returncode == 1 and "no DHCPv6 lease held" in failed.json["msg"], failed
+    ok(cni(source_bin, node, "DEL", conf, pod, container_id="exp6"))
+
+
+def test_a_refusal_names_the_status():
+    from ipam.dhcp.lease import Attachment, Settings
+    from ipam.dhcp.lease6 import Lease6Worker
+
+    att = Attachment(key="c/n/eth0", containerID="c", network="n", ifname="eth0", netns="/x")
+    worker = Lease6Worker(att, Settings(), None, lambda w: None)
+    refusal = p6.IANA(1, 0, 0, [], (p6.NO_ADDRS_AVAIL, "pool full")).encode()
+    status = bytes.fromhex("000d000b0002") + b"pool full"
+    advertise = p6.Message(p6.ADVERTISE, 1, [(p6.IA_NA, refusal[:12] + status)])
+    err = worker._declined(advertise, "Solicit")
+    assert err.msg == "DHCPv6 server declined the Solicit for c/n/eth0: NoAddrsAvail (pool full)"
+    reply = p6.Message(p6.REPLY, 1, [(p6.STATUS_CODE, bytes.fromhex("0001") + b"busy")])
+    assert worker._declined(reply, "Request").msg.endswith(": UnspecFail (busy)")
