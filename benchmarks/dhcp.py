@@ -5,7 +5,10 @@ ours, removed at the end); this process enters the node netns, so every exec run
 repetition and side, interleaved: a fresh pod netns with a macvlan link made beforehand, then
 the timed IPAM ADD alone (`dhcp`, DHCP exchange included), its DEL, and a full macvlan + dhcp
 ADD and DEL in another pod.
+With --ipv6 dnsmasq also serves DHCPv6, and ours (Go's dhcp has no DHCPv6) also times the IPAM
+ADD and DEL of an IPv6-only and a dual-stack lease (`families`).
 Usage (root): python3 benchmarks/dhcp.py [-n 20] [--ours build/dist/bin] [--go /usr/lib/cni]
+    [--ipv6]
 """
 
 import argparse
@@ -66,9 +69,10 @@ def main() -> int:
     parser.add_argument("--ours", default=os.path.join(REPO, "build", "dist", "bin"))
     parser.add_argument("--go", default="/usr/lib/cni")
     parser.add_argument("--json", help="also write the samples here")
+    parser.add_argument("--ipv6", action="store_true", help="also time DHCPv6 leases (ours)")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="pycni-bench-dhcp-")
-    node = Node(f"dhb{os.getpid() % 100000}", workdir)
+    node = Node(f"dhb{os.getpid() % 100000}", workdir, ipv6=args.ipv6)
     daemons = {}
     samples: dict = {}
     try:
@@ -109,6 +113,18 @@ def main() -> int:
                     run(bin_dir, "macvlan", "DEL", mv_conf, netns, cid + "m")
                 )
                 subprocess.run(["ip", "netns", "del", os.path.basename(netns)], check=True)
+                if side != "ours" or not args.ipv6:
+                    continue
+                for label, families in (("dhcp6", ["ipv6"]), ("dual-stack", ["ipv4", "ipv6"])):
+                    conf6 = dict(conf, ipam=dict(ipam, families=families))
+                    netns = pod(f"dhbr{os.getpid() % 100000}{label[:2]}{rep}", with_link=True)
+                    samples.setdefault(f"ours {label} ADD", []).append(
+                        run(bin_dir, "dhcp", "ADD", conf6, netns, cid + label)
+                    )
+                    samples.setdefault(f"ours {label} DEL", []).append(
+                        run(bin_dir, "dhcp", "DEL", conf6, netns, cid + label)
+                    )
+                    subprocess.run(["ip", "netns", "del", os.path.basename(netns)], check=True)
     finally:
         for daemon, _ in daemons.values():
             daemon.stop(signal.SIGKILL)
@@ -117,6 +133,10 @@ def main() -> int:
     for call in ("dhcp ADD", "dhcp DEL", "macvlan+dhcp ADD", "macvlan+dhcp DEL"):
         go, ours = (statistics.median(samples[f"{side} {call}"]) for side in ("go", "ours"))
         print(f"  {call:18} Go {go:8.1f}   pycni {ours:8.1f}")
+    for call in ("dhcp6 ADD", "dhcp6 DEL", "dual-stack ADD", "dual-stack DEL"):
+        if f"ours {call}" in samples:
+            ours = statistics.median(samples[f"ours {call}"])
+            print(f"  {call:18} Go        -   pycni {ours:8.1f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(samples, f, indent=1)

@@ -185,9 +185,10 @@ def glibc_needed(root: str) -> str:
     return f"{newest[0]}.{newest[1]}"
 
 
-# Debian's containernetworking-plugins ships /lib/systemd/system/cni-dhcp.{socket,service}: in
-# the package our dhcp units take another name, so both packages can be installed together.
-UNIT_RENAMES = {"cni-dhcp.": "pycni-dhcp."}
+# Debian's containernetworking-plugins ships /lib/systemd/system/cni-dhcp.{socket,service} on
+# /run/cni/dhcp.sock: ours are pycni-dhcp.* on /run/pycni/dhcp.sock in build/systemd already, so
+# both packages install and run together and nothing needs renaming here.
+UNIT_RENAMES: dict = {}
 
 
 def packaged_name(name: str) -> str:

@@ -4,7 +4,9 @@ and the daemons, all inside namespaces we create.
 Topology: netns `node` (where the plugins and the daemons run) and netns `lan` (dnsmasq).
 veth `mst0` (node, the macvlan master) to `srv0` (lan, 10.66.0.1/24: classless routes, DNS, T1
 of 3 s); bridge `brd0` (node, 10.67.0.2/24) with port `brp0` to `srvb0` (lan, 10.67.0.1/24:
-option 33 static routes and a router). dnsmasq gets its own pid file, lease file, log and no
+option 33 static routes and a router). With `ipv6=True` the same links also carry DHCPv6
+(stateful IA_NA ranges in fd66::/64 and fd67::/64, DNS and a search list, Router Advertisements
+with the M flag). dnsmasq gets its own pid file, lease file, log and no
 config file; it never runs in the root netns. Every process here is started by us and stopped
 by its PID.
 """
@@ -17,6 +19,15 @@ import time
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 MV_NET, BR_NET = "10.66.0", "10.67.0"
+MV6_NET, BR6_NET = "fd66::", "fd67::"
+DNSMASQ6_OPTIONS = [
+    f"--dhcp-range=set:mv6,{MV6_NET}10,{MV6_NET}ff,64,2m",
+    f"--dhcp-option=tag:mv6,option6:dns-server,[{MV6_NET}53]",
+    "--dhcp-option=tag:mv6,option6:domain-search,six.example",
+    f"--dhcp-range=set:br6,{BR6_NET}10,{BR6_NET}ff,64,2m",
+    f"--dhcp-option=tag:br6,option6:dns-server,[{BR6_NET}53]",
+    "--enable-ra",
+]
 DNSMASQ_OPTIONS = [
     f"--dhcp-range=set:mv,{MV_NET}.10,{MV_NET}.250,255.255.255.0,2m",
     f"--dhcp-option=tag:mv,option:router,{MV_NET}.1",
@@ -51,8 +62,9 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
 
 
 class Node:
-    def __init__(self, name: str, workdir: str):
+    def __init__(self, name: str, workdir: str, ipv6: bool = False):
         self.name = name
+        self.ipv6 = ipv6
         self.path = f"/var/run/netns/{name}"
         self.workdir = workdir
         self.lease_file = os.path.join(workdir, "dnsmasq.leases")
@@ -77,6 +89,9 @@ class Node:
             (self.lan, f"ip addr add {BR_NET}.1/24 dev srvb0"),
         ):
             ns(netns, *argv.split())
+        if ipv6:
+            ns(self.lan, *f"ip addr add {MV6_NET}1/64 dev srv0 nodad".split())
+            ns(self.lan, *f"ip addr add {BR6_NET}1/64 dev srvb0 nodad".split())
 
     def start_dnsmasq(self) -> None:
         argv = [
@@ -97,6 +112,7 @@ class Node:
             f"--pid-file={os.path.join(self.workdir, 'dnsmasq.pid')}",
             f"--dhcp-leasefile={self.lease_file}",
             *DNSMASQ_OPTIONS,
+            *(DNSMASQ6_OPTIONS if self.ipv6 else []),
         ]
         self.dnsmasq = subprocess.Popen(["ip", "netns", "exec", self.lan, *argv])
         wait_for(lambda: f"IP range {MV_NET}" in self.log(), what="dnsmasq to start")

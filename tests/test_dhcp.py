@@ -230,6 +230,25 @@ def test_ipam_result_has_dns_priority_and_provided_hostname(plugin_dir, node, da
     wait_for(lambda: ip not in node.leases(), what="the release")
 
 
+def test_long_container_ids_get_their_own_leases(plugin_dir, node, daemon, make_netns):
+    """#24: IDs far beyond option 61's 254 bytes, equal in their first 300 characters: two
+    leases, two lease files of a fixed-length name, and DEL succeeds (twice)."""
+    conf = mv_conf(daemon)
+    pods = [(("L" * 300) + end, make_netns("dhp")) for end in ("1", "2")]
+    ips = set()
+    for container_id, pod in pods:
+        result = ok(cni(plugin_dir, node, "ADD", conf, pod, container_id=container_id))
+        ips.add(result["ips"][0]["address"].split("/")[0])
+    assert len(ips) == 2 and ips <= set(node.leases())
+    files = os.listdir(daemon.statedir)
+    assert len(files) == 2 and all(len(name) == 45 for name in files), files
+    for container_id, pod in pods:
+        ok(cni(plugin_dir, node, "DEL", conf, pod, container_id=container_id))
+        ok(cni(plugin_dir, node, "DEL", conf, pod, container_id=container_id))
+    wait_for(lambda: not ips & set(node.leases()), what="both releases")
+    assert os.listdir(daemon.statedir) == []
+
+
 def test_bridge_lease_with_static_routes(plugin_dir, node, daemon, make_netns):
     pod = make_netns("dhp")
     conf = br_conf(daemon)
@@ -576,7 +595,12 @@ def test_option_codecs():
     ]
     wire = [1, 97, 7, 101, 120, 97, 109, 112, 108, 101, 0, 1, 98, 192, 2]
     assert options.domain_list(wire) == ["a.example", "b.example"]
-    assert options.client_id("c" * 300, "n", "eth0") == "c" * 254
+    assert options.client_id("c" * 247, "n", "eth0") == "c" * 247 + "/n/eth0"  # upstream's
+    long_a, long_b = (options.client_id("c" * 300 + end, "n", "eth0") for end in "ab")
+    assert long_a != long_b and len(long_a) == len(long_b) == 254
+    assert long_a.startswith("c" * 237 + "~") and long_a == options.client_id(
+        "c" * 300 + "a", "n", "eth0"
+    )
     with pytest.raises(Exception, match='Can not parse option "bogus"'):
         options.parse_option_name("bogus")
     assert options.parse_option_name("vendor-class-identifier") == 60

@@ -259,8 +259,8 @@ def test_macvlan_network_on_a_veth_parent(node):
 
 
 def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
-    """`--ipam-driver dhcp`: the plugin directory's dhcp daemon runs in the node (its socket
-    /run/cni/dhcp.sock lives in the node's private /run/cni), dnsmasq in the external netns."""
+    """`--ipam-driver dhcp`: the plugin directory's dhcp daemon runs in the node (its default
+    socket lives in the node's private /run/cni or /run/pycni), dnsmasq in the external netns."""
     if not os.path.exists("/usr/sbin/dnsmasq"):
         pytest.skip("dnsmasq (Debian dnsmasq-base) is not installed")
     node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
@@ -298,11 +298,15 @@ def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # Each daemon's default socket: Go's /run/cni/dhcp.sock, ours /run/pycni/dhcp.sock.
+    socket_path = "/run/cni/dhcp.sock" if node.plugin_dir == GO_BIN else "/run/pycni/dhcp.sock"
     try:
         for _ in range(100):
-            if node.sh("test", "-S", "/run/cni/dhcp.sock", check=False).returncode == 0:
+            if node.sh("test", "-S", socket_path, check=False).returncode == 0:
                 break
             time.sleep(0.1)
+        else:
+            raise AssertionError(f"no dhcp daemon socket {socket_path} in the node")
         node.podman(
             "network",
             "create",

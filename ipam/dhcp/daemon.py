@@ -10,80 +10,30 @@ removes the socket and the pidfile; leases stay on disk, and the next daemon ren
 
 import logging
 import os
-import re
 import signal
 import socket
 import sys
 import threading
 
 from ipam.dhcp import options, rpc
+from ipam.dhcp.flags import UsageError, parse_flags, usage
 from ipam.dhcp.lease import Attachment, LeaseWorker, Settings
-from ipam.dhcp.store import DEFAULT_DIR, LeaseStore
+from ipam.dhcp.lease6 import Lease6Worker
+from ipam.dhcp.store import LeaseStore
 from libcni.protocol.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
 
 LOG = logging.getLogger("dhcp")
 SD_LISTEN_FDS_START = 3
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-FLAGS = {  # name: (default, kind, help)
-    "pidfile": ("", str, "optional path to write daemon PID to"),
-    "hostprefix": ("", str, "optional prefix to host root"),
-    "socketpath": (rpc.DEFAULT_SOCKET, str, "dhcp daemon socket path"),
-    "statedir": (DEFAULT_DIR, str, "directory of the persisted leases"),
-    "broadcast": (False, bool, "broadcast DHCP leases"),
-    "timeout": (10.0, float, "dhcp client timeout duration for each request"),
-    "resendmax": (62.0, float, "dhcp client max resend delay between requests"),
-    "resendtimeout": (208.0, float, "dhcp client resend timeout, no more retries after it"),
-}
+# Go's rpc.DialHTTP shows the status line to its caller: "unexpected HTTP response: 501 ...".
+GO_CLIENT_ANSWER = (
+    b"HTTP/1.0 501 this is pycni's dhcp daemon, which serves pycni's dhcp plugin only; "
+    b"run upstream's daemon on another socket for upstream's plugin\r\n\r\n"
+)
 
 
-class UsageError(Exception):
-    pass
-
-
-def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration for the forms people write: 10s, 1m30s, 500ms, 1.5h, 0."""
-    if text == "0":
-        return 0.0
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise UsageError(f'invalid duration "{text}"')
-    return sum(float(number) * _UNITS[unit] for number, unit in parts)
-
-
-def parse_flags(argv: list) -> dict:
-    values = {name: default for name, (default, _, _) in FLAGS.items()}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--" or not arg.startswith("-") or arg in ("-", "--"):
-            break
-        name, has_value, value = arg.lstrip("-").partition("=")
-        if name in ("h", "help"):
-            raise UsageError("")
-        if name not in FLAGS:
-            raise UsageError(f"flag provided but not defined: -{name}")
-        kind = FLAGS[name][1]
-        if kind is bool:
-            if has_value and value.lower() not in ("1", "t", "true", "0", "f", "false"):
-                raise UsageError(f'invalid boolean value "{value}" for -{name}')
-            values[name] = not has_value or value.lower() in ("1", "t", "true")
-        else:
-            if not has_value:
-                i += 1
-                if i >= len(argv):
-                    raise UsageError(f"flag needs an argument: -{name}")
-                value = argv[i]
-            values[name] = parse_duration(value) if kind is float else value
-        i += 1
-    return values
-
-
-def usage() -> str:
-    lines = ["Usage of daemon:"]
-    for name, (default, kind, text) in FLAGS.items():
-        lines.append(f"  -{name}" + ("" if kind is bool else " value"))
-        lines.append(f"    \t{text} (default {default!r})")
-    return "\n".join(lines)
+FAMILIES = ("ipv4", "ipv6")
+WORKERS = {"ipv4": LeaseWorker, "ipv6": Lease6Worker}
+PARTS = {"ipv4": "lease", "ipv6": "lease6"}  # each family's lease in the stored record
 
 
 def _require(params: dict, *names: str) -> list:
@@ -117,6 +67,34 @@ def _lease_options(params: dict) -> tuple:
     return request, provide, priority
 
 
+def _families(params: dict) -> list:
+    families = params.get("families", Attachment.DEFAULT_FAMILIES)
+    if (
+        not isinstance(families, list)
+        or not families
+        or not all(f in FAMILIES for f in families)
+        or len(set(families)) != len(families)
+    ):
+        raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'families' must list ipv4, ipv6")
+    return [f for f in FAMILIES if f in families]
+
+
+def merge_results(results: list) -> dict:
+    """One CNI result of the families' leases: IPv4's first, DNS servers of both."""
+    merged: dict = {"ips": [], "routes": [], "dns": {}}
+    for result in results:
+        merged["ips"] += result["ips"]
+        merged["routes"] += result["routes"]
+        dns = result.get("dns") or {}
+        for name in ("nameservers", "search"):
+            for value in dns.get(name, []):
+                if value not in merged["dns"].setdefault(name, []):
+                    merged["dns"][name].append(value)
+        if dns.get("domain") and "domain" not in merged["dns"]:
+            merged["dns"]["domain"] = dns["domain"]
+    return merged
+
+
 class Daemon:
     def __init__(self, flags: dict):
         self.host_prefix = flags["hostprefix"]
@@ -124,36 +102,49 @@ class Daemon:
             flags["timeout"], flags["resendmax"], flags["resendtimeout"], flags["broadcast"]
         )
         self.store = LeaseStore(flags["statedir"])
-        self.leases: dict = {}  # client-id key -> LeaseWorker
+        self.leases: dict = {}  # client-id key -> LeaseWorker (DHCPv4)
+        self.leases6: dict = {}  # client-id key -> Lease6Worker (DHCPv6)
+        self.tables = {"ipv4": self.leases, "ipv6": self.leases6}
         self.lock = threading.Lock()
 
     # -- leases ---------------------------------------------------------------------------
 
-    def _start(self, att: Attachment, stored=None) -> LeaseWorker:
-        worker = LeaseWorker(att, self.settings, self.store, self._ended, stored)
-        self.leases[att.key] = worker
+    def _start(self, att: Attachment, stored=None, family: str = "ipv4"):
+        worker = WORKERS[family](att, self.settings, self.store, self._ended, stored)
+        self.tables[family][att.key] = worker
         worker.start()
         return worker
 
-    def _ended(self, worker: LeaseWorker) -> None:
+    def _ended(self, worker) -> None:
+        family, key = getattr(worker, "family", "ipv4"), worker.att.key
+        table = self.tables[family]
         with self.lock:
-            current = self.leases.get(worker.att.key)
+            current = table.get(key)
             if current is worker:
-                del self.leases[worker.att.key]
+                del table[key]
             if current is worker or current is None:  # not a newer lease's file
-                self.store.remove(worker.att.key)
-        LOG.info("%s: lease maintenance stopped (%s)", worker.att.key, worker.ended or "released")
+                self.store.drop(key, PARTS[family])
+        LOG.info("%s: lease maintenance stopped (%s)", key, worker.ended or "released")
 
     def resume_stored(self) -> None:
         for record in self.store.load_all():
             try:
-                att = Attachment(**{k: record[k] for k in Attachment.FIELDS})
-                stored = dict(record["lease"])
+                att = Attachment(
+                    **{k: record[k] for k in Attachment.FIELDS},
+                    families=record.get("families"),
+                    rapidCommit=record.get("rapidCommit", True),
+                )
+                stored = {
+                    family: dict(record[PARTS[family]])
+                    for family in att.families
+                    if record.get(PARTS[family]) is not None
+                }
             except (KeyError, TypeError, ValueError) as err:
                 LOG.warning("ignoring stored lease %s: %s", record.get("key"), err)
                 continue
             with self.lock:
-                self._start(att, stored)
+                for family, lease in stored.items():
+                    self._start(att, lease, family)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -162,68 +153,96 @@ class Daemon:
             params, "containerID", "network", "ifname", "netns"
         )
         request, provide, priority = _lease_options(params)
+        families = _families(params)
+        rapid_commit = params.get("rapidCommit", True)
+        if not isinstance(rapid_commit, bool):
+            raise CNIError(INVALID_NETWORK_CONFIG, "bad request: 'rapidCommit' must be a boolean")
         key = options.client_id(container_id, network, ifname)
         netns_path = self.host_prefix + netns_path
+        att = Attachment(
+            key=key,
+            containerID=container_id,
+            network=network,
+            ifname=ifname,
+            netns=netns_path,
+            request=request,
+            provide=provide,
+            priority=priority,
+            families=families,
+            rapidCommit=rapid_commit,
+        )
+        workers, started = [], []
         with self.lock:
-            worker = self.leases.get(key)
-            if (
-                worker is not None
-                and not worker.finished.is_set()
-                and not worker.serves(netns_path)
-            ):
-                LOG.info("%s: a new netns for this attachment, starting over", key)
-                worker.stop(release=False, wait=0)
-                del self.leases[key]
-                worker = None
-            if worker is None or worker.finished.is_set():
-                att = Attachment(
-                    key=key,
-                    containerID=container_id,
-                    network=network,
-                    ifname=ifname,
-                    netns=netns_path,
-                    request=request,
-                    provide=provide,
-                    priority=priority,
-                )
-                worker = self._start(att)
+            for family, table in self.tables.items():
+                worker = table.get(key)
+                if (
+                    worker is not None
+                    and not worker.finished.is_set()
+                    and not worker.serves(netns_path)
+                ):
+                    LOG.info("%s: a new netns for this attachment, starting over", key)
+                    worker.stop(release=False, wait=0)
+                    del table[key]
+                    worker = None
+                if family not in families:
+                    continue
+                if worker is None or worker.finished.is_set():
+                    worker = self._start(att, family=family)
+                    started.append(worker)
+                workers.append(worker)
+        results = []
         try:
-            return worker.wait(self.settings.resend_timeout + 5)
+            for worker in workers:
+                results.append(worker.wait(self.settings.resend_timeout + 5))
         except CNIError:
-            if not worker.ready.is_set() or worker.error is not None:
-                worker.stop(release=False)
+            # A failed ADD leaves nothing: a family that did get its lease gives it back.
+            for worker in workers:
+                if not worker.ready.is_set() or worker.error is not None:
+                    worker.stop(release=False)
+                elif worker in started:
+                    worker.stop(release=True)
             raise
+        return results[0] if len(results) == 1 else merge_results(results)
 
-    def _worker(self, params: dict) -> tuple:
+    def _workers(self, params: dict) -> tuple:
+        """(key, {family: worker}) of the attachment a request names."""
         container_id, network, ifname = _require(params, "containerID", "network", "ifname")
         key = options.client_id(container_id, network, ifname)
         with self.lock:
-            return key, self.leases.get(key)
+            found = {f: t[key] for f, t in self.tables.items() if key in t}
+        return key, found
 
     def check(self, params: dict) -> dict:
-        key, worker = self._worker(params)
-        if worker is None or not worker.held():
-            raise CNIError(
-                INTERNAL,
-                f"dhcp: no lease held for {key}",
-                "the daemon does not renew a lease for this attachment",
-            )
-        address = worker.result()["ips"][0]["address"]
-        recorded = params.get("addresses")
-        if isinstance(recorded, list) and recorded and address not in recorded:
-            raise CNIError(
-                INTERNAL,
-                f"dhcp: the lease for {key} is {address}, the runtime "
-                f"recorded {', '.join(map(str, recorded))}",
-            )
-        return {"address": address}
+        key, workers = self._workers(params)
+        addresses = []
+        for family in _families(params):
+            worker = workers.get(family)
+            if worker is None or not worker.held():
+                what = "lease" if family == "ipv4" else "DHCPv6 lease"
+                raise CNIError(
+                    INTERNAL,
+                    f"dhcp: no {what} held for {key}",
+                    "the daemon does not renew a lease for this attachment",
+                )
+            address = worker.result()["ips"][0]["address"]
+            recorded = params.get("addresses")
+            if isinstance(recorded, list) and recorded and address not in recorded:
+                raise CNIError(
+                    INTERNAL,
+                    f"dhcp: the lease for {key} is {address}, the runtime "
+                    f"recorded {', '.join(map(str, recorded))}",
+                )
+            addresses.append(address)
+        return {"address": addresses[0]} if len(addresses) == 1 else {"addresses": addresses}
 
     def release(self, params: dict) -> dict:
-        key, worker = self._worker(params)
-        if worker is not None:
-            worker.stop(release=True)
+        key, workers = self._workers(params)
+        for worker in workers.values():
+            worker.stop(release=True, wait=0)
+        for worker in workers.values():  # both families release at once
+            worker.finished.wait(5.0)
         self.store.remove(key)
-        return {"released": worker is not None}
+        return {"released": bool(workers)}
 
     def gc(self, params: dict) -> dict:
         (network,) = _require(params, "network")
@@ -236,7 +255,10 @@ class Daemon:
         keep = {options.client_id(cid, network, ifname) for cid, ifname in valid}
         with self.lock:
             stale = [
-                w for key, w in self.leases.items() if w.att.network == network and key not in keep
+                w
+                for table in self.tables.values()
+                for key, w in table.items()
+                if w.att.network == network and key not in keep
             ]
         for worker in stale:
             LOG.info("%s: GC: attachment is gone, releasing", worker.att.key)
@@ -245,7 +267,7 @@ class Daemon:
 
     def status(self, params: dict) -> dict:
         with self.lock:
-            return {"leases": len(self.leases)}
+            return {"leases": len(self.leases) + len(self.leases6)}
 
     METHODS = ("allocate", "check", "release", "gc", "status")
 
@@ -256,6 +278,9 @@ class Daemon:
                 line = rpc._read_line(conn)
                 if not line:
                     return  # a probe: connected and closed
+                if line.startswith(b"CONNECT "):  # upstream's Go plugin (net/rpc over HTTP)
+                    conn.sendall(GO_CLIENT_ANSWER)
+                    return
                 request = rpc.decode(line)
                 method, params = request.get("method"), request.get("params")
                 if request.get("protocol") != rpc.PROTOCOL or method not in self.METHODS:

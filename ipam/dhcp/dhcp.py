@@ -43,6 +43,9 @@ class IPAMConf(config.Struct):
     request: list[RequestOption] = []
     provide: list[ProvideOption] = []
     priority: int = 0
+    # Ours: which leases to get. Absent: DHCPv4 alone, the request exactly as before.
+    families: list[str] = []
+    rapidCommit: bool = True  # DHCPv6: ask for Solicit -> Reply (the server may say no)
 
 
 class Conf(config.NetConf):
@@ -54,6 +57,23 @@ def _ipam(call: skel.Call) -> IPAMConf:
     if conf.ipam is None:
         raise CNIError(INVALID_NETWORK_CONFIG, "IPAM config missing 'ipam' key")
     return conf.ipam
+
+
+FAMILIES = ("ipv4", "ipv6")
+
+
+def _families(ipam: IPAMConf, params: dict) -> dict:
+    """`params` with the config's address families, when it names any."""
+    if ipam.families:
+        if not set(ipam.families) <= set(FAMILIES) or len(set(ipam.families)) != len(ipam.families):
+            raise CNIError(
+                INVALID_NETWORK_CONFIG,
+                f"ipam families {ipam.families}: a list of distinct 'ipv4' and 'ipv6'",
+            )
+        params["families"] = list(ipam.families)
+        if "ipv6" in ipam.families:
+            params["rapidCommit"] = ipam.rapidCommit
+    return params
 
 
 def _socket_path(ipam: IPAMConf) -> str:
@@ -73,6 +93,7 @@ def add(call: skel.Call) -> Result:
         provide=options.provided(ipam, call.args),
         priority=ipam.priority,
     )
+    _families(ipam, params)
     lease = rpc.call(_socket_path(ipam), "allocate", params, ALLOCATE_TIMEOUT)
     return Result.from_json(dict(lease, cniVersion="1.1.0"), "1.1.0")
 
@@ -81,7 +102,8 @@ def check(call: skel.Call) -> None:
     """The daemon must hold a live lease for this attachment (no DHCP exchange), and it must
     still be the address the runtime recorded, when there is a prevResult."""
     ipam = _ipam(call)
-    params = _attachment(call)
+    params = _families(ipam, _attachment(call))
+    params.pop("rapidCommit", None)
     previous = call.prev_result()
     if previous is not None:
         params["addresses"] = [entry["address"] for entry in previous.ips]

@@ -7,6 +7,10 @@ rebinds at T2 and releases (client.py adapts it: client-id and `provide` options
 every ACK persisted through store.py); we stop at expiry with the link set down, and
 stop when the netns or the link is gone. A thread in a netns keeps it alive, so the watch loop
 checks that the netns path still names the same namespace.
+
+Kernel work goes through one session (libcni/kernel/session.py) per lease thread: the netns is
+opened and entered once, one rtnetlink socket serves the whole life of the lease, and the
+interface is looked up by name once; after that it is the `Link` we hold (by index).
 """
 
 import asyncio
@@ -21,8 +25,8 @@ from pyroute2.dhcp.leases import Lease
 
 from ipam.dhcp import options
 from ipam.dhcp.client import Client, StoredLease, backoff, jsonable, release_from_host
-from libcni.kernel import netns
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel.rtnl import Link
+from libcni.kernel.session import Session
 from libcni.protocol.errors import INTERNAL, CNIError
 
 LOG = logging.getLogger("dhcp")
@@ -45,6 +49,7 @@ class Attachment:
     """What a lease is for: the container's interface and the options to send and ask for."""
 
     FIELDS = ("key", "containerID", "network", "ifname", "netns", "request", "provide", "priority")
+    DEFAULT_FAMILIES = ["ipv4"]
 
     def __init__(self, **values) -> None:
         self.key: str = values["key"]
@@ -55,9 +60,11 @@ class Attachment:
         self.request: list = list(values.get("request") or [])
         self.provide: dict = dict(values.get("provide") or {})  # str(code) -> hex
         self.priority: int = int(values.get("priority") or 0)
+        self.families: list = list(values.get("families") or self.DEFAULT_FAMILIES)
+        self.rapid_commit: bool = bool(values.get("rapidCommit", True))
 
     def record(self) -> dict:
-        return {
+        record = {
             "key": self.key,
             "containerID": self.container_id,
             "network": self.network,
@@ -67,6 +74,11 @@ class Attachment:
             "provide": self.provide,
             "priority": self.priority,
         }
+        # Only when not IPv4 alone: an IPv4-only record stays byte for byte what it was.
+        if self.families != self.DEFAULT_FAMILIES:
+            record["families"] = self.families
+            record["rapidCommit"] = self.rapid_commit
+        return record
 
 
 class LeaseWorker(threading.Thread):
@@ -92,6 +104,8 @@ class LeaseWorker(threading.Thread):
         self._stop_event: asyncio.Event | None = None
         self._stop_wanted = self._release_wanted = False
         self._netns_id: tuple | None = None
+        self._session: Session | None = None  # this thread's, while it runs
+        self._link: Link | None = None  # the interface, looked up once
         self.release_from_host = False
         self.created_at = time.monotonic()
         self._lease_class = type("WorkerLease", (StoredLease,), {"worker": self})
@@ -177,12 +191,10 @@ class LeaseWorker(threading.Thread):
             self.att.ifname,
         )
         try:
-            with RouteSocket() as rt:
-                link = rt.link(self.att.ifname)
-                if link is not None:
-                    rt.set_up(link.index, False)
-        except OSError as err:
-            LOG.error("%s: cannot set %s down: %s", self.att.key, self.att.ifname, err)
+            if self._session is not None and self._link is not None:
+                self._session.set_link(self._link, f"set {self.att.ifname} down", up=False)
+        except CNIError as err:
+            LOG.error("%s: cannot set %s down: %s", self.att.key, self.att.ifname, err.msg)
         self.ended = "expired"
         self.stop(release=False)
 
@@ -190,10 +202,14 @@ class LeaseWorker(threading.Thread):
 
     def run(self) -> None:
         try:
-            with netns.entered(self.att.netns):
+            with Session(self.att.netns) as session, session.inside():
                 st = os.stat(self.att.netns)
                 self._netns_id = (st.st_dev, st.st_ino)
-                asyncio.run(self._serve())
+                self._session = session
+                try:
+                    asyncio.run(self._serve())
+                finally:
+                    self._session = None
             if self.release_from_host:  # back in the daemon's netns here
                 release_from_host(self)
         except CNIError as err:
@@ -211,21 +227,20 @@ class LeaseWorker(threading.Thread):
     def _link_up(self) -> None:
         """Bring the interface up and wait for its carrier: a DISCOVER sent before that is
         lost, and upstream then waits ~2 s for its first resend."""
-        with RouteSocket() as rt:
-            link = rt.link(self.att.ifname)
-            if link is None:
-                raise CNIError(
-                    INTERNAL,
-                    f'DHCP: interface "{self.att.ifname}" not found in netns {self.att.netns}',
-                )
-            if not link.up:
-                rt.set_up(link.index, True)
-            deadline = time.monotonic() + CARRIER_WAIT
-            while time.monotonic() < deadline:
-                link = rt.link_by_index(link.index)
-                if link is None or link.flags & IFF_LOWER_UP:
-                    return
-                time.sleep(0.002)
+        session = self._session
+        assert session is not None
+        link = self._link = session.require(
+            self.att.ifname,
+            f'DHCP: interface "{self.att.ifname}" not found in netns {self.att.netns}',
+        )
+        if not link.up:
+            session.set_link(link, f"set {self.att.ifname} up", up=True)
+        deadline = time.monotonic() + CARRIER_WAIT
+        while time.monotonic() < deadline:
+            fresh = session.link_by_index(link.index)
+            if fresh is None or fresh.flags & IFF_LOWER_UP:
+                return
+            time.sleep(0.002)
 
     def _config(self) -> ClientConfig:
         timeout = max(1, int(self.settings.timeout))
@@ -298,10 +313,15 @@ class LeaseWorker(threading.Thread):
         LOG.info("%s: resumed lease %s, renewing", self.att.key, lease.ip)
         await client._renew()
 
+    def _current_link(self) -> Link | None:
+        """Our interface as the kernel has it now (by index), None when it is gone."""
+        if self._session is None or self._link is None:
+            return None
+        return self._session.link_by_index(self._link.index)
+
     def _link_is_up(self) -> bool:
         try:
-            with RouteSocket() as rt:
-                link = rt.link(self.att.ifname)
+            link = self._current_link()
         except OSError:
             return False
         return link is not None and link.up
@@ -314,9 +334,8 @@ class LeaseWorker(threading.Thread):
         if (st.st_dev, st.st_ino) != self._netns_id:
             return "netns replaced"
         try:
-            with RouteSocket() as rt:
-                if rt.link(self.att.ifname) is None:
-                    return "link gone"
+            if self._link is not None and self._current_link() is None:
+                return "link gone"
         except OSError:
             pass  # a transient netlink failure: look again next time
         return ""

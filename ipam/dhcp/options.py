@@ -48,8 +48,22 @@ def parse_option_name(text: str) -> int:
 
 
 def client_id(container_id: str, network: str, ifname: str) -> str:
-    """Upstream's key and client identifier text: sent as option 61 with a 0x00 type byte."""
-    return f"{container_id}/{network}/{ifname}"[:MAX_CLIENT_ID]
+    """Upstream's key and client identifier text: sent as option 61 with a 0x00 type byte.
+
+    Option 61 holds at most 254 bytes. Upstream cuts longer keys there, so two attachments
+    whose IDs share the first 254 bytes would share one lease; we keep 237 bytes and add `~`
+    and 16 hex digits of the whole key's SHA-256, so every legal container ID, network and
+    interface name gets its own identifier (and lease file: store.py names it by a hash).
+    Keys of up to 254 bytes are upstream's, byte for byte."""
+    full = f"{container_id}/{network}/{ifname}"
+    raw = full.encode()
+    if len(raw) <= MAX_CLIENT_ID:
+        return full
+    import hashlib
+
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    head = raw[: MAX_CLIENT_ID - len(digest) - 1].decode("utf-8", "ignore")
+    return f"{head}~{digest}"
 
 
 def requested(ipam) -> list:

@@ -24,7 +24,7 @@ set -e
 mount --make-rprivate /
 {cgroups}
 for d in /var/lib/containers /var/lib/cni /run/netns /run/containers /run/libpod /run/cni \
-         /var/tmp; do
+         /run/pycni /var/tmp; do
     mkdir -p "$d" && mount -t tmpfs tmpfs "$d"
 done
 ip link set lo up
