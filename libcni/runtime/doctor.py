@@ -243,7 +243,7 @@ def check_daemons(report: Report) -> None:
             "daemon",
             f"network {', '.join(uses_dhcp)} uses dhcp IPAM but the dhcp daemon "
             f"socket {node.dhcp_socket} is {state}: ADDs fail",
-            "systemctl enable --now cni-dhcp.socket (or run `dhcp daemon`)",
+            "systemctl enable --now pycni-dhcp.socket (or run `dhcp daemon`)",
         )
     else:
         report.facts.append(f"dhcp daemon: {state} ({node.dhcp_socket})")

@@ -60,7 +60,7 @@ PROC_MODULES = "/proc/modules"
 SYS_MODULE = "/sys/module"
 MODULES_DIR = "/lib/modules"
 PYCNI_SOCKET = "/run/pycni/pycni.sock"
-DHCP_SOCKET = "/run/cni/dhcp.sock"
+DHCP_SOCKET = "/run/pycni/dhcp.sock"  # ipam/dhcp's default (not upstream's /run/cni/dhcp.sock)
 SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
 
 
