@@ -258,8 +258,10 @@ class TableSocket(rtnl.RouteSocket):
         self._request(RTM_NEWADDR, NLM_F_NEW, address.body())
 
 
-def tables_in_use(sock: TableSocket) -> set:
-    """Every table a rule points at or a route lives in."""
+def tables_in_use(session) -> set:
+    """Every table a rule points at or a route lives in, in a session opened with
+    `socket_class=TableSocket`."""
+    sock = session.rtnl
     return {rule.table for rule in sock.rules()} | {route.table for route in sock.all_routes()}
 
 
