@@ -1,6 +1,8 @@
 """Policy routing over rtnetlink: FIB rules, routes in other tables, addresses as the kernel
 dumped them. Used by sbr (rules `from <ip> lookup <table>`, routes copied into that table) and
-vrf (routes and IPv6 addresses put back after enslaving). Extends rtnl.RouteSocket.
+vrf (routes and IPv6 addresses put back after enslaving). TableSocket extends rtnl.RouteSocket
+and is the socket of their container session: `Session(path, socket_class=TableSocket)`, its
+calls reached as `session.rtnl`.
 
 Routes and addresses are kept as the kernel dumped them (header and attributes) and sent back
 with only the table (or nothing) changed: a moved route keeps its protocol, scope, metric,
