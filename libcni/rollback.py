@@ -1,8 +1,8 @@
 """Undo for ADD: the one idiom every plugin uses so that a failed ADD leaves nothing behind.
 
-    with Rollback() as undo:
-        host_veth = veth.create(...)
-        undo.push(links.delete, netns_path, ifname)
+    with Session() as host, Session(call.netns) as container, Rollback() as undo:
+        host_veth, container_veth = veth.create(host, container, call.ifname)
+        undo.push(container.delete_link, container_veth)
         allocated = ipam.allocate(call, kind, undo)   # pushes the IPAM release itself
         ...
 
@@ -10,7 +10,8 @@ Each step that changes the kernel or node state pushes its undo right after it s
 the block raises, the steps run newest first, each on its own: one failing undo (logged on
 stderr) does not stop the others, and the original error is what the caller sees. When the
 block completes, nothing runs. Start the block before the first change, so that every change
-has somewhere to register its undo.
+has somewhere to register its undo, and after the kernel sessions (libcni.kernel.session) its
+steps use: kernel changes are undone through the same session, with the Link objects held.
 """
 
 import sys

@@ -1,5 +1,5 @@
-"""libcni.kernel.links helpers, called in-process against namespaces the tests own (always by path,
-so nothing ever happens in the test runner's own netns)."""
+"""libcni.kernel.links helpers, called in-process against namespaces the tests own (through a
+kernel session on their path, so nothing ever happens in the test runner's own netns)."""
 
 import os
 import re
@@ -8,6 +8,7 @@ import pytest
 from conftest import ns_exec
 
 from libcni.kernel import linkcheck, links, macaddr
+from libcni.kernel.session import Session
 from libcni.protocol.errors import CNIError
 from libcni.protocol.result import Result
 from libcni.rollback import Rollback
@@ -52,53 +53,71 @@ def routed(netns):
     return netns
 
 
+def default_route_interface(netns_path):
+    with Session(netns_path) as session:
+        return links.default_route_interface(session)
+
+
+def lookup(netns_path, name):
+    with Session(netns_path) as session:
+        return session.link(name)
+
+
+def delete(netns_path, name):
+    session = Session.existing(netns_path)
+    if session is None:
+        return False
+    with session:
+        return links.delete(session, name)
+
+
 def test_default_route_interface_prefers_ipv4(routed):
     ns_exec(routed, "ip", "addr", "add", "10.90.0.2/24", "dev", "up1")
     ns_exec(routed, "ip", "route", "add", "default", "via", "10.90.0.1")
     ns_exec(routed, "ip", "-6", "route", "add", "default", "dev", "up0")
-    assert links.default_route_interface(routed) == "up1"
+    assert default_route_interface(routed) == "up1"
 
 
 def test_default_route_interface_falls_back_to_ipv6(routed):
     ns_exec(routed, "ip", "-6", "route", "add", "default", "dev", "up0")
-    assert links.default_route_interface(routed) == "up0"
+    assert default_route_interface(routed) == "up0"
 
 
 def test_default_route_interface_ignores_other_tables(routed):
     ns_exec(routed, "ip", "route", "add", "default", "dev", "up0", "table", "100")
     with pytest.raises(CNIError) as caught:
-        links.default_route_interface(routed)
+        default_route_interface(routed)
     assert caught.value.msg == "no default route interface found"
     assert "container netns" in caught.value.details
 
 
 def test_lookup_reads_kind_mtu_and_state(routed):
-    found = links.lookup(routed, "up0")
+    found = lookup(routed, "up0")
     assert (found.kind, found.mtu, found.up) == ("veth", 1500, True)
-    assert links.lookup(routed, "nosuch0") is None
-    assert links.lookup(routed, "x" * 20) is None
+    assert lookup(routed, "nosuch0") is None
+    assert lookup(routed, "x" * 20) is None
 
 
 def test_delete_reports_whether_something_was_removed(routed, tmp_path):
-    assert links.delete(routed, "up0") is True
-    assert links.lookup(routed, "up1") is None  # the veth peer went with it
-    assert links.delete(routed, "up0") is False
-    assert links.delete(str(tmp_path / "gone"), "up0") is False
-    assert links.delete("", "up0") is False
+    assert delete(routed, "up0") is True
+    assert lookup(routed, "up1") is None  # the veth peer went with it
+    assert delete(routed, "up0") is False
+    assert delete(str(tmp_path / "gone"), "up0") is False
+    assert delete("", "up0") is False
 
 
 def test_rollback_of_a_link_removes_it_and_reraises(routed):
     with pytest.raises(RuntimeError):
-        with Rollback() as undo:
-            undo.push(links.delete, routed, "up0")
+        with Session(routed) as session, Rollback() as undo:
+            undo.push(session.delete_link, session.require("up0"))
             raise RuntimeError("later step failed")
-    assert links.lookup(routed, "up0") is None
+    assert lookup(routed, "up0") is None
 
 
 def test_rollback_of_a_link_keeps_it_on_success(routed):
-    with Rollback() as undo:
-        undo.push(links.delete, routed, "up0")
-    assert links.lookup(routed, "up0") is not None
+    with Session(routed) as session, Rollback() as undo:
+        undo.push(session.delete_link, session.require("up0"))
+    assert lookup(routed, "up0") is not None
 
 
 def test_rollback_undoes_newest_first_only_on_failure():
@@ -147,26 +166,30 @@ def test_check_addresses_and_routes(routed):
         ips=[{"address": "10.90.0.2/24", "interface": 0}],
         routes=[{"dst": "10.91.0.0/16", "gw": "10.90.0.1"}, {"dst": "10.90.0.0/24"}],
     )
-    linkcheck.check_addresses(routed, "up1", good)
-    linkcheck.check_routes(routed, good.routes)
-    with pytest.raises(CNIError, match="Failed to match addr 10.90.0.3/24"):
-        wrong = result_with(routed, ips=[{"address": "10.90.0.3/24"}])
-        linkcheck.check_addresses(routed, "up1", wrong)
-    with pytest.raises(CNIError, match="Expected Route 10.91.0.0/16 via 10.90.0.9 not found"):
-        linkcheck.check_routes(routed, [{"dst": "10.91.0.0/16", "gw": "10.90.0.9"}])
+    with Session(routed) as session:
+        up1 = session.require("up1")
+        linkcheck.check_addresses(session, up1, good)
+        linkcheck.check_routes(session, good.routes)
+        with pytest.raises(CNIError, match="Failed to match addr 10.90.0.3/24"):
+            wrong = result_with(routed, ips=[{"address": "10.90.0.3/24"}])
+            linkcheck.check_addresses(session, up1, wrong)
+        with pytest.raises(CNIError, match="Expected Route 10.91.0.0/16 via 10.90.0.9 not found"):
+            linkcheck.check_routes(session, [{"dst": "10.91.0.0/16", "gw": "10.90.0.9"}])
 
 
 def test_check_addresses_skips_ips_of_other_interfaces(routed):
     result = result_with(routed, ips=[{"address": "10.92.0.2/24", "interface": 1}])
     result.add_interface("other0")
-    linkcheck.check_addresses(routed, "up1", result)
+    with Session(routed) as session:
+        linkcheck.check_addresses(session, session.require("up1"), result)
 
 
 def test_check_interface_compares_kind_and_mac(routed):
-    mac = links.lookup(routed, "up1").mac
+    mac = lookup(routed, "up1").mac
     entry = {"name": "up1", "mac": mac, "sandbox": routed}
-    assert linkcheck.check_interface(routed, entry, "veth").name == "up1"
-    with pytest.raises(CNIError, match="not of type macvlan"):
-        linkcheck.check_interface(routed, entry, "macvlan")
-    with pytest.raises(CNIError, match="doesn't match container Mac"):
-        linkcheck.check_interface(routed, dict(entry, mac="0a:00:00:00:00:01"), None)
+    with Session(routed) as session:
+        assert linkcheck.check_interface(session, entry, "veth").name == "up1"
+        with pytest.raises(CNIError, match="not of type macvlan"):
+            linkcheck.check_interface(session, entry, "macvlan")
+        with pytest.raises(CNIError, match="doesn't match container Mac"):
+            linkcheck.check_interface(session, dict(entry, mac="0a:00:00:00:00:01"), None)

@@ -93,11 +93,20 @@ def releasing_link(conf_type):
     then report the release's error. Nothing but the config's `ipam` is needed for that."""
 
     def delete(call) -> None:
-        from libcni.kernel import links
-
-        release_then(call, call.load(conf_type), links.delete, call.netns, call.ifname)
+        release_then(call, call.load(conf_type), delete_container_link, call)
 
     return delete
+
+
+def delete_container_link(call) -> None:
+    """Remove CNI_IFNAME from CNI_NETNS through one session; a gone netns or link is fine."""
+    from libcni.kernel import links
+    from libcni.kernel.session import Session
+
+    container = Session.existing(call.netns)
+    if container is not None:
+        with container:
+            links.delete(container, call.ifname)
 
 
 def release_then(call, conf, cleanup, *args) -> None:

@@ -1,6 +1,7 @@
 """Configuring a container interface from an IPAM result (upstream's ipam.ConfigureIface).
 
-Inside the container netns: enable IPv6 where needed, add the addresses that point at this
+Through the container's kernel session: write the caller's sysctls and enable IPv6 where needed
+(one entry of the thread into the netns), add the addresses that point at this
 interface, bring it up, wait for IPv6 duplicate address detection when a v6 gateway will be
 used, then add the routes (gateway from the route, else the first gateway of the same family).
 """
@@ -9,9 +10,9 @@ import errno
 import ipaddress
 import time
 
-from libcni.kernel import netns, sysctl
-from libcni.kernel.links import strerror
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel import sysctl
+from libcni.kernel.rtnl import Link
+from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import INTERNAL, CNIError
 
 DAD_POLL = 0.05  # upstream's interval; we start at 5 ms and double up to it
@@ -34,12 +35,13 @@ def _enable_ipv6(ifname: str) -> None:
         pass  # old kernels lack the key; upstream ignores this too
 
 
-def _wait_for_dad(sock, index: int, ifname: str) -> None:
+def _wait_for_dad(container: Session, link: Link) -> None:
+    ifname = link.name
     deadline = time.monotonic() + DAD_TIMEOUT
     pause = 0.005
     while True:
         tentative = False
-        for address, _, flags in sock.address_flags(index, 10):
+        for address, _, flags in container.address_flags(link, 10):
             if flags & IFA_F_DADFAILED:
                 raise CNIError(
                     INTERNAL,
@@ -50,8 +52,7 @@ def _wait_for_dad(sock, index: int, ifname: str) -> None:
         if not tentative:
             return
         if time.monotonic() > deadline:
-            link = sock.link(ifname)
-            if link is not None and link.operstate == "UP":
+            if container.refresh(link).operstate == "UP":
                 raise CNIError(
                     INTERNAL,
                     f"timed out waiting for IPv6 addresses on {ifname} "
@@ -69,8 +70,10 @@ def _route_text(route: dict, gateway, ifname: str) -> str:
     return text + f" dev {ifname} metric {route.get('priority', 0)}"
 
 
-def configure(netns_path: str, ifname: str, result) -> None:
-    """Apply `result`'s addresses and routes for `ifname` inside `netns_path`."""
+def configure(container: Session, link: Link, result, settings=()) -> None:
+    """Apply `result`'s addresses and routes for `link` in the container, after writing the
+    (key, value) sysctls of `settings` (best effort: gratuitous ARP, DAD) in the same entry."""
+    ifname = link.name
     mine = []
     for entry in result.ips:
         index = entry.get("interface")
@@ -83,64 +86,66 @@ def configure(netns_path: str, ifname: str, result) -> None:
             )
         mine.append(entry)
     wants_v6 = any(ipaddress.ip_interface(e["address"]).version == 6 for e in mine)
-    if wants_v6:
-        with netns.entered(netns_path):
-            _enable_ipv6(ifname)
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(ifname)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to lookup "{ifname}": link not found')
-        for entry in mine:
-            iface = ipaddress.ip_interface(entry["address"])
-            try:
-                sock.add_address(link.index, str(iface.ip), iface.network.prefixlen)
-            except OSError as err:
-                if err.errno != errno.EEXIST:  # already configured is fine
-                    raise CNIError(
-                        INTERNAL,
-                        f'failed to add IP addr {entry["address"]} to "{ifname}": {strerror(err)}',
-                    ) from None
-        sock.set_link(link.index, up=True)
-        gateways = {4: None, 6: None}
-        for entry in result.ips:
-            if entry.get("gateway"):
-                version = ipaddress.ip_address(entry["gateway"]).version
-                gateways[version] = gateways[version] or entry["gateway"]
-        if gateways[6] is not None and wants_v6:
-            _wait_for_dad(sock, link.index, ifname)
-        for route in result.routes:
-            dst = ipaddress.ip_network(route["dst"], strict=False)
-            gateway = route.get("gw") or gateways[dst.version]
-            extra: dict = {}
-            if route.get("priority"):
-                extra["priority"] = route["priority"]
-            if route.get("table") is not None:
-                extra["table"] = route["table"]
-            if route.get("scope") is not None:
-                extra["scope"] = route["scope"]
-            try:
-                sock.route(
-                    "add",
-                    str(dst.network_address),
-                    dst.prefixlen,
-                    oif=link.index,
-                    gateway=gateway or "",
-                    **extra,
-                )
-            except OSError as err:
-                if err.errno == errno.EEXIST:
-                    continue
+    if settings or wants_v6:
+        from libcni.kernel.links import write_best_effort
+
+        with container.inside():
+            write_best_effort(settings)
+            if wants_v6:
+                _enable_ipv6(ifname)
+    for entry in mine:
+        iface = ipaddress.ip_interface(entry["address"])
+        try:
+            container.add_address(link, str(iface.ip), iface.network.prefixlen)
+        except OSError as err:
+            if err.errno != errno.EEXIST:  # already configured is fine
                 raise CNIError(
                     INTERNAL,
-                    f"failed to add route '{_route_text(route, gateway, ifname)}': {strerror(err)}",
+                    f'failed to add IP addr {entry["address"]} to "{ifname}": {strerror(err)}',
                 ) from None
+    container.set_link(link, f'failed to set "{ifname}" up', up=True)
+    gateways = {4: None, 6: None}
+    for entry in result.ips:
+        if entry.get("gateway"):
+            version = ipaddress.ip_address(entry["gateway"]).version
+            gateways[version] = gateways[version] or entry["gateway"]
+    if gateways[6] is not None and wants_v6:
+        _wait_for_dad(container, link)
+    for route in result.routes:
+        _add_route(container, link, route, gateways)
 
 
-def configure_allocation(netns_path: str, ifname: str, result, allocated, announce=None) -> None:
-    """Take the IPAM's addresses (for the result's interface 0) and routes into `result`, run
-    `announce()` (gratuitous ARP/NA) if given, then configure the container interface."""
+def _add_route(container: Session, link: Link, route: dict, gateways: dict) -> None:
+    dst = ipaddress.ip_network(route["dst"], strict=False)
+    gateway = route.get("gw") or gateways[dst.version]
+    extra: dict = {}
+    if route.get("priority"):
+        extra["priority"] = route["priority"]
+    if route.get("table") is not None:
+        extra["table"] = route["table"]
+    if route.get("scope") is not None:
+        extra["scope"] = route["scope"]
+    try:
+        container.route(
+            "add",
+            str(dst.network_address),
+            dst.prefixlen,
+            oif=link.index,
+            gateway=gateway or "",
+            **extra,
+        )
+    except OSError as err:
+        if err.errno == errno.EEXIST:
+            return
+        raise CNIError(
+            INTERNAL,
+            f"failed to add route '{_route_text(route, gateway, link.name)}': {strerror(err)}",
+        ) from None
+
+
+def configure_allocation(container: Session, link: Link, result, allocated, settings=()) -> None:
+    """Take the IPAM's addresses (for the result's interface 0) and routes into `result`, then
+    configure the container interface (writing `settings` first)."""
     result.ips = [dict(ip, interface=0) for ip in allocated.ips]
     result.routes = allocated.routes
-    if announce is not None:
-        announce()
-    configure(netns_path, ifname, result)
+    configure(container, link, result, settings)

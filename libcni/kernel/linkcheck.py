@@ -4,7 +4,8 @@ against what the container netns really holds."""
 import ipaddress
 
 from libcni.kernel import links
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel.rtnl import Link
+from libcni.kernel.session import Session
 from libcni.protocol.errors import INTERNAL, CNIError
 
 MAIN_TABLE = 254
@@ -23,14 +24,13 @@ def container_interface(result, ifname: str, netns_path: str) -> dict:
     )
 
 
-def check_interface(netns_path: str, entry: dict, kind: str | None):
+def check_interface(container: Session, entry: dict, kind: str | None) -> Link:
     """Our interface exists in the container, is a `kind` link and has the recorded MAC.
 
     Returns the rtnl.Link; plugins that also compare kind-specific data (a macvlan's mode)
-    read it with kind_data()."""
+    read it with links.kind_data()."""
     name = entry.get("name", "")
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(name) if name and len(name.encode()) <= 15 else None
+    link = container.link(name)
     if link is None:
         raise CNIError(INTERNAL, f"Container Interface name in prevResult: {name} not found")
     if kind is not None and link.kind != kind:
@@ -58,14 +58,11 @@ def _ips_for(result, ifname: str) -> list:
     return ours
 
 
-def check_addresses(netns_path: str, ifname: str, result, connected_route: bool = True) -> None:
+def check_addresses(container: Session, link: Link, result, connected_route: bool = True) -> None:
     """Every prevResult address of our interface is on it, with its subnet route."""
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(ifname)
-        if link is None:
-            raise CNIError(INTERNAL, f"Cannot find container link {ifname}")
-        present = set(sock.addresses(link.index))
-        routes = _route_set(sock) if connected_route else set()
+    ifname = link.name
+    present = set(container.addresses(link))
+    routes = _route_set(container) if connected_route else set()
     for entry in _ips_for(result, ifname):
         iface = ipaddress.ip_interface(entry["address"])
         if f"{iface.ip}/{iface.network.prefixlen}" not in present:
@@ -80,7 +77,7 @@ def check_addresses(netns_path: str, ifname: str, result, connected_route: bool 
             )
 
 
-def _route_set(sock) -> set:
+def _route_set(sock: Session) -> set:
     """(dst, table, gateway) of every route in the netns; multipath hops each count."""
     found = set()
     for family in (AF_INET, AF_INET6):
@@ -91,12 +88,11 @@ def _route_set(sock) -> set:
     return found
 
 
-def check_routes(netns_path: str, routes: list) -> None:
+def check_routes(container: Session, routes: list) -> None:
     """Every prevResult route exists in its table (main unless it names one)."""
     if not routes:
         return
-    with RouteSocket(netns_path) as sock:
-        present = _route_set(sock)
+    present = _route_set(container)
     for route in routes:
         dst = str(ipaddress.ip_network(route["dst"], strict=False))
         table = route.get("table") or MAIN_TABLE
@@ -123,25 +119,41 @@ def check_attachment(
     connected_route: bool = True,
     routes: bool = True,
     container_link: bool = True,
+    container: Session | None = None,
 ):
     """CHECK of a main plugin's one container link against its prevResult (required; upstream's
     `missing` text differs per plugin): the interface (of link `kind`, None for any), its kind
     `settings` ({IFLA_* name: (expected, message(actual))}), `extra(previous, link)` for what
-    else only that plugin checks, then addresses and routes."""
+    else only that plugin checks, then addresses and routes. `container` is the caller's
+    session on CNI_NETNS, if it has one; otherwise one is opened for the check."""
     previous = call.chained_result(missing)
     if not container_link:
         return previous
     entry = container_interface(previous, call.ifname, call.netns)
-    link = check_interface(call.netns, entry, kind)
+    if container is None:
+        with Session(call.netns) as opened:
+            _check_link(
+                opened, previous, entry, kind, settings, extra, addresses, connected_route, routes
+            )
+    else:
+        _check_link(
+            container, previous, entry, kind, settings, extra, addresses, connected_route, routes
+        )
+    return previous
+
+
+def _check_link(
+    container, previous, entry, kind, settings, extra, addresses, connected_route, routes
+):
+    link = check_interface(container, entry, kind)
     if settings:
-        present = links.kind_data(call.netns, call.ifname)
+        present = links.kind_data(link)
         for key, (expected, message) in settings.items():
             if present.get(key) != expected:
                 raise CNIError(INTERNAL, message(present.get(key)))
     if extra is not None:
         extra(previous, link)
     if addresses:
-        check_addresses(call.netns, call.ifname, previous, connected_route)
+        check_addresses(container, link, previous, connected_route)
     if routes:
-        check_routes(call.netns, previous.routes)
-    return previous
+        check_routes(container, previous.routes)

@@ -2,28 +2,23 @@
 per-plugin create/rename steps (create in a temporary name, rename, so a clash never leaves a
 half-made link), deletion that tolerates a gone netns or link, and STATUS's master check.
 
-Everything works on netns paths: an rtnetlink socket (libcni.kernel.rtnl.RouteSocket) is opened
-inside the namespace that holds the link, so the calling thread stays in its own netns. No
-pyroute2 here: these run on every ADD and DEL. MACs are in macaddr, CHECK in linkcheck.
+Everything works on kernel sessions (libcni.kernel.session.Session) and the Link objects the
+caller holds: the verb opens one session per namespace and hands it down. No pyroute2 here:
+these run on every ADD and DEL. MACs are in macaddr, CHECK in linkcheck.
 """
 
 import errno
 import os
 
-from libcni.kernel import netns, sysctl
-from libcni.kernel.rtnl import Link, RouteSocket
+from libcni.kernel import sysctl
+from libcni.kernel.rtnl import Link
+from libcni.kernel.session import Session, error_code, strerror
 from libcni.protocol.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CNIError
 
-MAIN_TABLE = 254
-AF_INET, AF_INET6 = 2, 10
-IFF_UP = 0x1
-CLONE_NEWNET = 0x40000000
+__all__ = ["Link", "error_code", "strerror"]  # re-exported: meta plugins word errors with them
 
 # Kernel modules behind the link kinds, for "operation not supported" hints.
 MODULES = {"macvlan": "macvlan", "ipvlan": "ipvlan", "vlan": "8021q", "dummy": "dummy"}
-
-
-# -- names and errors -----------------------------------------------------------------------
 
 
 def temp_name() -> str:
@@ -31,96 +26,71 @@ def temp_name() -> str:
     return "veth" + os.urandom(4).hex()
 
 
-def error_code(err: BaseException) -> int | None:
-    """The errno of an OSError or a pyroute2 NetlinkError."""
-    code = getattr(err, "code", None)
-    if not isinstance(code, int):
-        code = getattr(err, "errno", None)
-    return code if isinstance(code, int) else None
-
-
-def strerror(err: BaseException) -> str:
-    """An OS or netlink error worded like Go prints it ("file exists")."""
-    code = error_code(err)
-    if code and code > 0:
-        text = os.strerror(code)
-        return text[:1].lower() + text[1:]
-    return str(err)
+def interface_entry(link: Link, session: Session) -> dict:
+    """The result's interface entry of `link` (with its sandbox when it is in a container)."""
+    entry = {"name": link.name, "mac": link.mac}
+    if session.netns_path:
+        entry["sandbox"] = session.netns_path
+    return entry
 
 
 # -- looking links up ----------------------------------------------------------------------
 
 
-def find(sock, name: str) -> Link | None:
-    """The rtnl.Link called `name` in the socket's netns, or None."""
-    if not name or len(name.encode()) > 15:
-        return None
-    try:
-        return sock.link(name)
-    except OSError as err:
-        raise CNIError(INTERNAL, f'failed to look up "{name}": {strerror(err)}') from None
-
-
-def require(sock, name: str, missing: str) -> Link:
-    """The link `name` on `sock`, or a CNIError with the `missing` message."""
-    link = sock.link(name)
-    if link is None:
-        raise CNIError(INTERNAL, missing)
-    return link
-
-
-def lookup_by_mac(netns_path: str | None, mac: str) -> Link | None:
+def find_by_mac(session: Session, mac: str) -> Link | None:
     """The first link (by index) whose MAC is `mac` (canonical form)."""
-    with RouteSocket(netns_path) as sock:
-        return next((link for link in sock.links() if link.mac.lower() == mac), None)
+    return next((link for link in session.links() if link.mac.lower() == mac), None)
 
 
-def where(netns_path: str | None) -> str:
-    return f'container netns "{netns_path}"' if netns_path else "host netns"
-
-
-def lookup(netns_path: str | None, name: str) -> Link | None:
-    """The rtnl.Link called `name` in the netns (None: this one), or None."""
-    if not name or len(name.encode()) > 15:
-        return None
-    try:
-        with RouteSocket(netns_path) as sock:
-            return sock.link(name)
-    except OSError as err:
-        raise CNIError(INTERNAL, f'failed to look up "{name}": {strerror(err)}') from None
-
-
-def require_master(netns_path: str | None, master: str) -> Link:
+def require_master(session: Session, master: str) -> Link:
     """The parent link of a macvlan/ipvlan/vlan: in the host netns, or the container's."""
-    link = lookup(netns_path, master)
-    if link is None:
-        raise CNIError(
-            INTERNAL,
-            f'failed to lookup master "{master}": link not found',
-            f'there is no interface "{master}" in the {where(netns_path)}',
-        )
-    return link
+    return session.require(
+        master,
+        f'failed to lookup master "{master}": link not found',
+        f'there is no interface "{master}" in the {session.where}',
+    )
 
 
-def default_route_interface(netns_path: str | None = None) -> str:
+def default_route_interface(session: Session) -> str:
     """The interface of the first default route (IPv4, then IPv6) in the main table."""
-    with RouteSocket(netns_path) as sock:
-        oif = sock.default_route_oif()
-        link = sock.link_by_index(oif) if oif else None
+    oif = session.rtnl.default_route_oif()
+    link = session.link_by_index(oif) if oif else None
     if link is None:
         raise CNIError(
             INTERNAL,
             "no default route interface found",
-            f'the {where(netns_path)} has no default route; set "master" in the config',
+            f'the {session.where} has no default route; set "master" in the config',
         )
     return link.name
+
+
+def parent_session(call, in_container: bool) -> Session:
+    """The session where a macvlan/ipvlan/vlan master lives: CNI_NETNS with
+    `linkInContainer`, else the host. Enter it before container_session()."""
+    return Session(call.netns if in_container else None)
+
+
+def container_session(call, parent_side: Session):
+    """The session on CNI_NETNS as a context manager: `parent_side` itself when the master
+    lives in the container (it stays open for its own `with`), else a new one."""
+    return parent_side.shared() if parent_side.netns_path else Session(call.netns)
+
+
+def container_side(parent_side: Session) -> Session | None:
+    """`parent_side` when it is the container's session (linkInContainer), else None: for
+    linkcheck.check_attachment(container=...), which opens CNI_NETNS itself when given None."""
+    return parent_side if parent_side.netns_path else None
 
 
 def require_configured_master(conf) -> None:
     """STATUS beyond upstream: a configured host master (`master`, not `linkInContainer`) that
     is gone means no new container can join the network (code 50)."""
     master, in_container = conf.master, conf.linkInContainer
-    if master and not in_container and lookup(None, master) is None:
+    if not master or in_container:
+        return
+    with Session() as host:
+        missing = host.link(master) is None
+    if missing:
         raise CNIError(
             PLUGIN_NOT_AVAILABLE,
             f'master interface "{master}" does not exist',
@@ -129,7 +99,6 @@ def require_configured_master(conf) -> None:
 
 
 # -- creating and removing -----------------------------------------------------------------
-
 
 # IFLA_INFO_DATA of the child link kinds: attribute numbers, and the macvlan mode values.
 MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
@@ -157,14 +126,11 @@ def _kind_data(kind: str, settings: dict) -> bytes:
     return data
 
 
-def kind_data(netns_path: str, name: str) -> dict:
+def kind_data(link: Link) -> dict:
     """The kind-specific settings of a link, named as pyroute2 names them
     ({"IFLA_MACVLAN_MODE": "bridge"}, {"IFLA_IPVLAN_MODE": 0}, {"IFLA_VLAN_ID": 100})."""
     import struct
 
-    link = lookup(netns_path, name)
-    if link is None:
-        return {}
     data = link.info_data
     if link.kind == "macvlan" and IFLA_MACVLAN_MODE in data:
         mode = struct.unpack("=I", data[IFLA_MACVLAN_MODE])[0]
@@ -187,164 +153,104 @@ def _create_error(kind: str, err, explain: dict | None) -> CNIError:
 
 def create_child(
     kind: str,
-    netns_path: str,
+    parent_side: Session,
+    container: Session,
     ifname: str,
-    master,
+    master: Link,
     *,
-    master_in_container: bool = False,
     mtu: int = 0,
     mac: str = "",
     explain: dict | None = None,
     **settings,
-) -> dict:
-    """Create a `kind` link on `master` inside the container netns and name it `ifname`.
+) -> Link:
+    """Create a `kind` link on `master` (which lives in `parent_side`: the host session, or
+    the container's with linkInContainer) inside `container`, named `ifname`.
 
     The link is born in the container netns under a temporary name and renamed there, so a
-    host link called like CNI_IFNAME never clashes. Returns the result interface entry.
-    `explain` maps an errno of the create call to a hint for the operator.
+    host link called like CNI_IFNAME never clashes. `explain` maps an errno of the create call
+    to a hint for the operator.
     """
     temp = temp_name()
     data = _kind_data(kind, settings)
+    target: dict = {} if parent_side is container else {"netns_fd": container.netns_fd}
     try:
-        if master_in_container:
-            with RouteSocket(netns_path) as sock:
-                sock.add_link(temp, kind, mtu=mtu, mac=mac, data=data, parent=master.index)
-        else:
-            target = netns.open_netns(netns_path)
-            try:
-                with RouteSocket() as sock:
-                    sock.add_link(
-                        temp,
-                        kind,
-                        mtu=mtu,
-                        mac=mac,
-                        data=data,
-                        parent=master.index,
-                        netns_fd=target,
-                    )
-            finally:
-                os.close(target)
+        parent_side.rtnl.add_link(
+            temp, kind, mtu=mtu, mac=mac, data=data, parent=master.index, **target
+        )
     except OSError as err:
         raise _create_error(kind, err, explain) from None
-    return _rename_new_link(netns_path, temp, ifname, kind)
-
-
-def create_for(call, kind: str, master, conf, **settings) -> dict:
-    """create_child for a plugin call: in CNI_NETNS as CNI_IFNAME, with the config's
-    `linkInContainer` and `mtu` (macvlan, ipvlan and vlan all have both)."""
-    return create_child(
-        kind,
-        call.netns,
-        call.ifname,
-        master,
-        master_in_container=conf.linkInContainer,
-        mtu=conf.mtu,
-        **settings,
+    link = container.require(
+        temp, f'failed to find the new {kind} "{temp}" in {container.netns_path}'
     )
+    _rename_new_link(container, link, ifname, kind)
+    return link
 
 
-def create_in(netns_path: str, ifname: str, kind: str) -> dict:
+def create_for(
+    call, kind: str, parent_side: Session, container: Session, master: Link, conf, **settings
+) -> Link:
+    """create_child for a plugin call: CNI_IFNAME with the config's `mtu` (macvlan, ipvlan
+    and vlan all have it)."""
+    return create_child(kind, parent_side, container, call.ifname, master, mtu=conf.mtu, **settings)
+
+
+def create_in(container: Session, ifname: str, kind: str) -> Link:
     """Create a standalone link (dummy) directly under its final name in the netns."""
-    with RouteSocket(netns_path) as sock:
-        try:
-            sock.add_link(ifname, kind)
-        except OSError as err:
-            raise _create_error(
-                kind, err, {errno.EEXIST: _name_taken(ifname, netns_path)}
-            ) from None
-        link = sock.link(ifname)
-    return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
-
-
-def _name_taken(ifname: str, netns_path: str) -> str:
-    return f'an interface named "{ifname}" already exists in the {where(netns_path)}'
-
-
-def _rename_new_link(netns_path: str, temp: str, ifname: str, kind: str) -> dict:
-    with RouteSocket(netns_path) as sock:
-        link = require(sock, temp, f'failed to find the new {kind} "{temp}" in {netns_path}')
-        try:
-            sock.set_link(link.index, name=ifname)
-        except OSError as err:
-            try:
-                sock.delete_link(link.index)
-            except OSError:
-                pass
-            details = _name_taken(ifname, netns_path) if err.errno == errno.EEXIST else ""
-            raise CNIError(
-                INTERNAL, f'failed to rename {kind} to "{ifname}": {strerror(err)}', details
-            ) from None
-        link = sock.link(ifname)
-    return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
-
-
-def delete(netns_path: str, ifname: str) -> bool:
-    """Remove `ifname` from the netns; False when there was nothing to remove.
-
-    DEL is idempotent: no netns path, a netns that is gone and a missing link are all fine.
-    It runs for every container teardown, so it speaks rtnetlink through libcni.kernel.rtnl (the
-    standard library) instead of paying for the pyroute2 import.
-    """
-    if not netns_path or not netns.exists(netns_path):
-        return False
     try:
-        with RouteSocket(netns_path) as sock:
-            link = sock.link(ifname) if len(ifname.encode()) <= 15 else None
-            if link is None:
-                return False
-            sock.delete_link(link.index)
-    except netns.NetnsMissing:
-        return False
+        container.rtnl.add_link(ifname, kind)
     except OSError as err:
-        if err.errno == errno.ENODEV:
-            return False
-        raise CNIError(INTERNAL, f'failed to delete "{ifname}": {strerror(err)}') from None
-    return True
+        raise _create_error(kind, err, {errno.EEXIST: _name_taken(ifname, container)}) from None
+    return container.require(ifname, f'failed to find the new {kind} "{ifname}"')
 
 
-def set_up(netns_path: str, ifname: str) -> None:
-    with RouteSocket(netns_path) as sock:
-        link = require(sock, ifname, f'failed to find interface "{ifname}" in {netns_path}')
-        change(sock, link.index, f'set "{ifname}" up', state="up")
+def _name_taken(ifname: str, session: Session) -> str:
+    return f'an interface named "{ifname}" already exists in the {session.where}'
 
 
-def notify_neighbours(netns_path: str, ifname: str, ipv6: bool = True) -> None:
-    """Announce the new MAC on up/address changes (gratuitous ARP, unsolicited NA).
+def _rename_new_link(container: Session, link: Link, ifname: str, kind: str) -> None:
+    try:
+        container.set_link(
+            link,
+            f'failed to rename {kind} to "{ifname}"',
+            exists=_name_taken(ifname, container),
+            name=ifname,
+        )
+    except CNIError:
+        container.delete_link(link)
+        raise
 
-    Best effort like upstream: a kernel without IPv6 simply lacks the second key.
+
+def delete(session: Session | None, ifname: str) -> bool:
+    """Remove `ifname` from the session's netns; False when there was nothing to remove.
+
+    DEL is idempotent: no session (no netns path, or a netns that is gone) and a missing link
+    are both fine.
     """
+    if session is None:
+        return False
+    link = session.link(ifname)
+    if link is None:
+        return False
+    return session.delete_link(link)
+
+
+def announce_settings(ifname: str, ipv6: bool = True) -> list:
+    """The sysctls that announce a new MAC on up/address changes (gratuitous ARP, unsolicited
+    NA): best effort like upstream, for iface.configure(settings=...)."""
     keys = [sysctl.iface_key("ipv4", ifname, "arp_notify")]
     if ipv6:
         keys.append(sysctl.iface_key("ipv6", ifname, "ndisc_notify"))
-    with netns.entered(netns_path):
-        for key in keys:
-            try:
-                sysctl.write(key, "1")
-            except OSError:
-                pass
+    return [(key, "1") for key in keys]
 
 
-# pyroute2-style change names (kept by the callers) -> RouteSocket.set_link keywords.
-_CHANGES = {
-    "mtu": "mtu",
-    "address": "mac",
-    "ifname": "name",
-    "master": "master",
-    "ifalias": "alias",
-    "net_ns_fd": "netns_fd",
-}
+def write_best_effort(settings) -> None:
+    """Write (key, value) sysctls in this thread's netns, skipping keys the kernel lacks."""
+    for key, value in settings:
+        try:
+            sysctl.write(key, value)
+        except OSError:
+            pass
 
 
-def change(sock, index: int, what: str, **changes) -> None:
-    """Apply pyroute2-style `changes` (mtu, address, ifname, master, state, ...) to link `index`;
-    a kernel refusal becomes the CNI error "failed to <what>: <reason>"."""
-    settings = {_CHANGES[k]: v for k, v in changes.items() if k != "state"}
-    if "state" in changes:
-        settings["up"] = changes["state"] == "up"
-    try:
-        sock.set_link(index, **settings)
-    except OSError as err:
-        details = ""
-        if error_code(err) == errno.EEXIST and "ifname" in changes:
-            details = f'an interface named "{changes["ifname"]}" already exists there'
-        raise CNIError(INTERNAL, f"failed to {what}: {strerror(err)}", details) from None
+def set_up(session: Session, link: Link) -> None:
+    session.set_link(link, f'failed to set "{link.name}" up', up=True)

@@ -8,6 +8,9 @@ through ctypes instead of pyroute2's helpers, which fork and may create a missin
 import os
 
 from libcni.protocol.errors import INTERNAL, CNIError
+from libcni.protocol.netnsid import CURRENT_NETNS, is_current_netns
+
+__all__ = ["is_current_netns"]  # it lives with the protocol, which checks CNI_NETNS with it
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs fd: which kind of namespace it is
@@ -61,20 +64,7 @@ def open_netns(path: str) -> int:
 
 
 def current_netns_path() -> str:
-    return "/proc/thread-self/ns/net"
-
-
-def _identity(path: str) -> tuple:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino)
-
-
-def is_current_netns(path: str) -> bool:
-    """True when `path` names the netns this thread is in. A missing path is not."""
-    try:
-        return _identity(path) == _identity(current_netns_path())
-    except OSError:
-        return False
+    return CURRENT_NETNS
 
 
 def exists(path: str) -> bool:

@@ -39,10 +39,18 @@ from libcni.protocol.errors import INTERNAL, CNIError
 MAX_NAME = 15  # IFNAMSIZ - 1: a longer name can never exist, so no request is sent
 
 
+def error_code(err: BaseException) -> int | None:
+    """The errno of an OSError or a pyroute2 NetlinkError."""
+    code = getattr(err, "code", None)
+    if not isinstance(code, int):
+        code = getattr(err, "errno", None)
+    return code if isinstance(code, int) else None
+
+
 def strerror(err: BaseException) -> str:
     """An OS or netlink error worded like Go prints it ("file exists")."""
-    code = getattr(err, "errno", None)
-    if isinstance(code, int) and code > 0:
+    code = error_code(err)
+    if code and code > 0:
         text = os.strerror(code)
         return text[:1].lower() + text[1:]
     return str(err)
@@ -55,20 +63,27 @@ class Session:
     # for every session and audit("lookup", netns_path, name) for every lookup by name.
     audit = None
 
-    def __init__(self, netns_path: str | None = None, *, socket_class=RouteSocket):
+    def __init__(self, netns_path: str | None = None, *, socket_class=None, netns_fd: int = -1):
         self.netns_path = netns_path or None
-        self._fd = -1
+        self._fd = netns_fd  # given: the caller's to close (an anonymous netns); else ours
         self._owns_fd = False
-        if self.netns_path is not None:
+        if self.netns_path is not None and self._fd < 0:
             self._fd = netns.open_netns(self.netns_path)
             self._owns_fd = True
         try:
-            self.rtnl = socket_class(self._fd if self._fd >= 0 else None)
+            where = self._fd if self._fd >= 0 else None
+            self.rtnl = RouteSocket(where) if socket_class is None else socket_class(where)
         except BaseException:
             self._close_fd()
             raise
         if Session.audit is not None:
             Session.audit("open", self.netns_path)
+
+    @classmethod
+    def on_fd(cls, netns_fd: int, label: str) -> "Session":
+        """A session on an open netns fd that has no path (host-device's temporary netns);
+        `label` names it in messages. The fd stays the caller's."""
+        return cls(label, netns_fd=netns_fd)
 
     @classmethod
     def existing(cls, netns_path: str | None, **kwargs) -> "Session | None":
@@ -104,6 +119,11 @@ class Session:
         if self.netns_path is None:
             return _Here()
         return netns.entered(self._fd)
+
+    def shared(self) -> "_Borrowed":
+        """This session as a context manager that does not close it: for a `with` that opens
+        a session or reuses one (a master that lives in the container with linkInContainer)."""
+        return _Borrowed(self)
 
     def close(self) -> None:
         self.rtnl.close()
@@ -218,6 +238,17 @@ class Session:
     def routes(self, family: int) -> list:
         """(dst "net/len", table, [gateway or None per hop]) of every route of `family`."""
         return self.rtnl.routes(family)
+
+
+class _Borrowed:
+    def __init__(self, session: Session):
+        self.session = session
+
+    def __enter__(self) -> Session:
+        return self.session
+
+    def __exit__(self, *exc):
+        return False
 
 
 class _Here:

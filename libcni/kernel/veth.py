@@ -1,64 +1,61 @@
 """veth pairs for bridge and ptp (upstream's ip.SetupVeth): the container end is created inside
-the container netns under CNI_IFNAME, its peer is born directly in the host netns (the one the
-plugin runs in) under a random `vethXXXXXXXX` name. Spoken through libcni.kernel.rtnl: this runs on
-every ADD and must not pay for pyroute2.
+the container netns under CNI_IFNAME, its peer is born directly in the host netns under a random
+`vethXXXXXXXX` name. Spoken through the kernel sessions of the call: this runs on every ADD and
+must not pay for pyroute2.
 """
 
 import errno
-import os
 
-from libcni.kernel import links, netns, sysctl
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel import links, sysctl
+from libcni.kernel.rtnl import Link, RouteSocket
+from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import INTERNAL, CNIError
 
 NAME_ATTEMPTS = 10
 
 
-def create(netns_path: str, ifname: str, *, mtu: int = 0, mac: str = "", host_name: str = ""):
-    """Make the pair; returns (host entry, container entry) as result interface dicts.
+def create(
+    host: Session,
+    container: Session,
+    ifname: str,
+    *,
+    mtu: int = 0,
+    mac: str = "",
+    host_name: str = "",
+) -> tuple[Link, Link]:
+    """Make the pair; returns (host end, container end).
 
     A clash of the random host name is retried (10 attempts, like upstream); a clash of the
     container name is an error the operator can act on. The host end is up, the container end
-    is left down for ConfigureIface.
+    is left down for ConfigureIface. `container` may be `host` itself (a bridge's VLAN gateway).
     """
-    host_fd = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with RouteSocket(netns_path) as inside:
-            for _ in range(NAME_ATTEMPTS):
-                peer = host_name or links.temp_name()
-                if _make_pair(inside, ifname, peer, host_fd, mtu, mac):
-                    break
-                if host_name or inside.link(ifname) is not None:
-                    where = "host" if host_name else "container"
-                    raise CNIError(
-                        INTERNAL,
-                        f'container veth name ("{ifname}") peer provided ("{peer}") already exists',
-                        f'an interface named "{peer if host_name else ifname}" already exists '
-                        f"in the {where} netns",
-                    )
-            else:
-                raise CNIError(INTERNAL, "failed to find a unique veth name")
-            container = inside.link(ifname)
-    finally:
-        os.close(host_fd)
-    with RouteSocket() as here:
-        host = links.require(here, peer, f'failed to lookup "{peer}" in the host netns')
-        links.change(here, host.index, f'set "{peer}" up', state="up")
+    for _ in range(NAME_ATTEMPTS):
+        peer = host_name or links.temp_name()
+        if _make_pair(container, ifname, peer, host.netns_fd, mtu, mac):
+            break
+        if host_name or container.link(ifname) is not None:
+            where = "host" if host_name else "container"
+            raise CNIError(
+                INTERNAL,
+                f'container veth name ("{ifname}") peer provided ("{peer}") already exists',
+                f'an interface named "{peer if host_name else ifname}" already exists '
+                f"in the {where} netns",
+            )
+    else:
+        raise CNIError(INTERNAL, "failed to find a unique veth name")
+    container_end = container.require(ifname, f'failed to lookup "{ifname}" in the container')
+    host_end = host.require(peer, f'failed to lookup "{peer}" in the host netns')
+    host.set_link(host_end, f'failed to set "{peer}" up', up=True)
     # Router advertisements arriving on a host port must not configure the host.
-    try:
-        sysctl.write(sysctl.iface_key("ipv6", peer, "accept_ra"), "0")
-    except OSError:
-        pass
-    return (
-        {"name": peer, "mac": host.mac},
-        {"name": ifname, "mac": container.mac if container else "", "sandbox": netns_path},
-    )
+    with host.inside():
+        links.write_best_effort([(sysctl.iface_key("ipv6", peer, "accept_ra"), "0")])
+    return host_end, container_end
 
 
-def _make_pair(sock, ifname: str, peer: str, host_fd: int, mtu: int, mac: str) -> bool:
+def _make_pair(sock: Session, ifname: str, peer: str, host_fd: int, mtu: int, mac: str) -> bool:
     """False on EEXIST (either name taken); other failures are errors."""
     try:
-        sock.add_link(
+        sock.rtnl.add_link(
             ifname,
             "veth",
             mtu=mtu,
@@ -68,40 +65,45 @@ def _make_pair(sock, ifname: str, peer: str, host_fd: int, mtu: int, mac: str) -
     except OSError as err:
         if err.errno == errno.EEXIST:
             return False
-        raise CNIError(INTERNAL, f"failed to make veth pair: {links.strerror(err)}") from None
+        raise CNIError(INTERNAL, f"failed to make veth pair: {strerror(err)}") from None
     return True
 
 
-def delete_collecting_addresses(netns_path: str, ifname: str) -> list | None:
+def delete_collecting_addresses(container: Session | None, ifname: str) -> list | None:
     """Delete the container end (its peer goes with it); return its global addresses as
     "ip/prefix" strings, [] when the link was already gone, None when the netns is gone."""
-    if not netns.exists(netns_path):
+    if container is None:
         return None
+    link = container.link(ifname)
+    if link is None:
+        return []
     try:
-        with RouteSocket(netns_path) as sock:
-            link = sock.link(ifname) if len(ifname.encode()) <= 15 else None
-            if link is None:
-                return []
-            found = [a for a in sock.addresses(link.index) if _is_global(a)]
-            sock.delete_link(link.index)
-    except netns.NetnsMissing:
-        return None
+        found = [a for a in container.addresses(link) if _is_global(a)]
     except OSError as err:
         if err.errno == errno.ENODEV:
             return []
-        raise CNIError(INTERNAL, f'failed to delete "{ifname}": {links.strerror(err)}') from None
+        raise CNIError(INTERNAL, f'failed to delete "{ifname}": {strerror(err)}') from None
+    if not container.delete_link(link):
+        return []
     return found
 
 
+def global_addresses_of(container: Session, link: Link) -> list:
+    """The link's global addresses ("ip/prefix")."""
+    return [a for a in container.addresses(link) if _is_global(a)]
+
+
 def global_addresses(netns_path: str, ifname: str) -> list:
-    """The container end's global addresses ("ip/prefix"); [] when the link or netns is gone."""
-    if not netns_path or not netns.exists(netns_path):
-        return []
+    """The container end's global addresses ("ip/prefix"); [] when the link or netns is gone.
+    (For callers without a session of their own; opens one.)"""
     try:
-        with RouteSocket(netns_path) as sock:
-            link = sock.link(ifname) if len(ifname.encode()) <= 15 else None
-            return [a for a in sock.addresses(link.index) if _is_global(a)] if link else []
-    except (netns.NetnsMissing, OSError):
+        container = Session.existing(netns_path)
+        if container is None:
+            return []
+        with container:
+            link = container.link(ifname)
+            return global_addresses_of(container, link) if link else []
+    except (CNIError, OSError):
         return []
 
 

@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from libcni.protocol.skel import node_config_path
+from libcni.protocol.nodeconfig import node_config_path
 
 DEFAULT_MAX_SIZE = 10 << 20
 LEVELS = {"off": 0, "none": 0, "error": 1, "warning": 1, "warn": 1, "info": 2, "debug": 3}

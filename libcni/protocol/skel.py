@@ -23,6 +23,7 @@ from libcni.protocol.errors import (
 )
 from libcni.protocol.gojson import indent, quote, quote_list, version_info
 from libcni.protocol.names import validate_container_id, validate_ifname, validate_network_name
+from libcni.protocol.nodeconfig import node_config_path
 from libcni.protocol.version import json_kind
 
 ADD, CHECK, DEL, GC, STATUS, VERSION = "ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION"
@@ -41,7 +42,6 @@ ENV_CONTRACT: tuple = (
 
 # Node-wide defaults (call logs) for runtimes that cannot add keys to a config; PYCNI_CONFIG
 # points elsewhere (tests, read-only /etc).
-NODE_CONFIG = "/etc/cni/pycni.json"
 
 # GC's list of attachments still in use, and libcni's legacy alias for it.
 VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
@@ -239,7 +239,7 @@ def _check_not_own_netns(call: Call) -> None:
     """Refuse to configure the plugin's own netns: upstream checks after the fact, we first."""
     if not call.netns or call.netns_override.upper() == "TRUE" or call.netns_override == "1":
         return
-    from libcni.kernel.netns import is_current_netns
+    from libcni.protocol.netnsid import is_current_netns
 
     if is_current_netns(call.netns):
         raise CNIError(
@@ -290,10 +290,6 @@ def _run(plugin: Plugin, env, stdin, stdout, stderr) -> int:
         except OSError as err:
             raise CNIError(IO_FAILURE, f"error writing result: {err.strerror}") from None
     return 0
-
-
-def node_config_path(env) -> str:
-    return env.get("PYCNI_CONFIG") or NODE_CONFIG
 
 
 class _Tap:

@@ -6,7 +6,8 @@ isolation, VLANs or a MAC spoof check. Without IPAM the container gets a plain L
 """
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, linkcheck, links, macaddr, netns, sysctl, veth
+from libcni.kernel import iface, linkcheck, links, macaddr, sysctl, veth
+from libcni.kernel.session import Session
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
 from libcni.protocol.config import MTU, Int32, LinkName, NetConf, Struct, dns_if_set
@@ -117,23 +118,27 @@ def add(call: skel.Call) -> Result:
     backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
     filtering = bool(conf.vlan or conf.vlanTrunk is not None)
     # Unlike upstream, a failed ADD also removes the veth it made, and the bridge if it made it.
-    with Rollback() as undo:
+    with Session() as host, Session(call.netns) as container, Rollback() as undo:
         bridge = bridging.ensure_bridge(
+            host,
             conf.bridge,
             mtu=conf.mtu,
             promisc=conf.promiscMode,
             vlan_filtering=filtering,
             undo=undo,
         )
-        host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu, mac=container_mac)
-        undo.push(links.delete, call.netns, call.ifname)
+        host_veth, container_veth = veth.create(
+            host, container, call.ifname, mtu=conf.mtu, mac=container_mac
+        )
+        undo.push(container.delete_link, container_veth)
         result = Result(call.cni_version)
         result.add_interface(bridge.name, bridge.mac)
-        result.add_interface(**host)
-        result.add_interface(**container)
+        result.add_interface(host_veth.name, host_veth.mac)
+        result.add_interface(**links.interface_entry(container_veth, container))
         bridging.attach_port(
-            conf.bridge,
-            host["name"],
+            host,
+            bridge,
+            host_veth,
             hairpin=conf.hairpinMode,
             isolated=conf.portIsolation,
             vlan=conf.vlan,
@@ -141,56 +146,53 @@ def add(call: skel.Call) -> Result:
             preserve_default_vlan=conf.preserveDefaultVlan,
         )
         if conf.macspoofchk:
-            spoofcheck.setup(host["name"], container["mac"], call.container_id, call.ifname)
+            spoofcheck.setup(host_veth.name, container_veth.mac, call.container_id, call.ifname)
             undo.push(spoofcheck.teardown, call.container_id, call.ifname)
         if kind:
             allocated = ipam.allocate(call, kind, undo)
             result.ips, result.routes, result.dns = allocated.ips, allocated.routes, allocated.dns
             gateways = bridging.plan_gateways(result, conf.isGateway, conf.isDefaultGateway)
-            prepare_container(call.netns, call.ifname, conf.enabledad)
-            iface.configure(call.netns, call.ifname, result)
+            iface.configure(
+                container, container_veth, result, container_sysctls(call.ifname, conf.enabledad)
+            )
             if conf.isGateway:
-                serve_gateways(conf, gateways, result)
+                serve_gateways(host, bridge, conf, gateways, result)
             if conf.ipMasq:
                 masq.setup_undoably(undo, backend, conf.name, call, result, masq_exclude)
         elif not conf.disableContainerInterface:
-            links.set_up(call.netns, call.ifname)
+            links.set_up(container, container_veth)
         if not conf.disableContainerInterface:
-            bridging.wait_port_up(host["name"])
-    result.interfaces[1]["mac"] = bridging.current_mac(host["name"])
-    result.interfaces[0]["mac"] = bridging.current_mac(conf.bridge)
+            bridging.wait_port_up(host, host_veth)
+        result.interfaces[1]["mac"] = host.refresh(host_veth).mac
+        result.interfaces[0]["mac"] = host.refresh(bridge).mac
     dns = dns_if_set(conf)
     if dns is not None:
         result.dns = parse_dns(dns)
     return result
 
 
-def prepare_container(netns_path: str, ifname: str, enable_dad: bool) -> None:
+def container_sysctls(ifname: str, enable_dad: bool) -> list:
     """IPv6 DAD off unless asked for (it delays pod start), gratuitous ARP on."""
     wanted = [("ipv6", "accept_dad", "1" if enable_dad else "0"), ("ipv4", "arp_notify", "1")]
     if enable_dad:
         wanted.insert(0, ("ipv6", "enhanced_dad", "1"))
-    with netns.entered(netns_path):
-        for family, key, value in wanted:
-            try:
-                sysctl.write(sysctl.iface_key(family, ifname, key), value)
-            except OSError:
-                pass  # best effort, as upstream: a kernel without IPv6 lacks the keys
+    return [(sysctl.iface_key(family, ifname, key), value) for family, key, value in wanted]
 
 
-def serve_gateways(conf: BridgeConf, gateways: dict, result: Result) -> None:
+def serve_gateways(
+    host: Session, bridge: links.Link, conf: BridgeConf, gateways: dict, result: Result
+) -> None:
     """Gateway addresses on the bridge (or on its `<bridge>.<vlan>` port), forwarding on."""
     for version in (4, 6):
         for gateway, prefixlen in gateways[version]:
-            device = conf.bridge
+            device = bridge
             if conf.vlan:
-                entry = bridging.ensure_vlan_gateway(
-                    conf.bridge, conf.vlan, conf.preserveDefaultVlan
+                device = bridging.ensure_vlan_gateway(
+                    host, bridge, conf.vlan, conf.preserveDefaultVlan
                 )
-                device = entry["name"]
-                if all(i["name"] != device for i in result.interfaces):
-                    result.add_interface(**entry)
-            bridging.ensure_address(device, gateway, prefixlen, conf.forceAddress)
+                if all(i["name"] != device.name for i in result.interfaces):
+                    result.add_interface(device.name, device.mac)
+            bridging.ensure_address(host, device, gateway, prefixlen, conf.forceAddress)
         if gateways[version]:
             sysctl.enable_forwarding(version)
 
@@ -198,8 +200,10 @@ def serve_gateways(conf: BridgeConf, gateways: dict, result: Result) -> None:
 def delete(call: skel.Call) -> None:
     conf = load_conf(call)
     addresses = None
-    if call.netns:
-        addresses = veth.delete_collecting_addresses(call.netns, call.ifname)
+    container = Session.existing(call.netns)
+    if container is not None:
+        with container:
+            addresses = veth.delete_collecting_addresses(container, call.ifname)
     ipam.release_then(call, conf, _remove_host_rules, conf, call, addresses)
 
 
@@ -219,8 +223,9 @@ def check(call: skel.Call) -> None:
     ipam.check_configured(call, conf)  # upstream calls IPAM CHECK even for L2-only and fails
 
     def bridge_and_port(previous, link) -> None:
-        bridging.check_bridge(previous, conf.bridge, conf.promiscMode)
-        bridging.check_host_port(previous, conf.bridge, link)
+        with Session() as host:
+            bridge = bridging.check_bridge(host, previous, conf.bridge, conf.promiscMode)
+            bridging.check_host_port(host, previous, bridge, link)
 
     linkcheck.check_attachment(call, "veth", extra=bridge_and_port, addresses=bool(kind))
 

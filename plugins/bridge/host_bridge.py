@@ -9,7 +9,8 @@ import ipaddress
 import time
 
 from libcni.kernel import links, sysctl
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel.rtnl import Link, RouteSocket
+from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import INTERNAL, CNIError
 
 # Bridge VLAN flags (BRIDGE_VLAN_INFO_*): the port's native VLAN and "send untagged".
@@ -21,77 +22,63 @@ PORT_UP_WAITS = (0, 2, 5, 10, 33, 500, 1000, 1000)
 
 
 def ensure_bridge(
-    name: str, *, mtu: int = 0, promisc: bool = False, vlan_filtering: bool = False, undo=None
-):
+    host: Session,
+    name: str,
+    *,
+    mtu: int = 0,
+    promisc: bool = False,
+    vlan_filtering: bool = False,
+    undo=None,
+) -> Link:
     """The bridge `name`, created if missing (MTU and VLAN filtering apply only then), up.
     A bridge this call created is removed again by `undo` if the ADD fails and no port joined."""
-    with RouteSocket() as sock:
-        try:
-            sock.add_link(name, "bridge", mtu=mtu, data=RouteSocket.bridge_data(vlan_filtering))
-            if undo is not None:
-                undo.push(_delete_if_unused, name)
-        except OSError as err:
-            if err.errno != errno.EEXIST:
-                details = ""
-                if vlan_filtering and err.errno == errno.EOPNOTSUPP:
-                    details = (
-                        "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
-                    )
-                raise CNIError(
-                    INTERNAL,
-                    f'failed to create bridge "{name}": could not add "{name}": '
-                    f"{links.strerror(err)}",
-                    details,
-                ) from None
-        bridge = require_bridge(sock, name)
-        if promisc and not bridge.flags & IFF_PROMISC:
-            _set(sock, bridge.index, f'set promiscuous mode on "{name}"', promisc=True)
-        try:
-            sysctl.write(sysctl.iface_key("ipv6", name, "accept_ra"), "0")
-        except OSError:
-            pass
-        if not bridge.up:
-            _set(sock, bridge.index, f'set "{name}" up', up=True)
-        return sock.link(name)
-
-
-def _delete_if_unused(name: str) -> None:
-    import os
-
+    created = False
     try:
-        ports = os.listdir(f"/sys/class/net/{name}/brif")
-    except OSError:
-        return
-    if not ports:  # another ADD may have joined it meanwhile: then it stays
-        with RouteSocket() as sock:
-            link = sock.link(name)
-            if link is not None:
-                sock.delete_link(link.index)
-
-
-def require_bridge(sock, name: str):
-    link = sock.link(name)
-    if link is None:
-        raise CNIError(INTERNAL, f'could not lookup "{name}": link not found')
-    if link.kind != "bridge":
+        host.rtnl.add_link(name, "bridge", mtu=mtu, data=RouteSocket.bridge_data(vlan_filtering))
+        created = True
+    except OSError as err:
+        if err.errno != errno.EEXIST:
+            details = ""
+            if vlan_filtering and err.errno == errno.EOPNOTSUPP:
+                details = "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)"
+            raise CNIError(
+                INTERNAL,
+                f'failed to create bridge "{name}": could not add "{name}": {strerror(err)}',
+                details,
+            ) from None
+    bridge = host.require(name, f'could not lookup "{name}": link not found')
+    if bridge.kind != "bridge":
         raise CNIError(
             INTERNAL,
             f'"{name}" already exists but is not a bridge',
-            f'it is a {link.kind or "device without a kind"} link; pick another "bridge" name',
+            f'it is a {bridge.kind or "device without a kind"} link; pick another "bridge" name',
         )
-    return link
+    if created and undo is not None:
+        undo.push(_delete_if_unused, host, bridge)
+    if promisc and not bridge.flags & IFF_PROMISC:
+        host.set_link(bridge, f'could not set promiscuous mode on "{name}"', promisc=True)
+    with host.inside():
+        links.write_best_effort([(sysctl.iface_key("ipv6", name, "accept_ra"), "0")])
+    if not bridge.up:
+        host.set_link(bridge, f'could not set "{name}" up', up=True)
+    return bridge
 
 
-def _set(sock, index: int, what: str, **changes) -> None:
+def _delete_if_unused(host: Session, bridge: Link) -> None:
+    import os
+
     try:
-        sock.set_link(index, **changes)
-    except OSError as err:
-        raise CNIError(INTERNAL, f"could not {what}: {links.strerror(err)}") from None
+        ports = os.listdir(f"/sys/class/net/{bridge.name}/brif")
+    except OSError:
+        return
+    if not ports:  # another ADD may have joined it meanwhile: then it stays
+        host.delete_link(bridge)
 
 
 def attach_port(
-    bridge: str,
-    port: str,
+    host: Session,
+    bridge: Link,
+    port: Link,
     *,
     hairpin: bool = False,
     isolated: bool = False,
@@ -100,58 +87,47 @@ def attach_port(
     preserve_default_vlan: bool = False,
 ) -> None:
     """Enslave host link `port` to `bridge` and set its port flags and VLANs as upstream."""
-    with RouteSocket() as sock:
-        br = require_bridge(sock, bridge)
-        link = sock.link(port)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to lookup "{port}": link not found')
-        try:
-            sock.set_link(link.index, master=br.index)
-        except OSError as err:
-            raise CNIError(
-                INTERNAL,
-                f'failed to connect "{port}" to bridge {bridge}: {links.strerror(err)}',
-            ) from None
-        try:
-            data = RouteSocket.bridge_port_data(hairpin=hairpin, isolated=isolated)
-            sock.set_link(link.index, port_data=data)
-        except OSError as err:
-            raise CNIError(
-                INTERNAL, f"failed to setup hairpin mode for {port}: {links.strerror(err)}"
-            ) from None
+    host.set_link(
+        port, f'failed to connect "{port.name}" to bridge {bridge.name}', master=bridge.index
+    )
+    host.set_link(
+        port,
+        f"failed to setup hairpin mode for {port.name}",
+        port_data=RouteSocket.bridge_port_data(hairpin=hairpin, isolated=isolated),
+    )
     if vlan or trunk:
-        _port_vlans(port, link.index, vlan, trunk or [], preserve_default_vlan)
+        _port_vlans(port.name, port.index, vlan, trunk or [], preserve_default_vlan)
 
 
 def _port_vlans(port: str, index: int, vlan: int, trunk: list, preserve_default: bool) -> None:
     """Access VLAN and trunk of a host port (VLAN filtering is rare: pyroute2 does this)."""
     from pyroute2 import IPRoute
 
-    with IPRoute() as ipr:
+    with IPRoute() as pyroute:
         if not preserve_default:
-            for vid in port_vlans(ipr, index):
-                _vlan(ipr, "del", index, vid, 0, port)
+            for vid in port_vlans(pyroute, index):
+                _vlan(pyroute, "del", index, vid, 0, port)
         if vlan:
-            _vlan(ipr, "add", index, vlan, VLAN_PVID | VLAN_UNTAGGED, port)
+            _vlan(pyroute, "add", index, vlan, VLAN_PVID | VLAN_UNTAGGED, port)
         for vid in trunk:
-            _vlan(ipr, "add", index, vid, 0, port)
+            _vlan(pyroute, "add", index, vid, 0, port)
         if not vlan:
-            _vlan(ipr, "add", index, 1, VLAN_PVID | VLAN_UNTAGGED, port)
+            _vlan(pyroute, "add", index, 1, VLAN_PVID | VLAN_UNTAGGED, port)
 
 
-def _vlan(ipr, action: str, index: int, vid: int, flags: int, port: str) -> None:
+def _vlan(pyroute, action: str, index: int, vid: int, flags: int, port: str) -> None:
     try:
-        ipr.vlan_filter(action, index=index, vlan_info={"vid": vid, "flags": flags})
+        pyroute.vlan_filter(action, index=index, vlan_info={"vid": vid, "flags": flags})
     except Exception as err:
         raise CNIError(
-            INTERNAL, f'failed to setup vlan tag on interface "{port}": {links.strerror(err)}'
+            INTERNAL, f'failed to setup vlan tag on interface "{port}": {strerror(err)}'
         ) from None
 
 
-def port_vlans(ipr, index: int) -> list:
-    """The VLAN ids configured on bridge port `index`."""
+def port_vlans(pyroute, index: int) -> list:
+    """The VLAN ids configured on bridge port `index` (a pyroute2 IPRoute)."""
     found = []
-    for msg in ipr.get_vlans(index=index) if hasattr(ipr, "get_vlans") else []:
+    for msg in pyroute.get_vlans(index=index) if hasattr(pyroute, "get_vlans") else []:
         if msg["index"] != index:
             continue
         spec = msg.get("IFLA_AF_SPEC")
@@ -161,20 +137,16 @@ def port_vlans(ipr, index: int) -> list:
     return found
 
 
-def wait_port_up(port: str) -> None:
+def wait_port_up(host: Session, port: Link) -> None:
     """The host end must reach oper-state UP (the bridge port left the blocking states)."""
-    state = "unknown"
-    with RouteSocket() as sock:
-        for wait_ms in PORT_UP_WAITS:
-            time.sleep(wait_ms / 1000)
-            link = sock.link(port)
-            state = link.operstate if link else "unknown"
-            if state == "UP":
-                return
-    raise CNIError(INTERNAL, f"bridge port in error state: {state.lower()}")
+    for wait_ms in PORT_UP_WAITS:
+        time.sleep(wait_ms / 1000)
+        if host.refresh(port).operstate == "UP":
+            return
+    raise CNIError(INTERNAL, f"bridge port in error state: {port.operstate.lower()}")
 
 
-def ensure_address(device: str, gateway: str, prefixlen: int, force: bool) -> None:
+def ensure_address(host: Session, device: Link, gateway: str, prefixlen: int, force: bool) -> None:
     """Put `gateway/prefixlen` on `device` (the bridge or its VLAN gateway veth).
 
     An IPv4 bridge has one address: a different one is an error unless `force` replaces it;
@@ -184,45 +156,36 @@ def ensure_address(device: str, gateway: str, prefixlen: int, force: bool) -> No
     """
     wanted = ipaddress.ip_interface(f"{gateway}/{prefixlen}")
     family = 2 if wanted.version == 4 else 10
-    with RouteSocket() as sock:
-        link = sock.link(device)
-        if link is None:
-            raise CNIError(INTERNAL, f'could not lookup "{device}": link not found')
-        for address, length, _ in sock.address_flags(link.index, family):
-            have = ipaddress.ip_interface(f"{address}/{length}")
-            if have == wanted:
-                return
-            overlaps = wanted.ip in have.network or have.ip in wanted.network
-            if wanted.version == 6 and not overlaps or have.ip.is_link_local:
-                continue
-            if not force:
-                raise CNIError(
-                    INTERNAL,
-                    f'"{device}" already has an IP address different from {wanted}',
-                    f'it has {have}; set "forceAddress": true to replace it, or give this '
-                    "network a different bridge or subnet",
-                )
-            try:
-                sock.delete_address(link.index, address, length)
-            except OSError as err:
-                raise CNIError(
-                    INTERNAL, f'could not remove IP address from "{device}": {links.strerror(err)}'
-                ) from None
+    host.refresh(device)  # the MAC to pin is the one it has now, after ports joined
+    for address, length, _ in host.address_flags(device, family):
+        have = ipaddress.ip_interface(f"{address}/{length}")
+        if have == wanted:
+            return
+        overlaps = wanted.ip in have.network or have.ip in wanted.network
+        if wanted.version == 6 and not overlaps or have.ip.is_link_local:
+            continue
+        if not force:
+            raise CNIError(
+                INTERNAL,
+                f'"{device.name}" already has an IP address different from {wanted}',
+                f'it has {have}; set "forceAddress": true to replace it, or give this '
+                "network a different bridge or subnet",
+            )
         try:
-            sock.add_address(link.index, str(wanted.ip), prefixlen)
+            host.delete_address(device, address, length)
         except OSError as err:
-            if err.errno != errno.EEXIST:
-                raise CNIError(
-                    INTERNAL,
-                    f'could not add IP address {wanted} to "{device}": {links.strerror(err)}',
-                ) from None
-        _set(sock, link.index, "set bridge's mac", mac=link.mac)
-
-
-def current_mac(name: str) -> str:
-    with RouteSocket() as sock:
-        link = sock.link(name)
-    return link.mac if link else ""
+            raise CNIError(
+                INTERNAL, f'could not remove IP address from "{device.name}": {strerror(err)}'
+            ) from None
+    try:
+        host.add_address(device, str(wanted.ip), prefixlen)
+    except OSError as err:
+        if err.errno != errno.EEXIST:
+            raise CNIError(
+                INTERNAL,
+                f'could not add IP address {wanted} to "{device.name}": {strerror(err)}',
+            ) from None
+    host.set_link(device, "could not set bridge's mac", mac=device.mac)
 
 
 def plan_gateways(result, is_gateway: bool, is_default_gateway: bool) -> dict:
@@ -255,40 +218,33 @@ def plan_gateways(result, is_gateway: bool, is_default_gateway: bool) -> dict:
     return gateways
 
 
-def ensure_vlan_gateway(bridge: str, vlan: int, preserve_default_vlan: bool) -> dict:
+def ensure_vlan_gateway(
+    host: Session, bridge: Link, vlan: int, preserve_default_vlan: bool
+) -> Link:
     """The `<bridge>.<vlan>` veth that carries the gateway of an access-VLAN network: its peer
     is a bridge port untagged in that VLAN. Made once, shared by every container."""
-    from libcni.kernel import netns, veth
+    from libcni.kernel import veth
 
-    name = f"{bridge}.{vlan}"
-    link = links.lookup(None, name)
+    name = f"{bridge.name}.{vlan}"
+    link = host.link(name)
     if link is None:
-        here = netns.current_netns_path()
         # Both ends live here: `name` plays the container end, the random peer is the port.
-        port, _ = veth.create(here, name, mtu=_mtu(bridge))
-        attach_port(bridge, port["name"], vlan=vlan, preserve_default_vlan=preserve_default_vlan)
-        links.set_up(here, name)
-        link = links.lookup(None, name)
-    return {"name": name, "mac": link.mac if link else ""}
-
-
-def _mtu(name: str) -> int:
-    link = links.lookup(None, name)
-    return link.mtu if link else 0
+        host.refresh(bridge)  # its MTU follows the ports that joined since it was read
+        port, link = veth.create(host, host, name, mtu=bridge.mtu)
+        attach_port(host, bridge, port, vlan=vlan, preserve_default_vlan=preserve_default_vlan)
+        links.set_up(host, link)
+    return link
 
 
 # -- CHECK ---------------------------------------------------------------------------------
 
 
-def check_bridge(result, bridge: str, promisc: bool) -> None:
-    """The prevResult's bridge entry still matches the kernel's bridge."""
+def check_bridge(host: Session, result, bridge: str, promisc: bool) -> Link:
+    """The prevResult's bridge entry still matches the kernel's bridge; returns the bridge."""
     entry = next((i for i in result.interfaces if i.get("name") == bridge), None)
     if entry is None:
         raise CNIError(INTERNAL, f"CNI created bridge {bridge} in host namespace was not found")
-    with RouteSocket() as sock:
-        link = sock.link(bridge)
-    if link is None:
-        raise CNIError(INTERNAL, f"Error: Bridge interface {bridge} not found")
+    link = host.require(bridge, f"Error: Bridge interface {bridge} not found")
     if link.kind != "bridge":
         raise CNIError(INTERNAL, f"Error: Bridge interface {bridge} not of type bridge")
     if entry.get("mac") and entry["mac"].lower() != link.mac.lower():
@@ -299,20 +255,19 @@ def check_bridge(result, bridge: str, promisc: bool) -> None:
             f"Bridge interface {bridge} promiscuous mode is {'off' if promisc else 'on'}, "
             f"config wants it {'on' if promisc else 'off'}",
         )
+    return link
 
 
-def check_host_port(result, bridge: str, container_link) -> None:
+def check_host_port(host: Session, result, bridge: Link, container_link: Link) -> None:
     """Some host veth of the prevResult is the container veth's peer and a port of `bridge`."""
-    with RouteSocket() as sock:
-        br = sock.link(bridge)
-        for entry in result.interfaces:
-            name = entry.get("name", "")
-            if entry.get("sandbox") or name == bridge or len(name.encode()) > 15:
-                continue
-            link = sock.link(name)
-            if link is None or link.kind != "veth" or link.index != container_link.peer:
-                continue
-            if br is None or link.master != br.index:
-                raise CNIError(INTERNAL, f"Interface {link.name} is not a port of bridge {bridge}")
-            return
-    raise CNIError(INTERNAL, f"CNI veth created for bridge {bridge} was not found")
+    for entry in result.interfaces:
+        name = entry.get("name", "")
+        if entry.get("sandbox") or name == bridge.name:
+            continue
+        link = host.link(name)
+        if link is None or link.kind != "veth" or link.index != container_link.peer:
+            continue
+        if link.master != bridge.index:
+            raise CNIError(INTERNAL, f"Interface {link.name} is not a port of bridge {bridge.name}")
+        return
+    raise CNIError(INTERNAL, f"CNI veth created for bridge {bridge.name} was not found")

@@ -6,6 +6,7 @@ in the container netns under CNI_IFNAME; IPAM is required. Needs the kernel's du
 
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
@@ -25,14 +26,14 @@ def ipam_type(conf: NetConf) -> str:
 
 def add(call: skel.Call) -> Result:
     kind = ipam_type(call.load())
-    with Rollback() as undo:
-        created = links.create_in(call.netns, call.ifname, "dummy")
-        undo.push(links.delete, call.netns, call.ifname)
+    with Session(call.netns) as container, Rollback() as undo:
+        link = links.create_in(container, call.ifname, "dummy")
+        undo.push(container.delete_link, link)
         result = ipam.allocate(call, kind, undo)
         result.cni_version = call.cni_version
-        result.interfaces = [created]
+        result.interfaces = [links.interface_entry(link, container)]
         result.ips = [dict(ip, interface=0) for ip in result.ips]
-        iface.configure(call.netns, call.ifname, result)
+        iface.configure(container, link, result)
     return result  # routes and dns as the IPAM returned them (upstream ignores config dns)
 
 

@@ -9,7 +9,8 @@ import glob
 import os
 
 from libcni.delegation import ipam
-from libcni.kernel import iface, linkcheck, links, macaddr, netns
+from libcni.kernel import iface, linkcheck, links, macaddr
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.config import LinkName, NetConf, Path, Struct, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
@@ -90,14 +91,14 @@ def first_netdev(directory: str) -> str:
     return names[0]
 
 
-def host_device_name(selection: Selection) -> str:
+def host_device_name(selection: Selection, host: Session) -> str:
     """The host-side name of the chosen device, in upstream's order of precedence."""
     conf = selection.conf
     if conf.device:
         return conf.device
     if conf.hwaddr:
         mac = macaddr.parse_mac(conf.hwaddr, 'config "hwaddr"')
-        found = links.lookup_by_mac(None, mac)
+        found = links.find_by_mac(host, mac)
         if found is None:
             raise CNIError(INTERNAL, f"failed to find host device: no interface has MAC {mac}")
         return found.name
@@ -124,27 +125,30 @@ def add(call: skel.Call) -> Result:
     conf = selection.conf
     result = Result(call.cni_version)
     kind = ipam.type_of(conf)
-    with Rollback() as undo:
-        if selection.dpdk:
-            os.close(netns.open_netns(call.netns))  # the netns must exist even if nothing moves
-            result.add_interface(call.ifname, sandbox=call.netns)
-        else:
-            name = host_device_name(selection)
-            if links.lookup(None, name) is None:
-                raise CNIError(
-                    INTERNAL,
-                    f'failed to find host device: link "{name}" not found',
-                    "is it already in use by another container?",
-                )
-            result.add_interface(**move.move_in(name, call.netns, call.ifname))
-            undo.push(move.move_out, call.netns, call.ifname, conf.device)
-        if not kind:
-            return result
-        allocated = ipam.allocate(call, kind, undo)
-        result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-        result.routes = allocated.routes
-        if not selection.dpdk:
-            iface.configure(call.netns, call.ifname, result)
+    with Session() as host:
+        device = None
+        if not selection.dpdk:  # a DPDK device has no netdev: nothing moves
+            name = host_device_name(selection, host)
+            device = host.require(
+                name,
+                f'failed to find host device: link "{name}" not found',
+                "is it already in use by another container?",
+            )
+        # The netns must exist even if nothing moves.
+        with Session(call.netns) as container, Rollback() as undo:
+            if device is None:
+                result.add_interface(call.ifname, sandbox=call.netns)
+            else:
+                move.move_in(host, container, device, call.ifname)
+                result.add_interface(**links.interface_entry(device, container))
+                undo.push(move.move_out, host, container, device, conf.device)
+            if not kind:
+                return result
+            allocated = ipam.allocate(call, kind, undo)
+            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+            result.routes = allocated.routes
+            if device is not None:
+                iface.configure(container, device, result)
     result.dns = config_dns(conf)
     return result
 
@@ -157,11 +161,16 @@ def delete(call: skel.Call) -> None:
 
 
 def _move_back(call: skel.Call, selection: Selection) -> None:
-    if call.netns and netns.exists(call.netns) and not selection.dpdk:
-        try:
-            move.move_out(call.netns, call.ifname, selection.conf.device)
-        except netns.NetnsMissing:
-            pass
+    if selection.dpdk:
+        return
+    container = Session.existing(call.netns)
+    if container is None:
+        return
+    with container:
+        link = container.link(call.ifname)
+        if link is not None:
+            with Session() as host:
+                move.move_out(host, container, link, selection.conf.device)
 
 
 def check(call: skel.Call) -> None:

@@ -1,12 +1,12 @@
 """Moving a host device into the container netns under CNI_IFNAME and back out under its old
 name, through a temporary netns so that a name clash on either side never half-moves it."""
 
-import errno
 import os
 from contextlib import contextmanager
 
-from libcni.kernel import links, netns
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel import netns
+from libcni.kernel.rtnl import Link
+from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import INTERNAL, CNIError
 from libcni.rollback import Rollback
 
@@ -37,124 +37,94 @@ def temporary_netns():
     worker.start()
     worker.join()
     if "fd" not in box:
-        raise CNIError(INTERNAL, f"failed to create tempNS: {links.strerror(box['error'])}")
+        raise CNIError(INTERNAL, f"failed to create tempNS: {strerror(box['error'])}")
     try:
         yield box["fd"]
     finally:
         os.close(box["fd"])
 
 
-def _fd_session(fd: int | None):
-    return RouteSocket(fd)
+def _move(source: Session, link: Link, target: Session, what: str) -> None:
+    """Move `link` from `source` to `target` and re-read it there (its index may change)."""
+    source.set_link(
+        link,
+        f'failed to move "{link.name}" {what}',
+        exists=f'an interface named "{link.name}" already exists {what}',
+        netns_fd=target.netns_fd,
+    )
+    moved = target.require(link.name, f'failed to find "{link.name}" after moving it {what}')
+    link.__dict__.update(moved.__dict__)
 
 
-def _move(session_factory, name: str, target_fd: int, what: str) -> None:
-    with session_factory() as ipr:
-        link = links.find(ipr, name)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find "{name}" to move it {what}')
-        try:
-            ipr.set_link(link.index, netns_fd=target_fd)
-        except OSError as err:
-            details = ""
-            if err.errno == errno.EEXIST:
-                details = f'an interface named "{name}" already exists {what}'
-            raise CNIError(
-                INTERNAL, f'failed to move "{name}" {what}: {links.strerror(err)}', details
-            ) from None
+def _rename(session: Session, link: Link, name: str, what: str) -> None:
+    session.set_link(
+        link,
+        f"failed to {what}",
+        exists=f'an interface named "{name}" already exists there',
+        name=name,
+    )
 
 
-def _set(session_factory, name: str, what: str, **changes) -> None:
-    with session_factory() as ipr:
-        link = links.find(ipr, name)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find "{name}" to {what}')
-        links.change(ipr, link.index, what, **changes)
+def _restore_up(session: Session, name: str) -> None:
+    link = session.link(name)
+    if link is not None:
+        session.set_link(link, "failed to restore the up state", up=True)
 
 
 @contextmanager
-def _parked(source, source_fd: int, name: str, was_up: bool, back: str):
-    """Link `name` moved from `source` into a fresh netns for the block, which gets a session
-    factory for it, its fd and the Rollback: if the block fails, the link goes back to
-    `source` (and up again if it was)."""
-    with temporary_netns() as temp_fd, Rollback() as undo:
-        if was_up:
-            undo.push(_set, source, name, "restore the up state", state="up")
-        _move(source, name, temp_fd, "to tempNS")
-        temp = lambda: _fd_session(temp_fd)  # noqa: E731
-        undo.push(_move, temp, name, source_fd, back)
-        yield temp, temp_fd, undo
+def _parked(source: Session, link: Link, back: str):
+    """`link` moved from `source` into a fresh netns for the block, which gets that netns's
+    session and the Rollback: if the block fails, the link goes back to `source` (and up
+    again if it was)."""
+    with temporary_netns() as temp_fd, Session.on_fd(temp_fd, "tempNS") as temp:
+        with Rollback() as undo:
+            if link.up:
+                undo.push(_restore_up, source, link.name)
+            _move(source, link, temp, "to tempNS")
+            undo.push(_move, temp, link, source, back)
+            yield temp, undo
 
 
-def move_in(host_name: str, netns_path: str, ifname: str) -> dict:
-    """Move host link `host_name` into the container as `ifname`, remembering the old name.
+def move_in(host: Session, container: Session, device: Link, ifname: str) -> Link:
+    """Move host link `device` into the container as `ifname`, remembering the old name.
 
     Upstream's order: host -> temporary netns (rename to `ifname`, store the host name in the
-    link alias) -> container netns (up). Every step is undone if a later one fails.
+    link alias) -> container netns (up). Every step is undone if a later one fails. `device`
+    follows the link: it is the container's link afterwards.
     """
-    here = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
-    container = netns.open_netns(netns_path)
-    try:
-        host = lambda: _fd_session(None)  # noqa: E731
-        inside = lambda: _fd_session(container)  # noqa: E731
-        with _fd_session(None) as ipr:
-            link = links.find(ipr, host_name)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find host device "{host_name}"')
-        parked = _parked(host, here, host_name, link.up, "back to the host netns")
-        with parked as (temp, temp_fd, undo):
-            if ifname != host_name:
-                _set(
-                    temp,
-                    host_name,
-                    f'rename host device "{host_name}" to "{ifname}"',
-                    ifname=ifname,
-                )
-                undo.push(_set, temp, ifname, "restore the name", ifname=host_name)
-            _set(temp, ifname, f'set alias to "{host_name}"', ifalias=host_name)
-            undo.push(_set, temp, ifname, "clear the alias", ifalias="")
-            _move(temp, ifname, container, "to the container netns")
-            undo.push(_move, inside, ifname, temp_fd, "back to tempNS")
-            _set(inside, ifname, f'set "{ifname}" up', state="up")
-            with inside() as ipr:
-                moved = links.find(ipr, ifname)
-    finally:
-        os.close(here)
-        os.close(container)
-    return {"name": ifname, "mac": moved.mac if moved else "", "sandbox": netns_path}
+    host_name = device.name
+    with _parked(host, device, "back to the host netns") as (temp, undo):
+        if ifname != host_name:
+            _rename(temp, device, ifname, f'rename host device "{host_name}" to "{ifname}"')
+            undo.push(_rename, temp, device, host_name, "restore the name")
+        temp.set_link(device, f'failed to set alias to "{host_name}"', alias=host_name)
+        undo.push(temp.set_link, device, "failed to clear the alias", alias="")
+        _move(temp, device, container, "to the container netns")
+        undo.push(_move, container, device, temp, "back to tempNS")
+        container.set_link(device, f'failed to set "{ifname}" up', up=True)
+    return device
 
 
-def move_out(netns_path: str, ifname: str, fallback_name: str = "") -> str | None:
-    """Give a moved-in device back to this netns under its original name (left down).
+def move_out(host: Session, container: Session, link: Link, fallback_name: str = "") -> str:
+    """Give a moved-in device back to the host under its original name (left down).
 
     The original name comes from the alias set by move_in (ours or upstream's), else from
-    `fallback_name`. Returns that name, or None when the container has no `ifname` any more.
+    `fallback_name`. Returns that name.
     """
-    here = os.open(netns.current_netns_path(), os.O_RDONLY | os.O_CLOEXEC)
-    container = netns.open_netns(netns_path)
-    try:
-        inside = lambda: _fd_session(container)  # noqa: E731
-        with inside() as ipr:
-            link = links.find(ipr, ifname)
-        if link is None:
-            return None
-        original = link.alias or fallback_name
-        if not original:
-            raise CNIError(
-                INTERNAL,
-                f'failed to find original ifname for "{ifname}" (alias is not set)',
-                'set "device" in the config to name the host device to restore',
-            )
-        parked = _parked(inside, container, ifname, link.up, "back to the container netns")
-        with parked as (temp, _, undo):
-            if original != ifname:
-                _set(temp, ifname, f'rename device "{ifname}" to "{original}"', ifname=original)
-                undo.push(_set, temp, original, "restore the name", ifname=ifname)
-            if link.alias:
-                _set(temp, original, f'unset alias of "{original}"', ifalias="")
-                undo.push(_set, temp, original, "restore the alias", ifalias=link.alias)
-            _move(temp, original, here, "to the host netns")
-    finally:
-        os.close(here)
-        os.close(container)
+    original = link.alias or fallback_name
+    if not original:
+        raise CNIError(
+            INTERNAL,
+            f'failed to find original ifname for "{link.name}" (alias is not set)',
+            'set "device" in the config to name the host device to restore',
+        )
+    alias, ifname = link.alias, link.name
+    with _parked(container, link, "back to the container netns") as (temp, undo):
+        if original != ifname:
+            _rename(temp, link, original, f'rename device "{ifname}" to "{original}"')
+            undo.push(_rename, temp, link, ifname, "restore the name")
+        if alias:
+            temp.set_link(link, f'failed to unset alias of "{original}"', alias="")
+            undo.push(temp.set_link, link, "failed to restore the alias", alias=alias)
+        _move(temp, link, host, "to the host netns")
     return original

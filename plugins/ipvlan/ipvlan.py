@@ -7,6 +7,7 @@ Addresses come from IPAM, or from the previous plugin's result when no IPAM is c
 
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.config import MTU, LinkName, NetConf, config_dns
 from libcni.protocol.errors import config_error
@@ -30,12 +31,14 @@ def mode_of(conf: IpvlanConf) -> str:
     return mode
 
 
-def master_name(call: skel.Call, conf: IpvlanConf, previous: Result | None) -> str:
+def master_name(
+    call: skel.Call, conf: IpvlanConf, previous: Result | None, parent_side: Session
+) -> str:
     """The configured master; else the chained interface; else the default-route interface."""
     if conf.master:
         return conf.master
     if previous is None:
-        return links.default_route_interface(call.netns if conf.linkInContainer else None)
+        return links.default_route_interface(parent_side)
     if len(previous.interfaces) == 1 and previous.interfaces[0].get("name"):
         return previous.interfaces[0]["name"]
     raise config_error(
@@ -44,7 +47,7 @@ def master_name(call: skel.Call, conf: IpvlanConf, previous: Result | None) -> s
     )
 
 
-def load_conf(call: skel.Call) -> tuple[IpvlanConf, links.Link, Result | None]:
+def load_conf(call: skel.Call) -> tuple[IpvlanConf, Result | None]:
     conf = call.load(IpvlanConf)
     mode_of(conf)
     previous = call.prev_result()
@@ -53,26 +56,41 @@ def load_conf(call: skel.Call) -> tuple[IpvlanConf, links.Link, Result | None]:
             "ipvlan needs addresses: configure ipam, or chain it after a plugin whose result "
             "has IPs"
         )
-    conf.master = master_name(call, conf, previous)
-    master = links.require_master(call.netns if conf.linkInContainer else None, conf.master)
+    return conf, previous
+
+
+def resolve_master(
+    call: skel.Call, conf: IpvlanConf, previous: Result | None, parent_side: Session
+) -> links.Link:
+    conf.master = master_name(call, conf, previous, parent_side)
+    master = links.require_master(parent_side, conf.master)
     if not 0 <= conf.mtu <= master.mtu:
         raise config_error(f"invalid MTU {conf.mtu}, must be [0, master MTU({master.mtu})]")
-    return conf, master, previous
+    return master
 
 
 def add(call: skel.Call) -> Result:
-    conf, master, previous = load_conf(call)
+    conf, previous = load_conf(call)
     kind = ipam.type_of(conf)
-    with Rollback() as undo:
-        created = links.create_for(call, "ipvlan", master, conf, ipvlan_mode=MODES[mode_of(conf)])
-        undo.push(links.delete, call.netns, call.ifname)
-        # Without IPAM, ipvlan takes the addresses of the plugin before it in the chain.
-        result = ipam.allocate(call, kind, undo) if kind else previous.copy()  # type: ignore[union-attr]
-        result.cni_version = call.cni_version
-        result.interfaces = [created]
-        result.ips = [dict(ip, interface=0) for ip in result.ips]
-        links.notify_neighbours(call.netns, call.ifname)
-        iface.configure(call.netns, call.ifname, result)
+    with links.parent_session(call, conf.linkInContainer) as parent_side:
+        master = resolve_master(call, conf, previous, parent_side)
+        with links.container_session(call, parent_side) as container, Rollback() as undo:
+            link = links.create_for(
+                call,
+                "ipvlan",
+                parent_side,
+                container,
+                master,
+                conf,
+                ipvlan_mode=MODES[mode_of(conf)],
+            )
+            undo.push(container.delete_link, link)
+            # Without IPAM, ipvlan takes the addresses of the plugin before it in the chain.
+            result = ipam.allocate(call, kind, undo) if kind else previous.copy()  # type: ignore[union-attr]
+            result.cni_version = call.cni_version
+            result.interfaces = [links.interface_entry(link, container)]
+            result.ips = [dict(ip, interface=0) for ip in result.ips]
+            iface.configure(container, link, result, links.announce_settings(link.name))
     result.dns = config_dns(conf)
     return result
 
@@ -82,15 +100,19 @@ def check(call: skel.Call) -> None:
     mode = mode_of(conf)
     ipam.check_configured(call, conf)
 
-    if conf.master:  # the prevResult is ours now, so only a configured master can be checked
-        links.require_master(call.netns if conf.linkInContainer else None, conf.master)
-    names = {number: name for name, number in MODES.items()}
-    wrong_mode = f"Container IPVlan mode {{}} does not match expected value: {mode}"
-    linkcheck.check_attachment(
-        call,
-        "ipvlan",
-        settings={"IFLA_IPVLAN_MODE": (MODES[mode], lambda got: wrong_mode.format(names.get(got)))},
-    )
+    with links.parent_session(call, conf.linkInContainer) as parent_side:
+        if conf.master:  # the prevResult is ours now, so only a configured master can be checked
+            links.require_master(parent_side, conf.master)
+        names = {number: name for name, number in MODES.items()}
+        wrong_mode = f"Container IPVlan mode {{}} does not match expected value: {mode}"
+        linkcheck.check_attachment(
+            call,
+            "ipvlan",
+            settings={
+                "IFLA_IPVLAN_MODE": (MODES[mode], lambda got: wrong_mode.format(names.get(got)))
+            },
+            container=links.container_side(parent_side),
+        )
 
 
 # Upstream resolves the master again on DEL (and fails without a default route); the

@@ -1,11 +1,10 @@
 """loopback: bring `lo` up in the container's netns (CNI_IFNAME is ignored, as upstream does).
 
-It runs for every pod, so it talks rtnetlink through libcni.kernel.rtnl (standard library only)
+It runs for every pod, so it talks rtnetlink through one kernel session (standard library only)
 instead of pyroute2, whose import alone costs more than everything else this plugin does.
 """
 
-from libcni.kernel import netns
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.errors import INTERNAL, CNIError
 from libcni.protocol.result import Result
@@ -13,11 +12,8 @@ from libcni.protocol.result import Result
 LOOPBACK = "lo"
 
 
-def _lo(sock: RouteSocket):
-    link = sock.link(LOOPBACK)
-    if link is None:
-        raise CNIError(INTERNAL, "failed to find the loopback interface in the netns")
-    return link
+def _lo(container: Session):
+    return container.require(LOOPBACK, "failed to find the loopback interface in the netns")
 
 
 def _is_loopback(address: str) -> bool:
@@ -27,10 +23,10 @@ def _is_loopback(address: str) -> bool:
 
 def add(call: skel.Call) -> Result:
     call.load()
-    with RouteSocket(call.netns) as sock:
-        link = _lo(sock)
-        sock.set_up(link.index, True)
-        addresses = sock.addresses(link.index)
+    with Session(call.netns) as container:
+        link = _lo(container)
+        container.set_link(link, "failed to set the loopback interface up", up=True)
+        addresses = container.addresses(link)
     for address in addresses:
         if not _is_loopback(address):
             raise CNIError(
@@ -51,19 +47,18 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     call.load()
-    if not netns.exists(call.netns):
+    container = Session.existing(call.netns)
+    if container is None:
         return  # the netns is gone: nothing left to clean up
-    try:
-        with RouteSocket(call.netns) as sock:
-            sock.set_up(_lo(sock).index, False)
-    except netns.NetnsMissing:
-        return
+    with container:
+        link = _lo(container)
+        container.set_link(link, "failed to set the loopback interface down", up=False)
 
 
 def check(call: skel.Call) -> None:
     call.load()
-    with RouteSocket(call.netns) as sock:
-        if not _lo(sock).up:
+    with Session(call.netns) as container:
+        if not _lo(container).up:
             raise CNIError(INTERNAL, "loopback interface is down")
 
 

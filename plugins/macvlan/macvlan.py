@@ -6,6 +6,7 @@ default the interface of the host's default route), addressed by the optional IP
 
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.config import MTU, LinkName, NetConf, Struct, Uint32, config_dns
 from libcni.protocol.errors import config_error
@@ -38,65 +39,74 @@ def mode_of(conf: MacvlanConf) -> str:
     return mode
 
 
-def master_netns(call: skel.Call, conf: MacvlanConf) -> str | None:
-    """Where the master lives: the host netns, or the container's with linkInContainer."""
-    return call.netns if conf.linkInContainer else None
-
-
-def load_conf(call: skel.Call) -> tuple[MacvlanConf, links.Link]:
-    """Decode and validate; resolve the master and the MAC like upstream's loadConf."""
+def load_conf(call: skel.Call) -> MacvlanConf:
+    """Decode and validate what the config alone can tell."""
     conf = call.load(MacvlanConf)
     mode_of(conf)
     if not 0 <= conf.bcqueuelen <= UINT32_MAX:
         raise config_error(f"invalid bcqueuelen {conf.bcqueuelen}: must be [0, {UINT32_MAX}]")
-    where = master_netns(call, conf)
+    return conf
+
+
+def resolve_master(call: skel.Call, conf: MacvlanConf, parent_side: Session) -> links.Link:
+    """The master link (in `parent_side`: the host, or the container with linkInContainer)
+    and the MAC, like upstream's loadConf."""
     if not conf.master:
-        conf.master = links.default_route_interface(where)
-    master = links.require_master(where, conf.master)
+        conf.master = links.default_route_interface(parent_side)
+    master = links.require_master(parent_side, conf.master)
     if not 0 <= conf.mtu <= master.mtu:
         raise config_error(f"invalid MTU {conf.mtu}, must be [0, master MTU({master.mtu})]")
     runtime_mac = conf.runtimeConfig.mac if conf.runtimeConfig is not None else ""
     conf.mac = macaddr.requested_mac(call, conf.mac, runtime_mac)
-    return conf, master
+    return master
 
 
 def add(call: skel.Call) -> Result:
-    conf, master = load_conf(call)
+    conf = load_conf(call)
     extra: dict = {"macvlan_bc_queue_len": conf.bcqueuelen} if conf.bcqueuelen else {}
     result = Result(call.cni_version)
-    with Rollback() as undo:
-        created = links.create_for(
-            call, "macvlan", master, conf, mac=conf.mac, macvlan_mode=mode_of(conf), **extra
-        )
-        undo.push(links.delete, call.netns, call.ifname)
-        result.add_interface(**created)
-        kind = ipam.type_of(conf)
-        if kind:
-            allocated = ipam.allocate(call, kind, undo)
-            iface.configure_allocation(
-                call.netns,
-                call.ifname,
-                result,
-                allocated,
-                announce=lambda: links.notify_neighbours(call.netns, call.ifname),
+    with links.parent_session(call, conf.linkInContainer) as parent_side:
+        master = resolve_master(call, conf, parent_side)
+        with links.container_session(call, parent_side) as container, Rollback() as undo:
+            link = links.create_for(
+                call,
+                "macvlan",
+                parent_side,
+                container,
+                master,
+                conf,
+                mac=conf.mac,
+                macvlan_mode=mode_of(conf),
+                **extra,
             )
-        else:
-            links.set_up(call.netns, call.ifname)
+            undo.push(container.delete_link, link)
+            result.add_interface(**links.interface_entry(link, container))
+            kind = ipam.type_of(conf)
+            if kind:
+                allocated = ipam.allocate(call, kind, undo)
+                iface.configure_allocation(
+                    container, link, result, allocated, links.announce_settings(link.name)
+                )
+            else:
+                links.set_up(container, link)
     result.dns = config_dns(conf)
     return result
 
 
 def check(call: skel.Call) -> None:
-    conf, _ = load_conf(call)
-    ipam.check_configured(call, conf)
-    mode = mode_of(conf)
-    wrong_mode = f"container macvlan mode {{}} does not match expected value: {mode}"
-    linkcheck.check_attachment(
-        call,
-        "macvlan",
-        missing="required prevResult missing",
-        settings={"IFLA_MACVLAN_MODE": (mode, wrong_mode.format)},
-    )
+    conf = load_conf(call)
+    with links.parent_session(call, conf.linkInContainer) as parent_side:
+        resolve_master(call, conf, parent_side)
+        ipam.check_configured(call, conf)
+        mode = mode_of(conf)
+        wrong_mode = f"container macvlan mode {{}} does not match expected value: {mode}"
+        linkcheck.check_attachment(
+            call,
+            "macvlan",
+            missing="required prevResult missing",
+            settings={"IFLA_MACVLAN_MODE": (mode, wrong_mode.format)},
+            container=links.container_side(parent_side),
+        )
 
 
 # Neither the master nor CNI_ARGS are needed to clean up, so neither is looked at.

@@ -7,6 +7,7 @@ host route per container address, and optionally masquerades.
 
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, sysctl, veth
+from libcni.kernel.session import Session
 from libcni.netfilter import masquerade as masq
 from libcni.protocol import skel
 from libcni.protocol.config import MTU, NetConf, dns_if_set
@@ -36,7 +37,7 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     kind = ipam.type_of(conf)
     backend = masq.choose_backend(conf.ipMasqBackend) if conf.ipMasq else ""
-    with Rollback() as undo:
+    with Session() as host, Session(call.netns) as container, Rollback() as undo:
         allocated = ipam.allocate(call, kind, undo)
         missing = [ip["address"] for ip in allocated.ips if not ip.get("gateway")]
         if missing:
@@ -47,15 +48,15 @@ def add(call: skel.Call) -> Result:
             )
         for version in sorted({ip_version(ip["address"]) for ip in allocated.ips}):
             sysctl.enable_forwarding(version)
-        host, container = veth.create(call.netns, call.ifname, mtu=conf.mtu)
-        undo.push(links.delete, call.netns, call.ifname)
+        host_veth, container_veth = veth.create(host, container, call.ifname, mtu=conf.mtu)
+        undo.push(container.delete_link, container_veth)
         result = Result(call.cni_version, routes=allocated.routes, dns=allocated.dns)
-        result.add_interface(**host)
-        result.add_interface(**container)
+        result.add_interface(host_veth.name, host_veth.mac)
+        result.add_interface(**links.interface_entry(container_veth, container))
         result.ips = [dict(ip, interface=1) for ip in allocated.ips]
-        iface.configure(call.netns, call.ifname, result)
-        p2p.route_container(call.netns, call.ifname, result.ips)
-        p2p.route_host(host["name"], result.ips)
+        iface.configure(container, container_veth, result)
+        p2p.route_container(container, container_veth, result.ips)
+        p2p.route_host(host, host_veth, result.ips)
         if conf.ipMasq:
             masq.setup_undoably(undo, backend, conf.name, call, result)
     dns = dns_if_set(conf)
@@ -70,7 +71,11 @@ def delete(call: skel.Call) -> None:
 
 
 def _remove_veth_and_rules(conf: PtpConf, call: skel.Call) -> None:
-    addresses = veth.delete_collecting_addresses(call.netns, call.ifname) if call.netns else None
+    addresses = None
+    container = Session.existing(call.netns)
+    if container is not None:
+        with container:
+            addresses = veth.delete_collecting_addresses(container, call.ifname)
     if conf.ipMasq:
         masq.teardown_for_del(conf.name, call, addresses)
 

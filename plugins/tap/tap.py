@@ -6,6 +6,7 @@ port of a bridge that already exists there) and addressed by the optional IPAM p
 
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links, macaddr
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.config import ID, MTU, LinkName, NetConf, Struct, config_dns
 from libcni.protocol.errors import config_error
@@ -48,9 +49,11 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     result = Result(call.cni_version)
     kind = ipam.type_of(conf)
-    with Rollback() as undo:
-        created = tapdev.create_tap(
-            call.netns,
+    with Session(call.netns) as container, Rollback() as undo:
+        # Gratuitous ARP on (upstream's tap does not set ndisc_notify).
+        announce = links.announce_settings(call.ifname, ipv6=False) if kind else []
+        link = tapdev.create_tap(
+            container,
             call.ifname,
             mtu=conf.mtu,
             mac=conf.mac,
@@ -59,18 +62,13 @@ def add(call: skel.Call) -> Result:
             group=conf.group,
             selinux_context=conf.selinuxContext,
             bridge=conf.bridge,
+            settings=announce,
         )
-        undo.push(links.delete, call.netns, call.ifname)
-        result.add_interface(**created)
+        undo.push(container.delete_link, link)
+        result.add_interface(**links.interface_entry(link, container))
         if kind:
             allocated = ipam.allocate(call, kind, undo)
-            iface.configure_allocation(
-                call.netns,
-                call.ifname,
-                result,
-                allocated,
-                announce=lambda: links.notify_neighbours(call.netns, call.ifname, ipv6=False),
-            )
+            iface.configure_allocation(container, link, result, allocated)
     result.dns = config_dns(conf)
     return result
 

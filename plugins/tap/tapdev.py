@@ -3,8 +3,9 @@ multi-queue), or `ip tuntap` under an SELinux label, then rename, MTU, MAC, brid
 
 import os
 
-from libcni.kernel import links, netns
-from libcni.kernel.rtnl import RouteSocket
+from libcni.kernel import links
+from libcni.kernel.rtnl import Link
+from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import INTERNAL, CNIError
 from libcni.rollback import Rollback
 
@@ -47,7 +48,7 @@ def _make_tap_with_ip(name: str, multi_queue: bool, owner, group, label: str) ->
         with open(exec_attr, "w") as f:
             f.write(label)
     except OSError as err:
-        raise CNIError(INTERNAL, f"failed set socket label: {links.strerror(err)}") from None
+        raise CNIError(INTERNAL, f"failed set socket label: {strerror(err)}") from None
     try:
         proc = subprocess.run(argv, capture_output=True, text=True)
     finally:
@@ -61,7 +62,7 @@ def _make_tap_with_ip(name: str, multi_queue: bool, owner, group, label: str) ->
 
 
 def create_tap(
-    netns_path: str,
+    container: Session,
     ifname: str,
     *,
     mtu: int = 0,
@@ -71,8 +72,10 @@ def create_tap(
     group: int | None = None,
     selinux_context: str = "",
     bridge: str = "",
-) -> dict:
-    """A persistent tap named `ifname` in the netns, optionally a port of `bridge` there, up."""
+    settings=(),
+) -> Link:
+    """A persistent tap named `ifname` in the container, optionally a port of `bridge` there,
+    up; then the (key, value) sysctls of `settings` are written, in the same netns entry."""
     temp = links.temp_name()
     # Upstream creates the tap through netlink (tap + vnet_hdr) only when both owner and group
     # are given, otherwise with `ip tuntap` (tap + no_pi); the flags show in `ip -d link`.
@@ -80,43 +83,50 @@ def create_tap(
         flags = IFF_TAP | IFF_VNET_HDR | (IFF_MULTI_QUEUE | IFF_NO_PI if multi_queue else 0)
     else:
         flags = IFF_TAP | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
-    with netns.entered(netns_path):
+    # The tun device belongs to the opener's netns; the rtnetlink steps below do not care
+    # where the thread is, so the whole tap is made in one entry.
+    with container.inside():
         try:
             if selinux_context:
                 _make_tap_with_ip(temp, multi_queue, owner, group, selinux_context)
             else:
                 _make_tap(temp, flags, owner, group)
         except OSError as err:
-            raise CNIError(INTERNAL, f"failed to create tap: {links.strerror(err)}") from None
-    with RouteSocket(netns_path) as ipr:
-        link = links.find(ipr, temp)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to find the new tap "{temp}" in {netns_path}')
-        # A tap half set up (renamed, MTU, bridge port) is removed again.
-        with Rollback() as undo:
-            undo.push(ipr.delete_link, link.index)
-            settings: dict = {}
-            if mtu:
-                settings["mtu"] = mtu
-            if mac:
-                settings["address"] = mac
-            if settings:
-                links.change(ipr, link.index, "configure tap", **settings)
-            links.change(ipr, link.index, f'rename tap to "{ifname}"', ifname=ifname)
-            if bridge:
-                port_of = links.find(ipr, bridge)
-                if port_of is None:
-                    raise CNIError(
-                        INTERNAL,
-                        f"failed to get bridge {bridge}: link not found",
-                        f"the bridge must already exist in the {links.where(netns_path)}",
-                    )
-                links.change(
-                    ipr,
-                    link.index,
-                    f"set tap {ifname} as a port of bridge {bridge}",
-                    master=port_of.index,
-                )
-            links.change(ipr, link.index, "set tap interface up", state="up")
-        link = links.find(ipr, ifname)
-    return {"name": ifname, "mac": link.mac if link else "", "sandbox": netns_path}
+            raise CNIError(INTERNAL, f"failed to create tap: {strerror(err)}") from None
+        link = container.require(
+            temp, f'failed to find the new tap "{temp}" in {container.netns_path}'
+        )
+        _set_up_tap(container, link, ifname, mtu, mac, bridge)
+        links.write_best_effort(settings)
+    return link
+
+
+def _set_up_tap(container: Session, link: Link, ifname: str, mtu: int, mac: str, bridge: str):
+    # A tap half set up (renamed, MTU, bridge port) is removed again.
+    with Rollback() as undo:
+        undo.push(container.delete_link, link)
+        changes: dict = {}
+        if mtu:
+            changes["mtu"] = mtu
+        if mac:
+            changes["mac"] = mac
+        if changes:
+            container.set_link(link, "failed to configure tap", **changes)
+        container.set_link(
+            link,
+            f'failed to rename tap to "{ifname}"',
+            exists=f'an interface named "{ifname}" already exists there',
+            name=ifname,
+        )
+        if bridge:
+            port_of = container.require(
+                bridge,
+                f"failed to get bridge {bridge}: link not found",
+                f"the bridge must already exist in the {container.where}",
+            )
+            container.set_link(
+                link,
+                f"failed to set tap {ifname} as a port of bridge {bridge}",
+                master=port_of.index,
+            )
+        container.set_link(link, "failed to set tap interface up", up=True)

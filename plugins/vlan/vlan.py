@@ -8,6 +8,7 @@ import errno
 
 from libcni.delegation import ipam
 from libcni.kernel import iface, linkcheck, links
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.config import MTU, Int32, LinkName, NetConf, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
@@ -43,61 +44,73 @@ def validate(conf: VlanConf) -> None:
         )
 
 
-def load_conf(call: skel.Call) -> tuple[VlanConf, links.Link]:
-    """Decode, validate and find the master (host netns, or the container's)."""
-    conf = call.load(VlanConf)
-    validate(conf)
-    master = links.require_master(call.netns if conf.linkInContainer else None, conf.master)
+def resolve_master(conf: VlanConf, parent_side: Session) -> links.Link:
+    """The master (host netns, or the container's with linkInContainer), MTU-checked."""
+    master = links.require_master(parent_side, conf.master)
     if not 0 <= conf.mtu <= master.mtu:
         raise config_error(f"invalid MTU {conf.mtu}, must be [0, master MTU({master.mtu})]")
-    return conf, master
+    return master
 
 
 def add(call: skel.Call) -> Result:
-    conf, master = load_conf(call)
+    conf = call.load(VlanConf)
+    validate(conf)
     in_use = (
         f"VLAN id {conf.vlanId} is already in use on {conf.master}: the kernel allows one vlan "
         "link per (master, id), so two containers cannot share it"
     )
     result = Result(call.cni_version)
-    with Rollback() as undo:
-        created = links.create_for(
-            call, "vlan", master, conf, vlan_id=conf.vlanId, explain={errno.EEXIST: in_use}
-        )
-        undo.push(links.delete, call.netns, call.ifname)
-        try:
-            allocated = ipam.allocate(call, ipam.type_of(conf), undo)
-        except CNIError as err:
-            raise CNIError(
-                err.code, f"failed to execute IPAM delegate: {err.msg}", err.details
-            ) from None
-        result.interfaces = [created]
-        result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-        result.routes = allocated.routes
-        iface.configure(call.netns, call.ifname, result)
+    with links.parent_session(call, conf.linkInContainer) as parent_side:
+        master = resolve_master(conf, parent_side)
+        with links.container_session(call, parent_side) as container, Rollback() as undo:
+            link = links.create_for(
+                call,
+                "vlan",
+                parent_side,
+                container,
+                master,
+                conf,
+                vlan_id=conf.vlanId,
+                explain={errno.EEXIST: in_use},
+            )
+            undo.push(container.delete_link, link)
+            try:
+                allocated = ipam.allocate(call, ipam.type_of(conf), undo)
+            except CNIError as err:
+                raise CNIError(
+                    err.code, f"failed to execute IPAM delegate: {err.msg}", err.details
+                ) from None
+            result.interfaces = [links.interface_entry(link, container)]
+            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+            result.routes = allocated.routes
+            iface.configure(container, link, result)
     result.dns = config_dns(conf)
     return result
 
 
 def check(call: skel.Call) -> None:
-    conf, _ = load_conf(call)
-    ipam.check_configured(call, conf)
+    conf = call.load(VlanConf)
+    validate(conf)
+    with links.parent_session(call, conf.linkInContainer) as parent_side:
+        resolve_master(conf, parent_side)
+        ipam.check_configured(call, conf)
 
-    def same_mtu(previous, link) -> None:
-        if conf.mtu and conf.mtu != link.mtu:
-            raise CNIError(
-                INTERNAL,
-                f"container vlan {call.ifname} has MTU {link.mtu}, config wants {conf.mtu}",
-            )
+        def same_mtu(previous, link) -> None:
+            if conf.mtu and conf.mtu != link.mtu:
+                raise CNIError(
+                    INTERNAL,
+                    f"container vlan {call.ifname} has MTU {link.mtu}, config wants {conf.mtu}",
+                )
 
-    wrong_id = f"container vlan {call.ifname} has VLAN id {{}}, config wants {conf.vlanId}"
-    linkcheck.check_attachment(
-        call,
-        "vlan",
-        missing="vlan: Required prevResult missing",
-        settings={"IFLA_VLAN_ID": (conf.vlanId, wrong_id.format)},
-        extra=same_mtu,
-    )
+        wrong_id = f"container vlan {call.ifname} has VLAN id {{}}, config wants {conf.vlanId}"
+        linkcheck.check_attachment(
+            call,
+            "vlan",
+            missing="vlan: Required prevResult missing",
+            settings={"IFLA_VLAN_ID": (conf.vlanId, wrong_id.format)},
+            extra=same_mtu,
+            container=links.container_side(parent_side),
+        )
 
 
 # Unlike upstream, DEL does not insist that the master still exists: a container must be
