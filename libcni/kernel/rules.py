@@ -260,10 +260,17 @@ class TableSocket(rtnl.RouteSocket):
         self._request(RTM_NEWADDR, NLM_F_NEW, address.body())
 
 
-def tables_in_use(session) -> set:
-    """Every table a rule points at or a route lives in, in a session opened with
-    `socket_class=TableSocket`."""
+def table_socket(session) -> TableSocket:
+    """The socket of a session opened with `socket_class=TableSocket`."""
     sock = session.rtnl
+    if not isinstance(sock, TableSocket):
+        raise TypeError("the session was not opened with socket_class=TableSocket")
+    return sock
+
+
+def tables_in_use(session) -> set:
+    """Every table a rule points at or a route lives in."""
+    sock = table_socket(session)
     return {rule.table for rule in sock.rules()} | {route.table for route in sock.all_routes()}
 
 

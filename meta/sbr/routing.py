@@ -12,7 +12,13 @@ import fcntl
 import ipaddress
 
 from libcni.kernel.rtnl import Link
-from libcni.kernel.rules import RT_SCOPE_LINK, TableSocket, first_free_table, tables_in_use
+from libcni.kernel.rules import (
+    RT_SCOPE_LINK,
+    TableSocket,
+    first_free_table,
+    table_socket,
+    tables_in_use,
+)
 from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import internal
 
@@ -51,7 +57,7 @@ def _fail(what: str, err: OSError):
 
 def add_rules_only(container: Session, ips: list, table: int, undo) -> None:
     """With `table` configured: one rule per IP, routes left as they are."""
-    rtnl = container.rtnl
+    rtnl = table_socket(container)
     for ip in ips:
         source = str(ipaddress.ip_interface(ip["address"]).ip)
         try:
@@ -65,7 +71,7 @@ def source_routes(
     container: Session, link: Link, ips: list, gateways: dict, source_hints: bool, undo
 ) -> list:
     """Rules, default routes and copied routes, one table per IP; returns the tables used."""
-    rtnl = container.rtnl
+    rtnl = table_socket(container)
     used = tables_in_use(container)
     table = first_free_table(used, FIRST_TABLE)
     main_routes = rtnl.link_routes(link.index)
@@ -126,7 +132,7 @@ def _hint_sources(container: Session, link: Link, ips: list, main_routes: list, 
     here are warnings, as upstream's."""
     import sys
 
-    rtnl = container.rtnl
+    rtnl = table_socket(container)
     for ip in ips:
         address = ipaddress.ip_interface(ip["address"])
         network = address.network
@@ -155,7 +161,7 @@ def tidy(container: Session, link: Link, table: int | None) -> None:
     """DEL: remove every rule (or every rule of `table`) whose source is an address on the
     interface; without `table`, also the interface's routes in the tables those rules used,
     when no other rule points at them."""
-    rtnl = container.rtnl
+    rtnl = table_socket(container)
     rules = rtnl.rules()
     if table is not None:
         rules = [rule for rule in rules if rule.table == table]
@@ -185,7 +191,7 @@ def tidy(container: Session, link: Link, table: int | None) -> None:
 
 def missing_rules(container: Session, ips: list, table: int | None) -> list:
     """CHECK: the IPs that have no `from <ip>/32 (or /128)` rule (into `table`, if set)."""
-    rules = container.rtnl.rules()
+    rules = table_socket(container).rules()
     missing = []
     for ip in ips:
         address = ipaddress.ip_interface(ip["address"])

@@ -11,7 +11,7 @@ and the addresses are re-added, waiting for their local route to show up in that
 import time
 
 from libcni.kernel.rtnl import AF_INET6, Link
-from libcni.kernel.rules import RT_SCOPE_UNIVERSE, TableSocket, vrf_data, vrf_table
+from libcni.kernel.rules import RT_SCOPE_UNIVERSE, TableSocket, table_socket, vrf_data, vrf_table
 from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import internal
 
@@ -66,14 +66,14 @@ def require_link(container: Session, ifname: str) -> Link:
 
 
 def _global_ipv6(container: Session, link: Link) -> list:
-    addresses = container.rtnl.link_addresses(link.index, AF_INET6)
+    addresses = table_socket(container).link_addresses(link.index, AF_INET6)
     return [a for a in addresses if a.scope == RT_SCOPE_UNIVERSE]
 
 
 def _wait_for_local_route(container: Session, address, link: Link, table: int):
     wanted = f"{address.address}/128"
     for pause in (*ADDRESS_WAIT_STEPS, None):
-        routes = container.rtnl.all_routes(AF_INET6)
+        routes = table_socket(container).all_routes(AF_INET6)
         if any(r.dst == wanted and r.table == table and r.oif == link.index for r in routes):
             return
         if pause is None:
@@ -89,9 +89,9 @@ def _restore(container: Session, link: Link, addresses: list, routes: list, tabl
     present = set(_global_ipv6(container, link))
     for address in addresses:
         if address not in present:
-            container.rtnl.put_address(address)
+            table_socket(container).put_address(address)
     for route in routes:
-        container.rtnl.put_route(route, table)
+        table_socket(container).put_route(route, table)
 
 
 def enslave(container: Session, vrf: Link, link: Link, undo) -> None:
@@ -102,7 +102,7 @@ def enslave(container: Session, vrf: Link, link: Link, undo) -> None:
     table = vrf_table(vrf)
     if table is None:
         raise internal(f"{vrf.name} is not a VRF (it has no routing table)")
-    rtnl = container.rtnl
+    rtnl = table_socket(container)
     addresses = _global_ipv6(container, link)
     routes = [r for r in rtnl.link_routes(link.index) if r.scope == RT_SCOPE_UNIVERSE]
     undo.push(_restore, container, link, addresses, routes)  # back in main if we fail later
