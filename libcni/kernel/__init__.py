@@ -1,2 +1,4 @@
-"""Kernel helpers plugins share: the rtnetlink client, links, veths, netns entry, sysctls, and
-configuring a container interface from an IPAM result."""
+"""Kernel helpers plugins share. A verb opens one `session.Session` per network namespace it
+touches (one rtnetlink socket, the netns fd) and hands it, with the Link objects it holds, to
+the helpers here: links, veths, interface configuration from an IPAM result, CHECK
+comparisons, sysctls, netns entry, and the rtnetlink client underneath."""

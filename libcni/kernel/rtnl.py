@@ -3,7 +3,8 @@
 Importing pyroute2 costs 130-180 ms and ~20 MiB per exec while the kernel work of an ADD takes
 a few milliseconds. This module speaks the rtnetlink that loopback, bridge and ptp need on
 every ADD and DEL (links, veth pairs, bridge ports, addresses, routes) with socket + struct;
-the netlink framing itself is libcni.kernel.netlink. Only bridge VLAN filtering uses pyroute2.
+the netlink framing itself is libcni.kernel.netlink, and libcni.kernel.session holds the one
+socket of each namespace a call touches.
 """
 
 import struct

@@ -13,8 +13,6 @@ from libcni.kernel.rtnl import Link, RouteSocket
 from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import INTERNAL, CNIError
 
-# Bridge VLAN flags (BRIDGE_VLAN_INFO_*): the port's native VLAN and "send untagged".
-VLAN_PVID, VLAN_UNTAGGED = 0x2, 0x4
 IFF_PROMISC = 0x100
 # Waits for the host port to come up, in milliseconds: upstream waits 0, 50, 500, 1000, 1000;
 # the same total, polled finer at first, since the port is usually up within a few ms.
@@ -96,45 +94,9 @@ def attach_port(
         port_data=RouteSocket.bridge_port_data(hairpin=hairpin, isolated=isolated),
     )
     if vlan or trunk:
-        _port_vlans(port.name, port.index, vlan, trunk or [], preserve_default_vlan)
+        from plugins.bridge import port_vlans
 
-
-def _port_vlans(port: str, index: int, vlan: int, trunk: list, preserve_default: bool) -> None:
-    """Access VLAN and trunk of a host port (VLAN filtering is rare: pyroute2 does this)."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as pyroute:
-        if not preserve_default:
-            for vid in port_vlans(pyroute, index):
-                _vlan(pyroute, "del", index, vid, 0, port)
-        if vlan:
-            _vlan(pyroute, "add", index, vlan, VLAN_PVID | VLAN_UNTAGGED, port)
-        for vid in trunk:
-            _vlan(pyroute, "add", index, vid, 0, port)
-        if not vlan:
-            _vlan(pyroute, "add", index, 1, VLAN_PVID | VLAN_UNTAGGED, port)
-
-
-def _vlan(pyroute, action: str, index: int, vid: int, flags: int, port: str) -> None:
-    try:
-        pyroute.vlan_filter(action, index=index, vlan_info={"vid": vid, "flags": flags})
-    except Exception as err:
-        raise CNIError(
-            INTERNAL, f'failed to setup vlan tag on interface "{port}": {strerror(err)}'
-        ) from None
-
-
-def port_vlans(pyroute, index: int) -> list:
-    """The VLAN ids configured on bridge port `index` (a pyroute2 IPRoute)."""
-    found = []
-    for msg in pyroute.get_vlans(index=index) if hasattr(pyroute, "get_vlans") else []:
-        if msg["index"] != index:
-            continue
-        spec = msg.get("IFLA_AF_SPEC")
-        for name, value in spec.get("attrs", []) if spec is not None else []:
-            if name == "IFLA_BRIDGE_VLAN_INFO":
-                found.append(value["vid"])
-    return found
+        port_vlans.configure(host, port, vlan, trunk or [], preserve_default_vlan)
 
 
 def wait_port_up(host: Session, port: Link) -> None:
