@@ -55,7 +55,9 @@ def test_udp_entries_to_mapped_ports_go_and_the_rest_stay(netns):
         "ESTABLISHED",
     )
     gone = in_netns(
-        netns, "from libcni.kernel import conntrack as c; print(c.forget_udp_to_ports({15353}, 4))"
+        netns,
+        "from libcni.kernel import conntrack as c\n"
+        "with c.ConntrackSocket() as s: print(c.forget_udp_to_ports(s, {15353}, 4))",
     )
     assert gone == "1"
     left = table(netns)
@@ -95,7 +97,8 @@ def test_a_pods_udp_entries_go_in_both_families(netns):
     )
     gone = in_netns(
         netns,
-        "from libcni.kernel import conntrack as c; print(c.forget_udp_of(['10.8.0.5', 'fd08::5']))",
+        "from libcni.kernel import conntrack as c\n"
+        "with c.ConntrackSocket() as s: print(c.forget_udp_of(s, ['10.8.0.5', 'fd08::5']))",
     )
     assert gone == "3"
     left = table(netns)
@@ -110,8 +113,10 @@ def test_route_lookup_names_the_output_link(netns):
     ns_exec(netns, "ip", "link", "set", "rg1", "up")
     out = in_netns(
         netns,
-        "from libcni.kernel.routeget import output_link as o; "
-        "print(o('10.7.0.9'), o('127.0.0.1'), o('198.51.100.1'))",
+        "from libcni.kernel.routeget import output_link as o\n"
+        "from libcni.kernel.session import Session\n"
+        "with Session() as h: print(*(getattr(o(h, a), 'name', None) "
+        "for a in ('10.7.0.9', '127.0.0.1', '198.51.100.1')))",
     )
     assert out == "rg0 lo None"
 

@@ -6,7 +6,9 @@ deleted pod's UDP flows (else replies to a host port keep going to the dead pod'
 a new pod that reuses it gets a stranger's flow). Upstream runs the `conntrack` tool or
 vishvananda/netlink for this; here it is one dump (IPCTNL_MSG_CT_GET) and one
 IPCTNL_MSG_CT_DELETE per matching entry, keyed by the entry's original tuple and zone, in the
-netns the caller is in. Failures are the caller's to ignore: this is best effort everywhere.
+netns the caller is in. The caller opens one ConntrackSocket per call and passes it to each of
+these (both families go through it). Failures are the caller's to ignore: this is best effort
+everywhere.
 """
 
 import struct
@@ -93,26 +95,27 @@ class ConntrackSocket(NetlinkSocket):
         return True
 
 
-def forget(select, versions=(4, 6)) -> int:
+def forget(sock: ConntrackSocket, select, versions=(4, 6)) -> int:
     """Delete every entry `select(flow)` picks, in the given IP versions; how many went."""
     gone = 0
-    with ConntrackSocket() as sock:
-        for version in versions:
-            for flow in sock.flows(FAMILIES[version]):
-                if select(flow) and sock.delete(flow):
-                    gone += 1
+    for version in versions:
+        for flow in sock.flows(FAMILIES[version]):
+            if select(flow) and sock.delete(flow):
+                gone += 1
     return gone
 
 
-def forget_udp_to_ports(ports, version: int) -> int:
+def forget_udp_to_ports(sock: ConntrackSocket, ports, version: int) -> int:
     """UDP entries whose original destination port is one of `ports`."""
     wanted = set(ports)
     if not wanted:
         return 0
-    return forget(lambda f: f.orig.proto == IPPROTO_UDP and f.orig.dport in wanted, (version,))
+    return forget(
+        sock, lambda f: f.orig.proto == IPPROTO_UDP and f.orig.dport in wanted, (version,)
+    )
 
 
-def forget_udp_of(addresses) -> int:
+def forget_udp_of(sock: ConntrackSocket, addresses) -> int:
     """UDP entries of a pod: from one of `addresses`, or to one of them (also after a DNAT,
     where only the reply tuple names the pod)."""
     import ipaddress
@@ -126,4 +129,4 @@ def forget_udp_of(addresses) -> int:
         ends = (flow.orig.src, flow.orig.dst, flow.reply.src)
         return flow.orig.proto == IPPROTO_UDP and any(end in mine for end in ends)
 
-    return forget(of_pod, versions)
+    return forget(sock, of_pod, versions)

@@ -3,19 +3,14 @@
 import struct
 
 from libcni.kernel.netlink import _attr, _attrs
-from libcni.kernel.rtnl import RTA_DST, RTA_OIF, RTM_GETROUTE, RTM_NEWROUTE, _ip
+from libcni.kernel.rtnl import RTA_DST, RTA_OIF, RTM_GETROUTE, RTM_NEWROUTE, Link, _ip
 
 _RTMSG = struct.Struct("=BBBBBBBBI")
 
 
-def output_link(address: str, session=None) -> str | None:
-    """The name of the link a route lookup for `address` picks (in the session's netns, by
-    default the caller's: a session is opened for the lookup); None when nothing routes there."""
-    if session is None:
-        from libcni.kernel.session import Session
-
-        with Session() as host:
-            return output_link(address, host)
+def output_link(session, address: str) -> Link | None:
+    """The link a route lookup for `address` picks in the session's netns; None when nothing
+    routes there."""
     family, packed = _ip(address)
     body = _RTMSG.pack(family, len(packed) * 8, 0, 0, 0, 0, 0, 0, 0) + _attr(RTA_DST, packed)
     try:
@@ -25,6 +20,5 @@ def output_link(address: str, session=None) -> str | None:
     for msg_type, payload in replies:
         attrs = _attrs(payload[_RTMSG.size :])
         if msg_type == RTM_NEWROUTE and RTA_OIF in attrs:
-            link = session.link_by_index(struct.unpack("=I", attrs[RTA_OIF])[0])
-            return link.name if link is not None else None
+            return session.link_by_index(struct.unpack("=I", attrs[RTA_OIF])[0])
     return None

@@ -1,6 +1,8 @@
 """Policy routing over rtnetlink: FIB rules, routes in other tables, addresses as the kernel
 dumped them. Used by sbr (rules `from <ip> lookup <table>`, routes copied into that table) and
-vrf (routes and IPv6 addresses put back after enslaving). Extends rtnl.RouteSocket.
+vrf (routes and IPv6 addresses put back after enslaving). TableSocket extends rtnl.RouteSocket
+and is the socket of their container session: `Session(path, socket_class=TableSocket)`, its
+calls reached as `session.rtnl`.
 
 Routes and addresses are kept as the kernel dumped them (header and attributes) and sent back
 with only the table (or nothing) changed: a moved route keeps its protocol, scope, metric,
@@ -258,8 +260,17 @@ class TableSocket(rtnl.RouteSocket):
         self._request(RTM_NEWADDR, NLM_F_NEW, address.body())
 
 
-def tables_in_use(sock: TableSocket) -> set:
+def table_socket(session) -> TableSocket:
+    """The socket of a session opened with `socket_class=TableSocket`."""
+    sock = session.rtnl
+    if not isinstance(sock, TableSocket):
+        raise TypeError("the session was not opened with socket_class=TableSocket")
+    return sock
+
+
+def tables_in_use(session) -> set:
     """Every table a rule points at or a route lives in."""
+    sock = table_socket(session)
     return {rule.table for rule in sock.rules()} | {route.table for route in sock.all_routes()}
 
 

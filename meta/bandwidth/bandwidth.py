@@ -3,6 +3,7 @@ veth-based main plugin (bridge, ptp). Ingress (into the container) is a tbf on t
 egress goes through an ifb device `bwp<hash>` with its own tbf.
 """
 
+from libcni.kernel.session import Session
 from libcni.protocol import names, skel
 from libcni.protocol.config import Int64, NetConf, Struct
 from libcni.protocol.errors import config_error
@@ -70,9 +71,10 @@ def add(call: skel.Call) -> Result:
     previous = call.chained_result("must be called as chained plugin")
     if entry is None:
         return previous
-    host_veth = tc.host_peer(call.netns, call.ifname, previous)
     ingress, egress = buckets(entry)
-    ifb = tc.shape(host_veth, ifb_name(call), owner(call), ingress, egress)
+    with Session(call.netns) as container, Session() as host:
+        host_veth = tc.host_peer(container, host, call.ifname, previous)
+        ifb = tc.shape(host, host_veth, ifb_name(call), owner(call), ingress, egress)
     if ifb is not None:
         previous.add_interface(**ifb)
     return previous
@@ -80,7 +82,8 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     call.load(BandwidthConf)
-    tc.remove_ifb(ifb_name(call))
+    with Session() as host:
+        tc.remove_ifb(host, ifb_name(call))
 
 
 def check(call: skel.Call) -> None:
@@ -88,13 +91,16 @@ def check(call: skel.Call) -> None:
     previous = call.chained_result("must be called as a chained plugin")
     if entry is None:
         return
-    host_veth = tc.host_peer(call.netns, call.ifname, previous)
-    tc.check(host_veth, ifb_name(call), *buckets(entry))
+    ingress, egress = buckets(entry)
+    with Session(call.netns) as container, Session() as host:
+        host_veth = tc.host_peer(container, host, call.ifname, previous)
+        tc.check(host, host_veth, ifb_name(call), ingress, egress)
 
 
 def gc(call: skel.Call) -> None:
     keep = {container_id for container_id, _ in call.valid_attachments()}
-    tc.collect_ifbs(f"cni-bandwidth {call.network_name} ", keep)
+    with Session() as host:
+        tc.collect_ifbs(host, f"cni-bandwidth {call.network_name} ", keep)
 
 
 PLUGIN = skel.Plugin(

@@ -377,31 +377,37 @@ def check_nft(plan: Plan) -> str | None:
 # -- around the rules ----------------------------------------------------------------------
 
 
-def enable_route_localnet(container_ip: str) -> None:
+def enable_route_localnet(host, container_ip: str) -> None:
     """Let 127.0.0.1:<hostPort> reach the container: route_localnet on the interface that
-    routes to it (there is no IPv6 equivalent, so ::1 host ports cannot work)."""
+    routes to it, found through the host's kernel session (there is no IPv6 equivalent, so ::1
+    host ports cannot work)."""
     from libcni.kernel import sysctl
     from libcni.kernel.routeget import output_link
     from libcni.protocol.errors import INTERNAL, CNIError
 
-    device = output_link(container_ip)
+    device = output_link(host, container_ip)
     if device is None:
         return
     try:
-        sysctl.ensure(sysctl.iface_key("ipv4", device, "route_localnet"), "1")
+        sysctl.ensure(sysctl.iface_key("ipv4", device.name, "route_localnet"), "1")
     except OSError as err:
         raise CNIError(INTERNAL, f"unable to enable route_localnet: {err.strerror}") from None
 
 
-def forget_udp_flows(mappings: list, version: int) -> None:
+def forget_udp_flows(plans: list) -> None:
     """Delete conntrack entries to mapped UDP host ports: a flow that existed before the
-    mapping would otherwise keep black-holing. Best effort, like upstream."""
+    mapping would otherwise keep black-holing. One ctnetlink socket for every family, opened
+    only when a UDP port is mapped. Best effort, like upstream."""
     from libcni.kernel import conntrack
 
+    wanted = [(p.version, {m.hostPort for m in p.mappings if m.protocol == "udp"}) for p in plans]
+    wanted = [(version, ports) for version, ports in wanted if ports]
+    if not wanted:
+        return
     try:
-        conntrack.forget_udp_to_ports(
-            {m.hostPort for m in mappings if m.protocol == "udp"}, version
-        )
+        with conntrack.ConntrackSocket() as sock:
+            for version, ports in wanted:
+                conntrack.forget_udp_to_ports(sock, ports, version)
     except OSError:
         pass
 
@@ -411,7 +417,10 @@ def forget_pod_udp_flows(addresses: list) -> None:
     port stop going to the dead pod's address. Best effort."""
     from libcni.kernel import conntrack
 
+    if not addresses:
+        return
     try:
-        conntrack.forget_udp_of(addresses)
+        with conntrack.ConntrackSocket() as sock:
+            conntrack.forget_udp_of(sock, addresses)
     except OSError:
         pass

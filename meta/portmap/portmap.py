@@ -120,16 +120,20 @@ def add(call: skel.Call) -> Result:
     previous = call.chained_result("must be called as chained plugin")
     if not mappings_of(conf):
         return previous
-    for plan in plans(call, conf, previous):
-        if not plan.mappings:
-            continue
+    mapped = [plan for plan in plans(call, conf, previous) if plan.mappings]
+    for plan in mapped:
         if conf.backend == "nftables":
             hostports.setup_nft(plan)
         else:
             hostports.setup_iptables(plan)
-        if conf.snat and plan.version == 4:
-            hostports.enable_route_localnet(str(plan.iface.ip))
-        hostports.forget_udp_flows(plan.mappings, plan.version)
+    localnet = [plan for plan in mapped if conf.snat and plan.version == 4]
+    if localnet:
+        from libcni.kernel.session import Session
+
+        with Session() as host:
+            for plan in localnet:
+                hostports.enable_route_localnet(host, str(plan.iface.ip))
+    hostports.forget_udp_flows(mapped)
     return previous
 
 

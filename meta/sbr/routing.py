@@ -10,33 +10,37 @@ that already holds routes counts as taken too (upstream looks only at rules and 
 
 import fcntl
 import ipaddress
-import os
 
-from libcni.kernel import netns
-from libcni.kernel.links import strerror
-from libcni.kernel.rules import RT_SCOPE_LINK, TableSocket, first_free_table, tables_in_use
+from libcni.kernel.rtnl import Link
+from libcni.kernel.rules import (
+    RT_SCOPE_LINK,
+    TableSocket,
+    first_free_table,
+    table_socket,
+    tables_in_use,
+)
+from libcni.kernel.session import Session, strerror
 from libcni.protocol.errors import internal
 
 FIRST_TABLE = 100
 RESERVED_TABLES = (0, 253, 254, 255)  # unspec, default, main, local: never emptied by DEL
 
 
-class netns_lock:  # noqa: N801 - used like a function: `with netns_lock(path):`
-    """flock(2) on the netns file itself, as upstream's filemutex does, so that our sbr and
-    Go's serialise with each other on the same netns."""
+def open_session(netns_path: str) -> Session:
+    """The container's session, speaking FIB rules too, holding the sbr lock of its netns:
+    flock(2) on the netns file itself, as upstream's filemutex does, so that our sbr and Go's
+    serialise with each other on the same netns. Closing the session drops the lock."""
+    container = Session(netns_path, socket_class=TableSocket)
+    try:
+        fcntl.flock(container.netns_fd, fcntl.LOCK_EX)
+    except BaseException:
+        container.close()
+        raise
+    return container
 
-    def __init__(self, path: str):
-        self.path = path
-        self.fd = -1
 
-    def __enter__(self):
-        self.fd = netns.open_netns(self.path)  # a CNIError when missing, unreadable or no netns
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        os.close(self.fd)  # closing the last fd drops the lock
-        return False
+def require_link(container: Session, ifname: str) -> Link:
+    return container.require(ifname, f"Cannot find network interface {ifname}: Link not found")
 
 
 def _covers(address: ipaddress.IPv4Interface | ipaddress.IPv6Interface, ip: str | None) -> bool:
@@ -51,47 +55,46 @@ def _fail(what: str, err: OSError):
     return internal(f"{what}: {strerror(err)}")
 
 
-def add_rules_only(sock: TableSocket, ips: list, table: int, undo) -> None:
+def add_rules_only(container: Session, ips: list, table: int, undo) -> None:
     """With `table` configured: one rule per IP, routes left as they are."""
+    rtnl = table_socket(container)
     for ip in ips:
         source = str(ipaddress.ip_interface(ip["address"]).ip)
         try:
-            sock.add_rule(source, table)
+            rtnl.add_rule(source, table)
         except OSError as err:
             raise _fail("failed to add rule", err) from None
-        undo.push(sock.delete_rule_from, source, table)
+        undo.push(rtnl.delete_rule_from, source, table)
 
 
 def source_routes(
-    sock: TableSocket, ifname: str, ips: list, gateways: dict, source_hints: bool, undo
+    container: Session, link: Link, ips: list, gateways: dict, source_hints: bool, undo
 ) -> list:
     """Rules, default routes and copied routes, one table per IP; returns the tables used."""
-    used = tables_in_use(sock)
+    rtnl = table_socket(container)
+    used = tables_in_use(container)
     table = first_free_table(used, FIRST_TABLE)
-    link = sock.link(ifname)
-    if link is None:
-        raise internal(f"Cannot find network interface {ifname}: Link not found")
-    main_routes = sock.link_routes(link.index)
+    main_routes = rtnl.link_routes(link.index)
     tables = []
     for ip in ips:
         address = ipaddress.ip_interface(ip["address"])
         source = str(address.ip)
         try:
-            sock.add_rule(source, table)
+            rtnl.add_rule(source, table)
         except OSError as err:
             raise _fail("Failed to add rule", err) from None
-        undo.push(sock.delete_rule_from, source, table)
+        undo.push(rtnl.delete_rule_from, source, table)
         gateway = gateways.get(address.version) or ip.get("gateway")
         if gateway:
             zero = _zero(address)
             try:
-                sock.route(
+                container.route(
                     "add", zero, 0, oif=link.index, gateway=gateway, table=table, append=False
                 )
             except OSError as err:
                 raise _fail(f"Failed to add default route to {gateway}", err) from None
             undo.push(
-                sock.route,
+                container.route,
                 "del",
                 zero,
                 0,
@@ -105,36 +108,37 @@ def source_routes(
             generic = route.prefsrc is None and route.gateway is None
             if generic or _covers(address, route.prefsrc) or _covers(address, route.gateway):
                 try:
-                    sock.put_route(route, table)
+                    rtnl.put_route(route, table)
                 except OSError as err:
                     raise _fail("Failed to readd route", err) from None
-                undo.push(sock.drop_route, route, table)
+                undo.push(rtnl.drop_route, route, table)
         tables.append(table)
         table = first_free_table(used, table + 1)
     if source_hints:
-        _hint_sources(sock, link.index, ips, main_routes, undo)
+        _hint_sources(container, link, ips, main_routes, undo)
     else:
         for route in main_routes:
             try:
-                sock.drop_route(route)
+                rtnl.drop_route(route)
             except OSError as err:
                 raise _fail("Failed to delete route", err) from None
-            undo.push(sock.put_route, route)
+            undo.push(rtnl.put_route, route)
     return tables
 
 
-def _hint_sources(sock: TableSocket, index: int, ips: list, main_routes: list, undo) -> None:
+def _hint_sources(container: Session, link: Link, ips: list, main_routes: list, undo) -> None:
     """addSourceHints: each IP's subnet route stays in main with `src <ip>`, so traffic that
     picks no source still routes by destination; only non-link routes leave main. Failures
     here are warnings, as upstream's."""
     import sys
 
+    rtnl = table_socket(container)
     for ip in ips:
         address = ipaddress.ip_interface(ip["address"])
         network = address.network
         try:
-            sock.subnet_route(
-                index, str(network.network_address), network.prefixlen, str(address.ip)
+            rtnl.subnet_route(
+                link.index, str(network.network_address), network.prefixlen, str(address.ip)
             )
         except OSError as err:
             print(
@@ -146,31 +150,29 @@ def _hint_sources(sock: TableSocket, index: int, ips: list, main_routes: list, u
         if route.scope == RT_SCOPE_LINK:
             continue
         try:
-            sock.drop_route(route)
+            rtnl.drop_route(route)
         except OSError as err:
             print(f"sbr: could not delete route {route.dst}: {strerror(err)}", file=sys.stderr)
             continue
-        undo.push(sock.put_route, route)
+        undo.push(rtnl.put_route, route)
 
 
-def tidy(sock: TableSocket, ifname: str, table: int | None) -> None:
+def tidy(container: Session, link: Link, table: int | None) -> None:
     """DEL: remove every rule (or every rule of `table`) whose source is an address on the
     interface; without `table`, also the interface's routes in the tables those rules used,
-    when no other rule points at them. A missing interface is nothing to do."""
-    rules = sock.rules()
+    when no other rule points at them."""
+    rtnl = table_socket(container)
+    rules = rtnl.rules()
     if table is not None:
         rules = [rule for rule in rules if rule.table == table]
-    link = sock.link(ifname)
-    if link is None:
-        return
-    addresses = {entry.split("/")[0] for entry in sock.addresses(link.index)}
+    addresses = {entry.split("/")[0] for entry in container.addresses(link)}
     failure = None
     freed = set()
     for rule in rules:
         if rule.src is None or rule.src not in addresses:
             continue
         try:
-            sock.delete_rule(rule)
+            rtnl.delete_rule(rule)
             freed.add(rule.table)
         except OSError as err:
             failure = err
@@ -178,18 +180,18 @@ def tidy(sock: TableSocket, ifname: str, table: int | None) -> None:
         raise _fail("Failed to delete rule", failure)
     if table is not None or not freed:
         return
-    freed -= {rule.table for rule in sock.rules()} | set(RESERVED_TABLES)
-    for route in sock.all_routes():
+    freed -= {rule.table for rule in rtnl.rules()} | set(RESERVED_TABLES)
+    for route in rtnl.all_routes():
         if route.table in freed and route.oif == link.index:
             try:
-                sock.drop_route(route)
+                rtnl.drop_route(route)
             except OSError:
                 pass  # gone with its link or its address meanwhile
 
 
-def missing_rules(sock: TableSocket, ips: list, table: int | None) -> list:
+def missing_rules(container: Session, ips: list, table: int | None) -> list:
     """CHECK: the IPs that have no `from <ip>/32 (or /128)` rule (into `table`, if set)."""
-    rules = sock.rules()
+    rules = table_socket(container).rules()
     missing = []
     for ip in ips:
         address = ipaddress.ip_interface(ip["address"])

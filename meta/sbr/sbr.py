@@ -6,7 +6,6 @@ the interface's routes, which leave main. With `table`, only the rules are added
 import ipaddress
 
 from libcni.kernel import netns
-from libcni.kernel.rules import TableSocket
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import config_error, internal
@@ -67,12 +66,12 @@ def add(call: skel.Call) -> Result:
     conf, gateways = load_conf(call)
     previous = call.chained_result("This plugin must be called as chained plugin")
     ips = interface_ips(previous, call.ifname)
-    with routing.netns_lock(call.netns), TableSocket(call.netns) as sock:
-        with Rollback() as undo:
-            if conf.table is not None:
-                routing.add_rules_only(sock, ips, conf.table, undo)
-            else:
-                routing.source_routes(sock, call.ifname, ips, gateways, conf.addSourceHints, undo)
+    with routing.open_session(call.netns) as container, Rollback() as undo:
+        if conf.table is not None:
+            routing.add_rules_only(container, ips, conf.table, undo)
+        else:
+            link = routing.require_link(container, call.ifname)
+            routing.source_routes(container, link, ips, gateways, conf.addSourceHints, undo)
     return previous
 
 
@@ -81,8 +80,10 @@ def delete(call: skel.Call) -> None:
     if not call.netns or not netns.exists(call.netns):
         return  # the netns and every rule in it are gone
     try:
-        with routing.netns_lock(call.netns), TableSocket(call.netns) as sock:
-            routing.tidy(sock, call.ifname, conf.table)
+        with routing.open_session(call.netns) as container:
+            link = container.link(call.ifname)
+            if link is not None:  # a missing interface is nothing to do
+                routing.tidy(container, link, conf.table)
     except netns.NetnsMissing:
         return
 
@@ -91,10 +92,9 @@ def check(call: skel.Call) -> None:
     conf, _ = load_conf(call)
     previous = call.chained_result("Required prevResult missing")
     ips = interface_ips(previous, call.ifname)
-    with routing.netns_lock(call.netns), TableSocket(call.netns) as sock:
-        if sock.link(call.ifname) is None:
-            raise internal(f"Cannot find network interface {call.ifname}: Link not found")
-        missing = routing.missing_rules(sock, ips, conf.table)
+    with routing.open_session(call.netns) as container:
+        routing.require_link(container, call.ifname)
+        missing = routing.missing_rules(container, ips, conf.table)
     if missing:
         where = f"table {conf.table}" if conf.table is not None else "a table"
         raise internal(

@@ -7,8 +7,9 @@ import contextlib
 import json
 import os
 
-from libcni.kernel import netns, sysctl
-from libcni.kernel.rtnl import IFF_ALLMULTI, IFF_PROMISC, RouteSocket
+from libcni.kernel import sysctl
+from libcni.kernel.rtnl import IFF_ALLMULTI, IFF_PROMISC, Link
+from libcni.kernel.session import Session
 from libcni.protocol.errors import INTERNAL, INVALID_NETWORK_CONFIG, CNIError
 
 ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
@@ -49,9 +50,11 @@ def check_allowlist(keys, allowlist_path: str = ALLOWLIST) -> None:
             )
 
 
-def write_sysctls(netns_path: str, ifname: str, values: dict) -> None:
+def write_sysctls(container: Session, ifname: str, values: dict) -> None:
     paths = {key: sysctl_path(key, ifname) for key in values}
-    with netns.entered(netns_path):
+    if not paths:
+        return
+    with container.inside():
         for key, value in values.items():
             try:
                 sysctl.write(paths[key][len("/proc/sys/") :], value)
@@ -61,9 +64,11 @@ def write_sysctls(netns_path: str, ifname: str, values: dict) -> None:
                 ) from None
 
 
-def read_sysctls(netns_path: str, ifname: str, keys) -> dict:
+def read_sysctls(container: Session, ifname: str, keys) -> dict:
     paths = {key: sysctl_path(key, ifname) for key in keys}
-    with netns.entered(netns_path):
+    if not paths:
+        return {}
+    with container.inside():
         return {key: _read(path) for key, path in paths.items()}
 
 
@@ -75,12 +80,12 @@ def _read(path: str) -> str:
 # -- link attributes and their backup ------------------------------------------------------
 
 
-def current(netns_path: str, ifname: str) -> dict:
+def container_link(container: Session, ifname: str) -> Link:
+    return container.require(ifname, f"Cannot find container link {ifname}")
+
+
+def current(link: Link) -> dict:
     """mac, promisc, mtu, allmulti, txQLen of the container link."""
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(ifname)
-    if link is None:
-        raise CNIError(INTERNAL, f"Cannot find container link {ifname}")
     return {
         "mac": link.mac,
         "promisc": bool(link.flags & IFF_PROMISC),
@@ -90,29 +95,23 @@ def current(netns_path: str, ifname: str) -> dict:
     }
 
 
-def apply(netns_path: str, ifname: str, wanted: dict) -> None:
+# BACKUP_KEYS -> the set_link keyword that changes it.
+_SETTINGS = {
+    "mac": "mac",
+    "promisc": "promisc",
+    "mtu": "mtu",
+    "allmulti": "allmulti",
+    "txQLen": "txqlen",
+}
+
+
+def apply(container: Session, link: Link, wanted: dict) -> None:
     """Set the given attributes in upstream's order: mac, promisc, mtu, allmulti, txQLen."""
-    names = {
-        "mac": "mac",
-        "promisc": "promisc",
-        "mtu": "mtu",
-        "allmulti": "allmulti",
-        "txQLen": "txqlen",
-    }
-    with RouteSocket(netns_path) as sock:
-        link = sock.link(ifname)
-        if link is None:
-            raise CNIError(INTERNAL, f'failed to get "{ifname}": link not found')
-        for key in BACKUP_KEYS:
-            if key in wanted:
-                try:
-                    sock.set_link(link.index, **{names[key]: wanted[key]})
-                except OSError as err:
-                    raise CNIError(
-                        INTERNAL,
-                        f"failed to set {key} of {ifname} to {wanted[key]}: "
-                        f"{os.strerror(err.errno or 0).lower()}",
-                    ) from None
+    for key in BACKUP_KEYS:
+        if key in wanted:
+            value = wanted[key]
+            failure = f"failed to set {key} of {link.name} to {value}"
+            container.set_link(link, failure, **{_SETTINGS[key]: value})
 
 
 def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
@@ -132,35 +131,34 @@ def save_backup(path: str, values: dict, owner: dict | None = None) -> None:
     statefile.write_text(path, json.dumps(ordered, indent=1))
 
 
-def restore_backup(netns_path: str, ifname: str, path: str) -> None:
-    """Put the saved values back and remove the file. Without the netns or the link there is
-    nothing to restore to: the file goes anyway (upstream leaves it behind for good)."""
+def load_backup(path: str) -> dict | None:
+    """The saved values; None when there is no backup, {} when it is not a JSON object."""
     from libcni import statefile
 
     text = statefile.read_text(path)  # no symlinks, regular files only
     if text is None:
-        return
+        return None
     try:
         saved = json.loads(text)
     except ValueError:
-        saved = None
-    if isinstance(saved, dict) and _link_exists(netns_path, ifname):
-        # Upstream's restore order; an MTU of 0 and an empty MAC mean "was not saved".
-        for key in ("mtu", "mac", "promisc", "allmulti", "txQLen"):
-            value = saved.get(key)
-            if value is not None and not (key in ("mtu", "mac") and not value):
-                apply(netns_path, ifname, {key: value})
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def restore(container: Session, ifname: str, saved: dict) -> None:
+    """Put the saved values back on the link, if it is still there (DEL)."""
+    link = container.link(ifname)
+    if link is None:
+        return
+    # Upstream's restore order; an MTU of 0 and an empty MAC mean "was not saved".
+    for key in ("mtu", "mac", "promisc", "allmulti", "txQLen"):
+        value = saved.get(key)
+        if value is not None and not (key in ("mtu", "mac") and not value):
+            apply(container, link, {key: value})
+
+
+def remove_backup(path: str) -> None:
     _remove(path)
-
-
-def _link_exists(netns_path: str, ifname: str) -> bool:
-    if not netns_path or not netns.exists(netns_path):
-        return False
-    try:
-        with RouteSocket(netns_path) as sock:
-            return sock.link(ifname) is not None
-    except netns.NetnsMissing:
-        return False
 
 
 def _remove(path: str) -> None:

@@ -6,6 +6,7 @@ naming its attachment (linktuning.py), so DEL without the netns and GC remove it
 """
 
 from libcni.kernel import macaddr
+from libcni.kernel.session import Session
 from libcni.protocol import skel
 from libcni.protocol.config import MTU, NetConf, Path, Struct, Uint32
 from libcni.protocol.errors import INTERNAL, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CNIError
@@ -112,14 +113,16 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     linktuning.check_allowlist(conf.sysctl)
     previous = call.chained_result("Required prevResult missing")
-    linktuning.write_sysctls(call.netns, call.ifname, conf.sysctl)
     wanted = attributes(conf)
-    if wanted:
-        before = linktuning.current(call.netns, call.ifname)
-        path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
-        owner = linktuning.owner(conf.name, call.container_id, call.ifname)
-        linktuning.save_backup(path, {key: before[key] for key in wanted}, owner)
-        linktuning.apply(call.netns, call.ifname, wanted)
+    with Session(call.netns) as container:
+        linktuning.write_sysctls(container, call.ifname, conf.sysctl)
+        if wanted:
+            link = linktuning.container_link(container, call.ifname)
+            before = linktuning.current(link)
+            path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
+            owner = linktuning.owner(conf.name, call.container_id, call.ifname)
+            linktuning.save_backup(path, {key: before[key] for key in wanted}, owner)
+            linktuning.apply(container, link, wanted)
     if conf.mac:
         for entry in previous.interfaces:
             if entry.get("name") == call.ifname and entry.get("sandbox") == call.netns:
@@ -130,22 +133,32 @@ def add(call: skel.Call) -> Result:
 def delete(call: skel.Call) -> None:
     conf = load_conf(call)
     path = linktuning.backup_path(conf.dataDir, call.container_id, call.ifname)
-    linktuning.restore_backup(call.netns, call.ifname, path)
+    saved = linktuning.load_backup(path)
+    if saved is None:
+        return
+    # Without the netns there is nothing to restore to: the file goes anyway (upstream leaves
+    # it behind for good).
+    container = Session.existing(call.netns) if saved else None
+    if container is not None:
+        with container:
+            linktuning.restore(container, call.ifname, saved)
+    linktuning.remove_backup(path)
 
 
 def check(call: skel.Call) -> None:
     conf = load_conf(call)
     call.chained_result("Required prevResult missing")
-    found = linktuning.read_sysctls(call.netns, call.ifname, conf.sysctl)
-    for key, wanted in conf.sysctl.items():
-        if found[key] != wanted:
-            path = linktuning.sysctl_path(key, call.ifname)
-            raise CNIError(
-                INTERNAL,
-                f"Error: Tuning configured value of {path} is {wanted}, "
-                f"current value is {found[key]}",
-            )
-    now = linktuning.current(call.netns, call.ifname)
+    with Session(call.netns) as container:
+        found = linktuning.read_sysctls(container, call.ifname, conf.sysctl)
+        for key, wanted in conf.sysctl.items():
+            if found[key] != wanted:
+                path = linktuning.sysctl_path(key, call.ifname)
+                raise CNIError(
+                    INTERNAL,
+                    f"Error: Tuning configured value of {path} is {wanted}, "
+                    f"current value is {found[key]}",
+                )
+        now = linktuning.current(linktuning.container_link(container, call.ifname))
     expected = attributes(conf)
     expected.setdefault("promisc", False)  # promisc must be off unless configured on
     for key, value in expected.items():

@@ -3,8 +3,7 @@ inside the container netns (created on first use, with `table` or the first free
 remove the VRF when its last interface leaves it. Spec versions from 0.3.1, as upstream.
 """
 
-from libcni.kernel import netns
-from libcni.kernel.rules import TableSocket, vrf_table
+from libcni.kernel.rules import vrf_table
 from libcni.protocol import skel
 from libcni.protocol.config import NetConf
 from libcni.protocol.errors import CNIError, config_error, internal
@@ -43,16 +42,17 @@ def add(call: skel.Call) -> Result:
     if previous is None:
         raise internal("missing prevResult from earlier plugin")
     try:
-        with TableSocket(call.netns) as sock, Rollback() as undo:
-            vrf = enslave.find_vrf(sock, conf.vrfname)
+        with enslave.open_session(call.netns) as container, Rollback() as undo:
+            vrf = enslave.find_vrf(container, conf.vrfname)
             if vrf is None:
-                vrf = enslave.create_vrf(sock, conf.vrfname, conf.table, undo)
+                vrf = enslave.create_vrf(container, conf.vrfname, conf.table, undo)
             elif conf.table and vrf_table(vrf) != conf.table:
                 raise internal(
                     f"VRF {conf.vrfname} already exist with different routing "
                     f"table {vrf_table(vrf)}"
                 )
-            enslave.enslave(sock, vrf, call.ifname, undo)
+            link = enslave.require_link(container, call.ifname)
+            enslave.enslave(container, vrf, link, undo)
     except CNIError as err:
         raise CNIError(err.code, f"cmdAdd failed: {err.msg}", err.details) from None
     return previous
@@ -60,26 +60,24 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     conf = load_conf(call)
-    if not call.netns or not netns.exists(call.netns):
+    container = enslave.existing_session(call.netns)
+    if container is None:
         return  # the VRF went with its netns
-    try:
-        with TableSocket(call.netns) as sock:
-            vrf = enslave.find_vrf(sock, conf.vrfname)
-            if vrf is not None:
-                enslave.release(sock, vrf, call.ifname)
-    except netns.NetnsMissing:
-        return
+    with container:
+        vrf = enslave.find_vrf(container, conf.vrfname)
+        if vrf is not None:
+            enslave.release(container, vrf, container.link(call.ifname))
 
 
 def check(call: skel.Call) -> None:
     conf = load_conf(call)
     if call.prev_result() is None:
         raise internal("missing prevResult from earlier plugin")
-    with TableSocket(call.netns) as sock:
-        vrf = enslave.find_vrf(sock, conf.vrfname)
+    with enslave.open_session(call.netns) as container:
+        vrf = enslave.find_vrf(container, conf.vrfname)
         if vrf is None:
             raise internal(f"VRF {conf.vrfname} not found in {call.netns}")
-        names = [link.name for link in enslave.slaves(sock, vrf)]
+        names = [link.name for link in enslave.slaves(container, vrf)]
     if call.ifname not in names:
         raise internal(f"failed to find {call.ifname} associated to vrf {conf.vrfname}")
 
