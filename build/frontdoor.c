@@ -11,7 +11,12 @@
  *     with the worker's status;
  *   - otherwise (no daemon, a refusal, cnitool, an unknown name) we exec the frozen program in
  *     the runtime folder with our argv and environment, so the result is exactly what the
- *     frozen program alone would have produced.
+ *     frozen program alone would have produced. We set up its environment the way
+ *     PyInstaller's bootloader would (prepare_frozen_environment), so that the bootloader
+ *     starts Python at once instead of executing itself a second time.
+ *
+ * With PYCNI_TRACE set we pass our start time on as PYCNI_TRACE_T0 (CLOCK_MONOTONIC, ns) for
+ * the per-call log's phases (libcni/protocol/phases.py).
  *
  * libc only, no allocation on the VERSION path, nothing left behind on failure. Only names the
  * table lists are answered or forwarded: anything else is the frozen program's to judge.
@@ -32,6 +37,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 /* PLUGINS[] (name, VERSION answer, lost-worker error), FRONTDOOR_RUNTIME and the protocol's
@@ -87,8 +93,57 @@ static int runtime_path(char *out, size_t size, const char *argv0)
     return len > 0 && (size_t)len < size ? 0 : -1;
 }
 
+/* What PyInstaller's bootloader (6.x, onedir, Linux) sets before it executes itself again so
+ * that the dynamic loader sees its library folder: LD_LIBRARY_PATH with the runtime folder
+ * first (the caller's value kept in LD_LIBRARY_PATH_ORIG), and its markers. With
+ * _PYI_PARENT_PROCESS_LEVEL=-1 ("restarted") and _PYI_ARCHIVE_FILE naming this very program,
+ * the bootloader takes the environment as set up and starts Python at once; with anything
+ * else (another PyInstaller version, a moved program) it resets it and restarts itself as
+ * before, so this only ever saves the second exec. build/multicall.py removes all of it again
+ * before a plugin starts a program of its own. */
+static int prepare_frozen_environment(const char *runtime)
+{
+    char home[PATH_MAX];
+    size_t len = strlen(runtime);
+    const char *slash = strrchr(runtime, '/');
+    if (slash == NULL || len >= sizeof home)
+        return -1;
+    memcpy(home, runtime, (size_t)(slash - runtime));
+    home[slash - runtime] = '\0';
+    const char *old = getenv("LD_LIBRARY_PATH");
+    int rc;
+    if (old != NULL && old[0] != '\0') {
+        size_t size = strlen(home) + 1 + strlen(old) + 1;
+        char *path = malloc(size);
+        if (path == NULL)
+            return -1;
+        snprintf(path, size, "%s:%s", home, old);
+        rc = setenv("LD_LIBRARY_PATH", path, 1);
+        free(path);
+    } else {
+        rc = setenv("LD_LIBRARY_PATH", home, 1);
+    }
+    if (rc == 0)
+        rc = setenv("_PYI_ARCHIVE_FILE", runtime, 1);
+    if (rc == 0)
+        rc = setenv("_PYI_PARENT_PROCESS_LEVEL", "-1", 1);
+    if (rc == 0) {
+        char name[16]; /* the process name the bootloader would have kept (comm: 15 bytes) */
+        snprintf(name, sizeof name, "%s", slash + 1);
+        rc = setenv("_PYI_LINUX_PROCESS_NAME", name, 1);
+    }
+    if (rc == 0 && old != NULL && old[0] != '\0')
+        rc = setenv("LD_LIBRARY_PATH_ORIG", old, 1);
+    return rc;
+}
+
 static int run_frozen(const char *runtime, char **argv)
 {
+    /* Only for a caller that is no PyInstaller program itself (whose markers would mean
+     * something else to the bootloader): otherwise the bootloader sorts it out. */
+    if (runtime[0] != '\0' && getenv("_PYI_ARCHIVE_FILE") == NULL &&
+        getenv("_PYI_PARENT_PROCESS_LEVEL") == NULL && getenv("LD_LIBRARY_PATH_ORIG") == NULL)
+        prepare_frozen_environment(runtime);
     if (runtime[0] != '\0')
         execve(runtime, argv, environ);
     fprintf(stderr, "pycni: cannot run the frozen program %s: %s\n",
@@ -295,6 +350,14 @@ int main(int argc, char **argv)
     if (plugin != NULL && plugin->serving != NULL && argc > 1 &&
         strcmp(argv[1], plugin->serving) == 0)
         plugin = NULL;
+    const char *trace = getenv("PYCNI_TRACE");
+    if (trace != NULL && trace[0] != '\0' && strcmp(trace, "0") != 0) {
+        struct timespec now;
+        char stamp[32];
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        snprintf(stamp, sizeof stamp, "%lld", (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+        setenv("PYCNI_TRACE_T0", stamp, 1);
+    }
     const char *command = getenv("CNI_COMMAND");
     if (plugin != NULL && command != NULL && strcmp(command, "VERSION") == 0) {
         /* A closed stdout is an error to report, not a signal to die of (as in Python). */

@@ -4,7 +4,12 @@ of the plugin by that caller (a runtime's pod cgroup, a kubelet's RLIMIT_NOFILE,
 files in /var/lib/cni).
 
 They are read from /proc/<pid> of the peer (SO_PEERCRED) by the worker while the caller waits
-on the socket: the client sends nothing extra. The caller's cgroups are joined through its own
+on the socket: the client sends nothing extra. Only what differs from the worker's own is
+changed (a worker starts with the server's limits and cgroups): a caller in the daemon's cgroups
+with the same limits costs one read of /proc/<pid>/status, one of /proc/<pid>/cgroup, the limits'
+prlimit() reads and the nice value and umask, no cgroup move. A cgroup move is the one costly
+step (the kernel's cgroup threadgroup lock): a v2 hierarchy is one write of cgroup.procs, each v1
+hierarchy whose cgroup differs is one more. The caller's cgroups are joined through its own
 view of the cgroup mounts (/proc/<pid>/root, /proc/<pid>/mountinfo), so the daemon needs none
 of its own: `ip netns exec` or a container may hide them from it.
 """
@@ -45,7 +50,8 @@ class Caller:
         a low limit must not stop our setup; the umask goes last)."""
         for limit, values in self.limits.items():
             resource.setrlimit(limit, values)
-        os.setpriority(os.PRIO_PROCESS, 0, self.nice)
+        if os.getpriority(os.PRIO_PROCESS, 0) != self.nice:
+            os.setpriority(os.PRIO_PROCESS, 0, self.nice)
         os.umask(self.umask)
 
 
@@ -58,16 +64,27 @@ def own_cgroups(proc: str = "/proc") -> list:
         return []
 
 
-def read(pid: int, current_cgroups: list, proc: str = "/proc") -> Caller:
-    """The caller `pid`'s umask, limits and the cgroups it is in that differ from
-    `current_cgroups` (lines of /proc/<pid>/cgroup: moving costs a kernel lock)."""
+def own_limits() -> dict:
+    """This process's limits (a worker starts with them)."""
+    return {limit: resource.getrlimit(limit) for limit in LIMITS}
+
+
+def read(pid: int, current_cgroups: list, current_limits=None, proc: str = "/proc") -> Caller:
+    """The caller `pid`'s umask, nice value, and the limits and cgroups it has that differ from
+    `current_limits` and `current_cgroups` (lines of /proc/<pid>/cgroup: moving costs a kernel
+    lock)."""
+    current_limits = current_limits or {}
     if pid <= 0:
         raise CallerUnknown(0, "the caller's pid is not visible from here")
     try:
         with open(f"{proc}/{pid}/status") as f:
             umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
         nice = os.getpriority(os.PRIO_PROCESS, pid)
-        limits = {limit: resource.prlimit(pid, limit) for limit in LIMITS}
+        limits = {}
+        for limit in LIMITS:
+            value = resource.prlimit(pid, limit)
+            if current_limits.get(limit) != value:
+                limits[limit] = value
         with open(f"{proc}/{pid}/cgroup") as f:
             moves = [line for line in f.read().splitlines() if line not in current_cgroups]
         cgroups = []
