@@ -37,13 +37,21 @@ class Caller:
     limits: dict = field(default_factory=dict)  # RLIMIT_* -> (soft, hard)
     cgroups: list = field(default_factory=list)  # cgroup.procs files of cgroups to join
 
-    def join_cgroups(self) -> None:
+    def join_cgroups(self, keep: bool = False) -> list:
+        """Join the caller's cgroups; with `keep`, returns a descriptor (O_PATH) of each cgroup
+        joined, so that the server can place the next worker there ahead of the next call."""
+        joined = []
         for procs in self.cgroups:
             try:
                 with open(procs, "w") as f:
                     f.write(str(os.getpid()))
+                if keep:
+                    joined.append(os.open(os.path.dirname(procs), os.O_PATH | os.O_DIRECTORY))
             except OSError as err:
+                for fd in joined:
+                    os.close(fd)
                 raise CallerUnknown(err.errno, f"cannot join {os.path.dirname(procs)}") from err
+        return joined
 
     def apply_limits(self) -> None:
         """Take on the caller's limits, priority and umask (last thing before the plugin runs:
@@ -53,6 +61,21 @@ class Caller:
         if os.getpriority(os.PRIO_PROCESS, 0) != self.nice:
             os.setpriority(os.PRIO_PROCESS, 0, self.nice)
         os.umask(self.umask)
+
+
+def join_ahead(directories: list, pid: int) -> None:
+    """Move process `pid` (an idle worker) into the cgroups `directories` (descriptors) where
+    the last caller was, so that a call from there finds it in place. A cgroup that is gone or
+    refuses us is skipped: the call moves then."""
+    for fd in directories:
+        try:
+            procs = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                os.write(procs, str(pid).encode())
+            finally:
+                os.close(procs)
+        except OSError:
+            pass
 
 
 def own_cgroups(proc: str = "/proc") -> list:

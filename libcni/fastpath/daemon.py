@@ -77,7 +77,15 @@ class Server:
         self.cgroups = callers.own_cgroups()  # workers start in these
         self.limits = callers.own_limits()  # and with these
         self.libc: Any = None  # ctypes.CDLL of libc, loaded by preload()
-        self.pipe = -1  # the workers' end of the pipe to the server
+        self.channel: Any = None  # the workers' end of the datagram socket to the server
+        # With --warm-cgroups, descriptors of the cgroups the last caller that needed a move
+        # was in: each new worker moves there while idle (libcni.fastpath.caller.join_ahead),
+        # so that the next call from a runtime in those cgroups costs no cgroup move. The
+        # price: idle workers count in that cgroup (pids, the memory they touch) and keep it
+        # from being removed, so it is for runtimes in a long-lived cgroup of their own.
+        self.warm_cgroups = False
+        self.warm: list = []
+        self.poller: Any = None
 
     def preload(self) -> None:
         import ctypes
@@ -118,10 +126,12 @@ class Server:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-        news, self.pipe = os.pipe()
+        news_socket, self.channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        news_socket.setblocking(False)
+        news = news_socket.fileno()
         idle: dict = {}  # pid -> pidfd of a worker waiting for a call
         exiting: dict = {}  # with --trace: pidfd -> (pid, when it said it was exiting)
-        poller = select.poll()
+        poller = self.poller = select.poll()
         poller.register(news, select.POLLIN)
         try:
             while True:
@@ -131,7 +141,7 @@ class Server:
                     poller.register(pidfd, select.POLLIN)
                 by_fd = {fd: pid for pid, fd in idle.items()}
                 ready = [fd for fd, _ in poller.poll()]
-                if news in ready and self._read_news(news, idle, exiting, poller):
+                if news in ready and self._read_news(news_socket, idle, exiting):
                     return
                 for fd in ready:
                     if fd in exiting:  # a worker that took a call is gone (--trace)
@@ -146,8 +156,8 @@ class Server:
                         poller.unregister(fd)
                         os.close(fd)
         finally:
-            os.close(news)
-            os.close(self.pipe)
+            news_socket.close()
+            self.channel.close()
 
     def _fork(self) -> tuple:
         sys.stdout.flush()
@@ -157,25 +167,49 @@ class Server:
             workers.Worker(self).run()  # never returns
         return pid, os.pidfd_open(pid)
 
-    def _read_news(self, news: int, idle: dict, exiting: dict, poller) -> bool:
+    def _read_news(self, news, idle: dict, exiting: dict) -> bool:
         """Take in the workers' records; True when the server must exit (an upgrade)."""
-        data = os.read(news, workers.RECORD.size * 256)
-        for pid, what, when in workers.RECORD.iter_unpack(data):
-            if what == workers.TOOK_A_CALL:
-                pidfd = idle.pop(pid, None)
-                if pidfd is not None:
-                    if self.trace:
-                        exiting[pidfd] = (pid, 0)  # still watched: its exit is timed
-                    else:
-                        poller.unregister(pidfd)
-                        os.close(pidfd)
-            elif what == workers.EXITING:
-                for pidfd, (known, _) in exiting.items():
-                    if known == pid:
-                        exiting[pidfd] = (pid, when)
-            elif what == workers.UPGRADED:
-                workers.log("the installed program changed: exiting so the new one is started")
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(news, workers.RECORD.size, 16)
+            except BlockingIOError:
+                return False
+            if len(data) != workers.RECORD.size:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if self._take(workers.RECORD.unpack(data), fds, idle, exiting):
                 return True
+
+    def _take(self, record: tuple, fds: list, idle: dict, exiting: dict) -> bool:
+        """One worker's record; True when the server must exit."""
+        pid, what, when = record
+        if what == workers.CALLER_CGROUPS and self.warm_cgroups:
+            for fd in self.warm:
+                os.close(fd)
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            self.warm = fds
+            for worker in idle:  # the ones forked before: a move now, once per new place
+                callers.join_ahead(fds, worker)
+            return False
+        for fd in fds:
+            os.close(fd)
+        if what == workers.TOOK_A_CALL:
+            pidfd = idle.pop(pid, None)
+            if pidfd is not None:
+                if self.trace:
+                    exiting[pidfd] = (pid, 0)  # still watched: its exit is timed
+                else:
+                    self.poller.unregister(pidfd)
+                    os.close(pidfd)
+        elif what == workers.EXITING:
+            for pidfd, (known, _) in exiting.items():
+                if known == pid:
+                    exiting[pidfd] = (pid, when)
+        elif what == workers.UPGRADED:
+            workers.log("the installed program changed: exiting so the new one is started")
+            return True
         return False
 
 
@@ -232,7 +266,7 @@ def _take_over(path: str) -> None:
     )
 
 
-USAGE = "pycni-daemon [--verbose] [--workers N] [--trace] [SOCKET]"
+USAGE = "pycni-daemon [--verbose] [--workers N] [--warm-cgroups] [--trace] [SOCKET]"
 DESCRIPTION = (
     "pycni's daemon: every plugin preloaded and a pool of pre-forked workers, each serving "
     "one plugin call handed over by the plugins' front door, in the caller's namespaces. "
@@ -258,6 +292,13 @@ def parse_arguments(argv: list):
         default=0,
         metavar="N",
         help=f"pre-forked workers kept ready (default: two per CPU, 4-32; here {pool_size()})",
+    )
+    parser.add_argument(
+        "--warm-cgroups",
+        action="store_true",
+        help="keep idle workers in the cgroups of the last caller that needed a cgroup move, "
+        "so the next call from there needs none (idle workers then count in that cgroup and "
+        "keep it from being removed: for a runtime in a long-lived cgroup of its own)",
     )
     parser.add_argument(
         "--trace", action="store_true", help="log how long each worker takes to exit"
@@ -286,6 +327,7 @@ def main(plugins: dict) -> int:
         return 1
     server = Server(plugins, listener, verbose=args.verbose, size=args.workers)
     server.trace = args.trace
+    server.warm_cgroups = args.warm_cgroups
     try:
         server.preload()
         workers.log(f"serving {len(plugins)} programs on {path} ({server.size} workers)")

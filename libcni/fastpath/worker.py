@@ -38,7 +38,7 @@ REQUEST_TIMEOUT = 2.0
 REQUEST_DEADLINE = 10.0
 # What a worker tells the server over its pipe: (pid, what, CLOCK_MONOTONIC ns) records.
 RECORD = struct.Struct("=iiq")
-TOOK_A_CALL, UPGRADED, EXITING = 1, 2, 3
+TOOK_A_CALL, UPGRADED, EXITING, CALLER_CGROUPS = 1, 2, 3, 4
 # Process names (ps, /proc/<pid>/comm): a pool worker waiting, and one serving a call.
 IDLE_NAME, SERVING_NAME = b"pycni-idle", b"pycni-call"
 
@@ -47,9 +47,10 @@ def log(message: str) -> None:
     print(f"pycni-daemon[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
 
 
-def tell(pipe: int, what: int) -> None:
+def tell(channel, what: int, fds: list | None = None) -> None:
+    """One record to the server over the datagram socket `channel`, with descriptors."""
     try:
-        os.write(pipe, RECORD.pack(os.getpid(), what, time.monotonic_ns()))
+        socket.send_fds(channel, [RECORD.pack(os.getpid(), what, time.monotonic_ns())], fds or [])
     except OSError:  # the server is gone: nothing to tell
         pass
 
@@ -79,12 +80,14 @@ class Worker:
             if os.getppid() != server.pid:  # the server died before we asked to die with it
                 os._exit(0)
             os.setpgid(0, 0)  # what the plugin starts dies with it (die_with_the_caller)
+            if server.warm:  # off the call's path: the cgroup move is the costly step
+                callers.join_ahead(server.warm, os.getpid())
             _name(IDLE_NAME)
             conn, _ = server.listener.accept()
             accepted = time.monotonic()
             server.libc.prctl(PR_SET_PDEATHSIG, 0)  # the call completes without the server
             server.listener.close()
-            tell(server.pipe, TOOK_A_CALL)
+            tell(server.channel, TOOK_A_CALL)
             _name(SERVING_NAME)
             status = self.serve(conn, accepted)
         except BaseException as err:  # report, never fall back into the server's code
@@ -150,7 +153,7 @@ class Worker:
                     pass
                 write_held_log_lines()
                 if server.trace:
-                    tell(server.pipe, EXITING)
+                    tell(server.channel, EXITING)
         return int(status or 0)
 
     def admit(self, conn):
@@ -175,14 +178,20 @@ class Worker:
                     reason, loud = f"build {request.get('build')!r}", True
                     if fastpath.build_id() != server.build:  # our own program changed on disk
                         reason += ": the installed program changed, exiting for the new one"
-                        tell(server.pipe, UPGRADED)
+                        tell(server.channel, UPGRADED)
                     else:  # another install's program: it runs itself
                         reason += " (another install): its caller runs the plugin itself"
                 elif request.get("name") not in server.plugins:
                     reason = f"unknown program {request.get('name')!r}"
                 else:
-                    caller = callers.read(pid, server.cgroups, server.limits)
-                    caller.join_cgroups()
+                    # Our cgroups now (the server may have moved us while we waited).
+                    here = callers.own_cgroups() if server.warm_cgroups else server.cgroups
+                    caller = callers.read(pid, here, server.limits)
+                    joined = caller.join_cgroups(keep=server.warm_cgroups)
+                    if joined:  # the next worker waits there
+                        tell(server.channel, CALLER_CGROUPS, joined)
+                    for fd in joined:
+                        os.close(fd)
                     return request, fds, caller
         except OSError as err:  # a late request, a caller we cannot follow
             reason = str(err)
