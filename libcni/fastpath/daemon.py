@@ -124,8 +124,6 @@ class Server:
         self.limits = callers.own_limits()
         # Workers are reaped by the kernel; the server watches them through pidfds.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
         news_socket, self.channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         news_socket.setblocking(False)
         news = news_socket.fileno()
@@ -328,6 +326,8 @@ def main(plugins: dict) -> int:
     server = Server(plugins, listener, verbose=args.verbose, size=args.workers)
     server.trace = args.trace
     server.warm_cgroups = args.warm_cgroups
+    signal.signal(signal.SIGTERM, _stop)  # a clean exit: the socket file removed
+    signal.signal(signal.SIGINT, _stop)
     try:
         server.preload()
         workers.log(f"serving {len(plugins)} programs on {path} ({server.size} workers)")

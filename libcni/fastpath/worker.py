@@ -87,7 +87,6 @@ class Worker:
             accepted = time.monotonic()
             server.libc.prctl(PR_SET_PDEATHSIG, 0)  # the call completes without the server
             server.listener.close()
-            tell(server.channel, TOOK_A_CALL)
             _name(SERVING_NAME)
             status = self.serve(conn, accepted)
         except BaseException as err:  # report, never fall back into the server's code
@@ -162,12 +161,24 @@ class Worker:
         server = self.server
         fds: list = []
         loud = server.verbose
+        # The server forks our replacement once told. A request already sent (the front door
+        # sends it at once) is read first, so that fork does not run in between; a slow
+        # client's worker tells at once, so the pool never waits for it.
+        waiting = select.poll()
+        waiting.register(conn.fileno(), select.POLLIN)
+        told = not waiting.poll(0)
+        if told:
+            tell(server.channel, TOOK_A_CALL)
         try:
             pid, uid = peer(conn)
             if uid != os.getuid():
                 reason, loud = "a caller with another uid", True
             else:
+                # The front door sent it before we accepted: reading it waits for nothing.
                 request, fds = recv_request(conn, time.monotonic() + REQUEST_DEADLINE)
+                if not told:
+                    told = True
+                    tell(server.channel, TOOK_A_CALL)
                 if request is not None:
                     phases.begin(request["env"])
                     request["env"].pop(phases.ORIGIN_VARIABLE, None)
@@ -195,6 +206,9 @@ class Worker:
                     return request, fds, caller
         except OSError as err:  # a late request, a caller we cannot follow
             reason = str(err)
+        finally:
+            if not told:
+                tell(server.channel, TOOK_A_CALL)
         if loud:
             log(f"refused {reason}")
         for fd in fds:
@@ -266,11 +280,11 @@ def write_held_log_lines() -> None:
     """The call-log lines held back for the trace, now with the status's time."""
     if not phases.held:
         return
-    phases.mark("statusSent")
+    sent = phases.elapsed(statusSent=time.monotonic())["statusSent"]
     from libcni.protocol import calllog
 
     for path, line, max_size in phases.held:
-        line["phases"] = phases.elapsed()
+        line["phases"]["statusSent"] = sent
         try:
             calllog.append(path, calllog.json.dumps(line, separators=(",", ":")) + "\n", max_size)
         except Exception as err:

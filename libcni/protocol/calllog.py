@@ -153,9 +153,7 @@ def record(
             max_size = DEFAULT_MAX_SIZE
         line = entry(plugin, env, conf, stdin_data, stdout_text, code, started, level >= 3)
         if phases.wanted(env, wanted_settings):
-            phases.mark("plugin", started)
-            phases.mark("pluginDone")
-            line["phases"] = phases.elapsed()
+            line["phases"] = phases.elapsed(plugin=started, pluginDone=time.monotonic())
             if phases.held is not None:  # a daemon worker writes it once the status is sent
                 phases.held.append((path, line, max_size))
                 return
