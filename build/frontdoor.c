@@ -282,39 +282,42 @@ static int await_status(int sock)
     return (int)(int32_t)ntohl(status) & 0xff; /* as sys.exit() would truncate it */
 }
 
-static int connect_daemon(void)
+/* The daemon's address; -1 when its socket file is not there (no daemon: the common case
+ * without one costs this one stat). */
+static int daemon_address(struct sockaddr_un *addr, socklen_t *addr_len)
 {
     const char *path = getenv("PYCNI_SOCKET");
     if (path == NULL || path[0] == '\0')
         path = FRONTDOOR_DEFAULT_SOCKET;
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
     size_t len = strlen(path);
-    if (len > sizeof addr.sun_path)
+    struct stat st;
+    if (len > sizeof addr->sun_path || stat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
         return -1;
-    memcpy(addr.sun_path, path, len);
-    int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (sock < 0)
-        return -1;
-    /* A descriptor below 3 means one of our streams is closed: not a call to hand over. */
-    if (sock <= 2 ||
-        connect(sock, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un,
-                                                                     sun_path) + len)) != 0) {
-        close(sock);
-        return -1;
-    }
-    return sock;
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, path, len);
+    *addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+    return 0;
 }
 
 /* Hand the call to the daemon. Returns the exit status, or RUN_FROZEN when the daemon is not
- * there or refused before doing any work. */
+ * there or refused before doing any work. Everything is prepared before we connect, so that
+ * the request follows the connection at once: a worker that accepts finds it waiting. */
 static int forward(const struct plugin *plugin, int argc, char **argv, const char *runtime)
 {
     char build[256];
-    if (build_id(build, sizeof build, runtime) != 0)
+    struct sockaddr_un addr;
+    socklen_t addr_len;
+    if (build_id(build, sizeof build, runtime) != 0 || daemon_address(&addr, &addr_len) != 0)
         return RUN_FROZEN;
-    int sock = connect_daemon();
+    int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0)
         return RUN_FROZEN;
+    /* A descriptor below 3 means one of our streams is closed: not a call to hand over. */
+    if (sock <= 2) {
+        close(sock);
+        return RUN_FROZEN;
+    }
     int fds[PASSED_FDS] = {0, 1, 2, -1, -1, -1};
     fds[3] = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     fds[4] = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
@@ -324,11 +327,11 @@ static int forward(const struct plugin *plugin, int argc, char **argv, const cha
     char *request = NULL;
     if (fds[3] >= 0 && fds[4] >= 0 && fds[5] >= 0)
         request = encode_request(build, plugin->name, argc, argv, &size);
-    if (request != NULL) {
+    if (request != NULL && connect(sock, (struct sockaddr *)&addr, addr_len) == 0) {
         int unsent = send_request(sock, request, size, fds);
         status = unsent == 1 ? RUN_FROZEN : unsent == 0 ? await_status(sock) : -2;
-        free(request);
     }
+    free(request);
     for (int i = 3; i < PASSED_FDS; i++)
         if (fds[i] >= 0)
             close(fds[i]);

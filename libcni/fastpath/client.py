@@ -96,15 +96,16 @@ def forward(name: str, argv: list, env=os.environ) -> int | None:
     opened = []
     sent = False
     try:
-        try:
-            sock.connect(path)
-        except OSError:
-            return None  # a stale socket file: nobody listens
+        # All prepared before we connect: the worker that accepts finds the request waiting.
         for ns_path in ("/proc/thread-self/ns/net", "/proc/thread-self/ns/mnt"):
             opened.append(os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC))
         opened.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         header = encode_header(PROTOCOL, build_id(), name, list(argv), env)
         fds = [0, 1, 2, *opened]
+        try:
+            sock.connect(path)
+        except OSError:
+            return None  # a stale socket file: nobody listens
         sock.sendmsg(
             [struct.pack(LENGTH_FORMAT, len(header)) + header],
             [(SOL_SOCKET, SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))],
