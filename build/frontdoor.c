@@ -188,13 +188,19 @@ static char *put_pair(char *at, const char *key, const char *value)
 }
 
 /* The request: a 4-byte big-endian length, then NUL-separated key/value pairs (protocol, build,
- * name, one `argv` per argument after argv[0], one `env` per variable), as
+ * name, umask, one `argv` per argument after argv[0], one `env` per variable), as
  * libcni.fastpath.encode_header writes them. Returns a malloc'd buffer, its size in *size. */
 static char *encode_request(const char *build, const char *name, int argc, char **argv,
                             size_t *size)
 {
     size_t total = 4 + sizeof "protocol" + sizeof FRONTDOOR_PROTOCOL + sizeof "build" +
                    strlen(build) + 1 + sizeof "name" + strlen(name) + 1;
+    /* Our umask (the worker takes it on; it would read /proc/<pid>/status without it). */
+    char umask_text[8];
+    mode_t mask = umask(0);
+    umask(mask);
+    snprintf(umask_text, sizeof umask_text, "%o", (unsigned)mask);
+    total += sizeof "umask" + strlen(umask_text) + 1;
     for (int i = 1; i < argc; i++)
         total += sizeof "argv" + strlen(argv[i]) + 1;
     for (size_t i = 0; environ[i] != NULL; i++)
@@ -210,6 +216,7 @@ static char *encode_request(const char *build, const char *name, int argc, char 
     char *at = put_pair(buf + 4, "protocol", FRONTDOOR_PROTOCOL);
     at = put_pair(at, "build", build);
     at = put_pair(at, "name", name);
+    at = put_pair(at, "umask", umask_text);
     for (int i = 1; i < argc; i++)
         at = put_pair(at, "argv", argv[i]);
     for (size_t i = 0; environ[i] != NULL; i++)

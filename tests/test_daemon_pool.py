@@ -173,3 +173,19 @@ def test_a_traced_call_logs_its_phases(plugin_dir, pool, netns, tmp_path):
     assert "phases" not in lines[2]
     if frontdoor:  # the exec path: front door, interpreter ready, the plugin
         assert list(lines[1]["phases"]) == ["frontdoor", "interpreter", "plugin", "pluginDone"]
+
+
+def test_the_callers_umask_travels_in_the_request():
+    from libcni.fastpath import client as fastpath
+
+    header = fastpath.encode_header(2, "b", "loopback", ["x"], {"A": "1"}, 0o027)
+    assert fastpath.decode_header(header) == {
+        "protocol": 2,
+        "build": "b",
+        "name": "loopback",
+        "umask": 0o027,
+        "argv": ["x"],
+        "env": {"A": "1"},
+    }
+    for bad in (b"", b"9", b"77777", b"-1"):
+        assert fastpath.decode_header(b"protocol\x002\x00umask\x00" + bad + b"\x00") is None

@@ -197,7 +197,7 @@ class Worker:
                 else:
                     # Our cgroups now (the server may have moved us while we waited).
                     here = callers.own_cgroups() if server.warm_cgroups else server.cgroups
-                    caller = callers.read(pid, here, server.limits)
+                    caller = callers.read(pid, here, server.limits, umask=request.get("umask"))
                     joined = caller.join_cgroups(keep=server.warm_cgroups)
                     if joined:  # the next worker waits there
                         tell(server.channel, CALLER_CGROUPS, joined)
