@@ -624,7 +624,7 @@ class Daemon:
     """Our pycni-daemon on a private socket, for measuring the preloaded fast path. It runs in
     a netns of its own and a private mount namespace (its workers enter each caller's)."""
 
-    def __init__(self, plugin_dir: str):
+    def __init__(self, plugin_dir: str, args: tuple = (), log=subprocess.DEVNULL):
         self.dir = tempfile.mkdtemp(prefix="pycni-bench-")
         self.socket = os.path.join(self.dir, "pycni.sock")
         self.namespaces = Namespaces()
@@ -641,9 +641,10 @@ class Daemon:
                 "--propagation",
                 "private",
                 daemon_program(plugin_dir),
+                *args,
                 self.socket,
             ],
-            stderr=subprocess.DEVNULL,
+            stderr=log,
         )
         deadline = time.monotonic() + 60
         while not os.path.exists(self.socket):
@@ -653,9 +654,20 @@ class Daemon:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        workers = []
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                workers = [int(pid) for pid in f.read().split()]
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+        # Its idle workers die with it (PR_SET_PDEATHSIG): wait, so that a cgroup they sat in
+        # (--warm-cgroups) can be removed.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(
+            os.path.exists(f"/proc/{pid}/task") for pid in workers
+        ):
+            time.sleep(0.02)
         self.namespaces.__exit__()
         subprocess.run(["rm", "-rf", self.dir], check=False)
 
@@ -746,6 +758,12 @@ def main() -> int:
         help="B on its own and C = B through a private pycni-daemon, interleaved with A in one run",
     )
     parser.add_argument(
+        "--daemon-args",
+        default="",
+        metavar="ARGS",
+        help="extra pycni-daemon arguments, e.g. '--warm-cgroups' (space-separated)",
+    )
+    parser.add_argument(
         "--rusage-cpu",
         action="store_true",
         help="CPU time from each exec's rusage (wait4), not from a cgroup of "
@@ -781,7 +799,7 @@ def main() -> int:
             print(f"skipping {sc.name}: {', '.join(missing)} not in both directories")
             continue
         table.append(sc)
-    daemon = Daemon(args.b) if args.daemon or args.both else None
+    daemon = Daemon(args.b, tuple(args.daemon_args.split())) if args.daemon or args.both else None
     # Without the daemon, B's fast path looks for a socket that is not there (never the
     # default path, in case this machine runs a daemon).
     alone = {"PYCNI_SOCKET": os.path.join(tempfile.gettempdir(), f"pycni-none-{os.getpid()}")}

@@ -11,7 +11,12 @@
  *     with the worker's status;
  *   - otherwise (no daemon, a refusal, cnitool, an unknown name) we exec the frozen program in
  *     the runtime folder with our argv and environment, so the result is exactly what the
- *     frozen program alone would have produced.
+ *     frozen program alone would have produced. We set up its environment the way
+ *     PyInstaller's bootloader would (prepare_frozen_environment), so that the bootloader
+ *     starts Python at once instead of executing itself a second time.
+ *
+ * With PYCNI_TRACE set we pass our start time on as PYCNI_TRACE_T0 (CLOCK_MONOTONIC, ns) for
+ * the per-call log's phases (libcni/protocol/phases.py).
  *
  * libc only, no allocation on the VERSION path, nothing left behind on failure. Only names the
  * table lists are answered or forwarded: anything else is the frozen program's to judge.
@@ -32,6 +37,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 /* PLUGINS[] (name, VERSION answer, lost-worker error), FRONTDOOR_RUNTIME and the protocol's
@@ -87,8 +93,57 @@ static int runtime_path(char *out, size_t size, const char *argv0)
     return len > 0 && (size_t)len < size ? 0 : -1;
 }
 
+/* What PyInstaller's bootloader (6.x, onedir, Linux) sets before it executes itself again so
+ * that the dynamic loader sees its library folder: LD_LIBRARY_PATH with the runtime folder
+ * first (the caller's value kept in LD_LIBRARY_PATH_ORIG), and its markers. With
+ * _PYI_PARENT_PROCESS_LEVEL=-1 ("restarted") and _PYI_ARCHIVE_FILE naming this very program,
+ * the bootloader takes the environment as set up and starts Python at once; with anything
+ * else (another PyInstaller version, a moved program) it resets it and restarts itself as
+ * before, so this only ever saves the second exec. build/multicall.py removes all of it again
+ * before a plugin starts a program of its own. */
+static int prepare_frozen_environment(const char *runtime)
+{
+    char home[PATH_MAX];
+    size_t len = strlen(runtime);
+    const char *slash = strrchr(runtime, '/');
+    if (slash == NULL || len >= sizeof home)
+        return -1;
+    memcpy(home, runtime, (size_t)(slash - runtime));
+    home[slash - runtime] = '\0';
+    const char *old = getenv("LD_LIBRARY_PATH");
+    int rc;
+    if (old != NULL && old[0] != '\0') {
+        size_t size = strlen(home) + 1 + strlen(old) + 1;
+        char *path = malloc(size);
+        if (path == NULL)
+            return -1;
+        snprintf(path, size, "%s:%s", home, old);
+        rc = setenv("LD_LIBRARY_PATH", path, 1);
+        free(path);
+    } else {
+        rc = setenv("LD_LIBRARY_PATH", home, 1);
+    }
+    if (rc == 0)
+        rc = setenv("_PYI_ARCHIVE_FILE", runtime, 1);
+    if (rc == 0)
+        rc = setenv("_PYI_PARENT_PROCESS_LEVEL", "-1", 1);
+    if (rc == 0) {
+        char name[16]; /* the process name the bootloader would have kept (comm: 15 bytes) */
+        snprintf(name, sizeof name, "%s", slash + 1);
+        rc = setenv("_PYI_LINUX_PROCESS_NAME", name, 1);
+    }
+    if (rc == 0 && old != NULL && old[0] != '\0')
+        rc = setenv("LD_LIBRARY_PATH_ORIG", old, 1);
+    return rc;
+}
+
 static int run_frozen(const char *runtime, char **argv)
 {
+    /* Only for a caller that is no PyInstaller program itself (whose markers would mean
+     * something else to the bootloader): otherwise the bootloader sorts it out. */
+    if (runtime[0] != '\0' && getenv("_PYI_ARCHIVE_FILE") == NULL &&
+        getenv("_PYI_PARENT_PROCESS_LEVEL") == NULL && getenv("LD_LIBRARY_PATH_ORIG") == NULL)
+        prepare_frozen_environment(runtime);
     if (runtime[0] != '\0')
         execve(runtime, argv, environ);
     fprintf(stderr, "pycni: cannot run the frozen program %s: %s\n",
@@ -133,13 +188,19 @@ static char *put_pair(char *at, const char *key, const char *value)
 }
 
 /* The request: a 4-byte big-endian length, then NUL-separated key/value pairs (protocol, build,
- * name, one `argv` per argument after argv[0], one `env` per variable), as
+ * name, umask, one `argv` per argument after argv[0], one `env` per variable), as
  * libcni.fastpath.encode_header writes them. Returns a malloc'd buffer, its size in *size. */
 static char *encode_request(const char *build, const char *name, int argc, char **argv,
                             size_t *size)
 {
     size_t total = 4 + sizeof "protocol" + sizeof FRONTDOOR_PROTOCOL + sizeof "build" +
                    strlen(build) + 1 + sizeof "name" + strlen(name) + 1;
+    /* Our umask (the worker takes it on; it would read /proc/<pid>/status without it). */
+    char umask_text[8];
+    mode_t mask = umask(0);
+    umask(mask);
+    snprintf(umask_text, sizeof umask_text, "%o", (unsigned)mask);
+    total += sizeof "umask" + strlen(umask_text) + 1;
     for (int i = 1; i < argc; i++)
         total += sizeof "argv" + strlen(argv[i]) + 1;
     for (size_t i = 0; environ[i] != NULL; i++)
@@ -155,6 +216,7 @@ static char *encode_request(const char *build, const char *name, int argc, char 
     char *at = put_pair(buf + 4, "protocol", FRONTDOOR_PROTOCOL);
     at = put_pair(at, "build", build);
     at = put_pair(at, "name", name);
+    at = put_pair(at, "umask", umask_text);
     for (int i = 1; i < argc; i++)
         at = put_pair(at, "argv", argv[i]);
     for (size_t i = 0; environ[i] != NULL; i++)
@@ -227,39 +289,42 @@ static int await_status(int sock)
     return (int)(int32_t)ntohl(status) & 0xff; /* as sys.exit() would truncate it */
 }
 
-static int connect_daemon(void)
+/* The daemon's address; -1 when its socket file is not there (no daemon: the common case
+ * without one costs this one stat). */
+static int daemon_address(struct sockaddr_un *addr, socklen_t *addr_len)
 {
     const char *path = getenv("PYCNI_SOCKET");
     if (path == NULL || path[0] == '\0')
         path = FRONTDOOR_DEFAULT_SOCKET;
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
     size_t len = strlen(path);
-    if (len > sizeof addr.sun_path)
+    struct stat st;
+    if (len > sizeof addr->sun_path || stat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
         return -1;
-    memcpy(addr.sun_path, path, len);
-    int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (sock < 0)
-        return -1;
-    /* A descriptor below 3 means one of our streams is closed: not a call to hand over. */
-    if (sock <= 2 ||
-        connect(sock, (struct sockaddr *)&addr, (socklen_t)(offsetof(struct sockaddr_un,
-                                                                     sun_path) + len)) != 0) {
-        close(sock);
-        return -1;
-    }
-    return sock;
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, path, len);
+    *addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len);
+    return 0;
 }
 
 /* Hand the call to the daemon. Returns the exit status, or RUN_FROZEN when the daemon is not
- * there or refused before doing any work. */
+ * there or refused before doing any work. Everything is prepared before we connect, so that
+ * the request follows the connection at once: a worker that accepts finds it waiting. */
 static int forward(const struct plugin *plugin, int argc, char **argv, const char *runtime)
 {
     char build[256];
-    if (build_id(build, sizeof build, runtime) != 0)
+    struct sockaddr_un addr;
+    socklen_t addr_len;
+    if (build_id(build, sizeof build, runtime) != 0 || daemon_address(&addr, &addr_len) != 0)
         return RUN_FROZEN;
-    int sock = connect_daemon();
+    int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (sock < 0)
         return RUN_FROZEN;
+    /* A descriptor below 3 means one of our streams is closed: not a call to hand over. */
+    if (sock <= 2) {
+        close(sock);
+        return RUN_FROZEN;
+    }
     int fds[PASSED_FDS] = {0, 1, 2, -1, -1, -1};
     fds[3] = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
     fds[4] = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
@@ -269,11 +334,11 @@ static int forward(const struct plugin *plugin, int argc, char **argv, const cha
     char *request = NULL;
     if (fds[3] >= 0 && fds[4] >= 0 && fds[5] >= 0)
         request = encode_request(build, plugin->name, argc, argv, &size);
-    if (request != NULL) {
+    if (request != NULL && connect(sock, (struct sockaddr *)&addr, addr_len) == 0) {
         int unsent = send_request(sock, request, size, fds);
         status = unsent == 1 ? RUN_FROZEN : unsent == 0 ? await_status(sock) : -2;
-        free(request);
     }
+    free(request);
     for (int i = 3; i < PASSED_FDS; i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -295,6 +360,14 @@ int main(int argc, char **argv)
     if (plugin != NULL && plugin->serving != NULL && argc > 1 &&
         strcmp(argv[1], plugin->serving) == 0)
         plugin = NULL;
+    const char *trace = getenv("PYCNI_TRACE");
+    if (trace != NULL && trace[0] != '\0' && strcmp(trace, "0") != 0) {
+        struct timespec now;
+        char stamp[32];
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        snprintf(stamp, sizeof stamp, "%lld", (long long)now.tv_sec * 1000000000LL + now.tv_nsec);
+        setenv("PYCNI_TRACE_T0", stamp, 1);
+    }
     const char *command = getenv("CNI_COMMAND");
     if (plugin != NULL && command != NULL && strcmp(command, "VERSION") == 0) {
         /* A closed stdout is an error to report, not a signal to die of (as in Python). */

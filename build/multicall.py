@@ -132,6 +132,12 @@ def drop_bundle_environment(environ) -> None:
 
 
 def main() -> int:
+    if "PYCNI_TRACE_T0" in os.environ or os.environ.get("PYCNI_TRACE", "") not in ("", "0"):
+        from libcni.protocol import phases  # the per-call log's phases (opt-in)
+
+        phases.begin(os.environ)
+        phases.mark("interpreter")
+        os.environ.pop(phases.ORIGIN_VARIABLE, None)
     if getattr(sys, "frozen", False):
         drop_bundle_environment(os.environ)
     return run(os.path.basename(sys.argv[0]))

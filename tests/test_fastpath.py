@@ -162,7 +162,11 @@ def test_daemon_survives_a_killed_worker(plugin_dir, daemon, netns):
     assert daemon.proc.poll() is None
 
 
-def test_stale_build_is_refused_and_daemon_exits(plugin_dir, daemon, netns):
+def test_a_caller_of_another_build_is_refused_and_the_daemon_keeps_serving(
+    plugin_dir, daemon, netns
+):
+    # Another install on the node (a tarball beside the package): its caller runs the plugin
+    # itself; the daemon's own program did not change, so it goes on serving its own callers.
     from libcni.fastpath import client as fastpath
 
     header = fastpath.encode_header(fastpath.PROTOCOL, "some-other-build", "loopback", [], {})
@@ -173,10 +177,10 @@ def test_stale_build_is_refused_and_daemon_exits(plugin_dir, daemon, netns):
         for fd in fds:
             os.close(fd)
     assert reply == b"X"
-    daemon.proc.wait(10)
-    # With the daemon gone the executable runs the plugin itself.
+    assert "another install" in daemon.log_path.read_text()
     run = run_plugin(plugin_dir, "loopback", "ADD", CONF, netns=netns, env=via(daemon))
     assert run.returncode == 0 and run.json["interfaces"][0]["name"] == "lo"
+    assert daemon.served() == 1 and daemon.proc.poll() is None
 
 
 def test_socket_is_root_only(daemon):

@@ -83,16 +83,27 @@ def leftovers(cluster, cid: str, pod: str) -> list:
     return found
 
 
+def serving_workers(daemon) -> list:
+    """The daemon's workers serving a call (the pool's idle ones are named pycni-idle)."""
+    busy = []
+    for task in os.listdir(f"/proc/{daemon.proc.pid}/task"):
+        with open(f"/proc/{daemon.proc.pid}/task/{task}/children") as f:
+            for pid in f.read().split():
+                try:
+                    with open(f"/proc/{pid}/comm") as comm:
+                        if comm.read().strip() != "pycni-idle":
+                            busy.append(int(pid))
+                except FileNotFoundError:
+                    pass
+    return busy
+
+
 def wait_idle(daemon) -> None:
-    """DEL once the daemon has no workers left (a killed client's worker is killed with it, but
-    only once the daemon notices the hang-up)."""
+    """DEL once no worker serves a call (a killed client's worker is killed with it, but only
+    once the kernel signals the hang-up)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        children = ""
-        for task in os.listdir(f"/proc/{daemon.proc.pid}/task"):
-            with open(f"/proc/{daemon.proc.pid}/task/{task}/children") as f:
-                children += f.read().strip()
-        if not children:
+        if not serving_workers(daemon):
             return
         time.sleep(0.05)
     raise AssertionError("daemon workers still running after 60 s")

@@ -4,7 +4,12 @@ of the plugin by that caller (a runtime's pod cgroup, a kubelet's RLIMIT_NOFILE,
 files in /var/lib/cni).
 
 They are read from /proc/<pid> of the peer (SO_PEERCRED) by the worker while the caller waits
-on the socket: the client sends nothing extra. The caller's cgroups are joined through its own
+on the socket: the client sends nothing extra. Only what differs from the worker's own is
+changed (a worker starts with the server's limits and cgroups): a caller in the daemon's cgroups
+with the same limits costs one read of /proc/<pid>/status, one of /proc/<pid>/cgroup, the limits'
+prlimit() reads and the nice value and umask, no cgroup move. A cgroup move is the one costly
+step (the kernel's cgroup threadgroup lock): a v2 hierarchy is one write of cgroup.procs, each v1
+hierarchy whose cgroup differs is one more. The caller's cgroups are joined through its own
 view of the cgroup mounts (/proc/<pid>/root, /proc/<pid>/mountinfo), so the daemon needs none
 of its own: `ip netns exec` or a container may hide them from it.
 """
@@ -32,21 +37,45 @@ class Caller:
     limits: dict = field(default_factory=dict)  # RLIMIT_* -> (soft, hard)
     cgroups: list = field(default_factory=list)  # cgroup.procs files of cgroups to join
 
-    def join_cgroups(self) -> None:
+    def join_cgroups(self, keep: bool = False) -> list:
+        """Join the caller's cgroups; with `keep`, returns a descriptor (O_PATH) of each cgroup
+        joined, so that the server can place the next worker there ahead of the next call."""
+        joined = []
         for procs in self.cgroups:
             try:
                 with open(procs, "w") as f:
                     f.write(str(os.getpid()))
+                if keep:
+                    joined.append(os.open(os.path.dirname(procs), os.O_PATH | os.O_DIRECTORY))
             except OSError as err:
+                for fd in joined:
+                    os.close(fd)
                 raise CallerUnknown(err.errno, f"cannot join {os.path.dirname(procs)}") from err
+        return joined
 
     def apply_limits(self) -> None:
         """Take on the caller's limits, priority and umask (last thing before the plugin runs:
         a low limit must not stop our setup; the umask goes last)."""
         for limit, values in self.limits.items():
             resource.setrlimit(limit, values)
-        os.setpriority(os.PRIO_PROCESS, 0, self.nice)
+        if os.getpriority(os.PRIO_PROCESS, 0) != self.nice:
+            os.setpriority(os.PRIO_PROCESS, 0, self.nice)
         os.umask(self.umask)
+
+
+def join_ahead(directories: list, pid: int) -> None:
+    """Move process `pid` (an idle worker) into the cgroups `directories` (descriptors) where
+    the last caller was, so that a call from there finds it in place. A cgroup that is gone or
+    refuses us is skipped: the call moves then."""
+    for fd in directories:
+        try:
+            procs = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                os.write(procs, str(pid).encode())
+            finally:
+                os.close(procs)
+        except OSError:
+            pass
 
 
 def own_cgroups(proc: str = "/proc") -> list:
@@ -58,16 +87,30 @@ def own_cgroups(proc: str = "/proc") -> list:
         return []
 
 
-def read(pid: int, current_cgroups: list, proc: str = "/proc") -> Caller:
-    """The caller `pid`'s umask, limits and the cgroups it is in that differ from
-    `current_cgroups` (lines of /proc/<pid>/cgroup: moving costs a kernel lock)."""
+def own_limits() -> dict:
+    """This process's limits (a worker starts with them)."""
+    return {limit: resource.getrlimit(limit) for limit in LIMITS}
+
+
+def read(
+    pid: int, current_cgroups: list, current_limits=None, proc: str = "/proc", umask=None
+) -> Caller:
+    """The caller `pid`'s umask, nice value, and the limits and cgroups it has that differ from
+    `current_limits` and `current_cgroups` (lines of /proc/<pid>/cgroup: moving costs a kernel
+    lock)."""
+    current_limits = current_limits or {}
     if pid <= 0:
         raise CallerUnknown(0, "the caller's pid is not visible from here")
     try:
-        with open(f"{proc}/{pid}/status") as f:
-            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+        if umask is None:  # (a client that did not send it: 0.1 ms of the kernel's)
+            with open(f"{proc}/{pid}/status") as f:
+                umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
         nice = os.getpriority(os.PRIO_PROCESS, pid)
-        limits = {limit: resource.prlimit(pid, limit) for limit in LIMITS}
+        limits = {}
+        for limit in LIMITS:
+            value = resource.prlimit(pid, limit)
+            if current_limits.get(limit) != value:
+                limits[limit] = value
         with open(f"{proc}/{pid}/cgroup") as f:
             moves = [line for line in f.read().splitlines() if line not in current_cgroups]
         cgroups = []

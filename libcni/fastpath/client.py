@@ -43,11 +43,16 @@ def build_id() -> str:
     return f"{PYCNI_VERSION}:{stamp}"
 
 
-def encode_header(protocol: int, build: str, name: str, argv: list, env) -> bytes:
-    """NUL-separated key/value pairs: protocol, build, name, then one `argv` pair per argument
-    and one `env` pair ("KEY=value") per variable. Neither argv nor the environment can hold
-    a NUL, so no escaping is needed."""
+def encode_header(
+    protocol: int, build: str, name: str, argv: list, env, umask: int | None = None
+) -> bytes:
+    """NUL-separated key/value pairs: protocol, build, name, the caller's umask (octal; the
+    worker reads /proc/<pid>/status without it), then one `argv` pair per argument and one
+    `env` pair ("KEY=value") per variable. Neither argv nor the environment can hold a NUL,
+    so no escaping is needed."""
     pairs = [("protocol", str(protocol)), ("build", build), ("name", name)]
+    if umask is not None:
+        pairs.append(("umask", f"{umask:o}"))
     pairs += [("argv", arg) for arg in argv]
     pairs += [("env", f"{key}={value}") for key, value in env.items()]
     return "".join(f"{key}\0{value}\0" for key, value in pairs).encode("utf-8", "surrogateescape")
@@ -69,6 +74,10 @@ def decode_header(data: bytes) -> dict | None:
             request["env"][name] = text
         elif key in ("protocol", "build", "name"):
             request[key] = int(value) if key == "protocol" and value.isdigit() else value
+        elif key == "umask":
+            if not value or len(value) > 4 or value.strip("01234567"):
+                return None
+            request["umask"] = int(value, 8)
         else:
             return None
     return request
@@ -96,15 +105,18 @@ def forward(name: str, argv: list, env=os.environ) -> int | None:
     opened = []
     sent = False
     try:
+        # All prepared before we connect: the worker that accepts finds the request waiting.
+        for ns_path in ("/proc/thread-self/ns/net", "/proc/thread-self/ns/mnt"):
+            opened.append(os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC))
+        opened.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        umask = os.umask(0)
+        os.umask(umask)
+        header = encode_header(PROTOCOL, build_id(), name, list(argv), env, umask)
+        fds = [0, 1, 2, *opened]
         try:
             sock.connect(path)
         except OSError:
             return None  # a stale socket file: nobody listens
-        for ns_path in ("/proc/thread-self/ns/net", "/proc/thread-self/ns/mnt"):
-            opened.append(os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC))
-        opened.append(os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
-        header = encode_header(PROTOCOL, build_id(), name, list(argv), env)
-        fds = [0, 1, 2, *opened]
         sock.sendmsg(
             [struct.pack(LENGTH_FORMAT, len(header)) + header],
             [(SOL_SOCKET, SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))],

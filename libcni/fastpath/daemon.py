@@ -1,19 +1,17 @@
-"""The pycni daemon: a fork-server with every plugin preloaded (the server side of
-libcni.fastpath.client).
+"""The pycni daemon: a server with every plugin preloaded and a pool of pre-forked workers
+(the server side of libcni.fastpath.client).
 
 Start-up of a Python plugin is the interpreter plus its imports, paid on every exec. This
-process pays the imports once; pyroute2 is left out, since no plugin's hot path needs it, so
-the server stays small and each fork stays cheap. For each call it forks a worker that takes
-over the caller's stdin/stdout/stderr, enters the caller's mount and network namespaces and
-cwd, adopts its argv and environment, and runs the same plugin code an exec would have run;
-the worker sends the exit status back and exits. The server itself stays single-threaded and
-does no plugin work, so a crashing worker or a malformed request cannot take it down; it only
-accepts and forks, and each worker reads its own request, so callers never queue behind a
-slow one.
+process pays the imports once (pyroute2 is left out: no plugin's hot path needs it, so the
+server stays small and each fork cheap) and keeps a pool of workers forked ahead of time, each
+waiting in accept() on the socket (libcni.fastpath.worker). A worker serves one call and exits;
+the moment it accepts, it tells the server, which forks its replacement. The server itself only
+forks and waits: it never reads a request nor runs plugin code, so a crashing worker or a
+malformed request cannot take it down, and callers never queue behind a slow one.
 
-A worker is the caller's plugin process in all that matters: it takes on the caller's umask,
-resource limits and cgroups (libcni.fastpath.caller), and it dies when the caller's connection
-closes before the status was sent (a runtime's timeout, kill -9), as an exec'd plugin would.
+It exits when a caller runs a newer program installed over its own (the upgrade: the socket
+starts the new one); a caller of another install on the node is refused and runs its plugin
+itself, and the daemon goes on serving its own.
 
 Security: the socket lives in a root-only directory and every peer's credentials are checked
 (SO_PEERCRED): only the daemon's own uid may submit calls.
@@ -24,24 +22,17 @@ import os
 import select
 import signal
 import socket
-import struct
+import stat
 import sys
-import threading
 import time
+from typing import Any
 
 from libcni.fastpath import caller as callers
 from libcni.fastpath import client as fastpath
-from libcni.kernel.netns import CLONE_NEWNET
-from libcni.protocol import skel
+from libcni.fastpath import worker as workers
 
-CLONE_NEWNS = 0x00020000
-MAX_HEADER = 1 << 20
-# A worker gives up on a request that stalls this long between two reads, or takes longer in
-# all (it only ever holds up its own caller).
-REQUEST_TIMEOUT = 2.0
-REQUEST_DEADLINE = 10.0
-# The server's nice value: it only accepts and forks, and on a busy node it must not wait for
-# the CPU behind the workers it started (each worker takes on its caller's).
+# The server's nice value: it only forks, and on a busy node it must not wait for the CPU
+# behind the workers it started (each worker takes on its caller's).
 SERVER_NICE = -10
 # Imported up front so that workers start with them loaded.
 PRELOAD = (
@@ -50,101 +41,80 @@ PRELOAD = (
     "json",
     "hashlib",
     "struct",
-    "libcni.kernel.rtnl",
+    "libcni.kernel.session",
     "libcni.runtime.netlist",
+    "libcni.protocol.calllog",
 )
 
 
-def _log(message: str) -> None:
-    print(f"pycni-daemon[{os.getpid()}]: {message}", file=sys.stderr, flush=True)
+class DaemonError(Exception):
+    """Why the daemon cannot start, in words for the operator."""
 
 
-def _recv_request(conn, deadline: float):
-    """Read the length-prefixed header and the passed fds; None when malformed or late."""
-    conn.settimeout(REQUEST_TIMEOUT)
-    msg, fds, _, _ = socket.recv_fds(conn, 65536, 16)
-    prefix = struct.calcsize(fastpath.LENGTH_FORMAT)
-    if len(msg) < prefix:
-        return None, fds
-    (length,) = struct.unpack_from(fastpath.LENGTH_FORMAT, msg)
-    if length > MAX_HEADER:
-        return None, fds
-    data = msg[prefix:]
-    while len(data) < length:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None, fds
-        conn.settimeout(min(REQUEST_TIMEOUT, left))
-        chunk = conn.recv(length - len(data))
-        if not chunk:
-            return None, fds
-        data += chunk
-    conn.settimeout(None)
-    request = fastpath.decode_header(data)
-    if request is None or len(fds) != 6:
-        return None, fds
-    return request, fds
+def pool_size() -> int:
+    """Workers kept ready: four per CPU, 8 to 32 (a pod's list runs its plugins one after
+    another, so one pod needs one at a time; more arrive at once on pod churn). An idle worker
+    shares the server's memory (copy-on-write) and costs no CPU."""
+    return min(32, max(8, 4 * (os.cpu_count() or 1)))
 
 
-def _peer(conn) -> tuple:
-    """(pid, uid) of the process at the other end (SO_PEERCRED)."""
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, _gid = struct.unpack("3i", creds)
-    return pid, uid
+class _Exit(BaseException):
+    """SIGTERM or SIGINT in the server: stop serving."""
 
 
-class _StaleBuild(BaseException):
-    """Raised in the server (SIGUSR1 from a worker): a caller runs another build of pycni."""
-
-
-def _stale(_signum, _frame):
-    raise _StaleBuild
-
-
-def _die_with_the_caller(conn, done: threading.Event) -> None:
-    """Kill this worker and what it started when the caller hangs up before the status was
-    sent: the call ends with its caller, as an exec'd plugin killed by its runtime does."""
-    leader = os.getpgid(0) == os.getpid()  # our own group (never the server's)
-
-    def watch() -> None:
-        poller = select.poll()
-        poller.register(conn.fileno(), 0)  # hang-up and errors are always reported
-        poller.poll()
-        if not done.is_set():
-            if leader:
-                os.killpg(os.getpid(), signal.SIGKILL)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="caller-watch", daemon=True).start()
+def _stop(_signum, _frame):
+    raise _Exit
 
 
 class Server:
-    def __init__(self, plugins: dict, listener, verbose: bool = False):
+    def __init__(self, plugins: dict, listener, verbose: bool = False, size: int = 0):
         self.plugins = dict(plugins)  # executable name -> module name
         self.listener = listener
         self.build = fastpath.build_id()
-        self.served = 0
         self.verbose = verbose
+        self.trace = False  # log each worker's exit time (benchmarks/phases.py)
+        self.size = size or pool_size()
         self.pid = os.getpid()
         self.cgroups = callers.own_cgroups()  # workers start in these
+        self.limits = callers.own_limits()  # and with these
+        self.libc: Any = None  # ctypes.CDLL of libc, loaded by preload()
+        self.channel: Any = None  # the workers' end of the datagram socket to the server
+        # With --warm-cgroups, descriptors of the cgroups the last caller that needed a move
+        # was in: each new worker moves there while idle (libcni.fastpath.caller.join_ahead),
+        # so that the next call from a runtime in those cgroups costs no cgroup move. The
+        # price: idle workers count in that cgroup (pids, the memory they touch) and keep it
+        # from being removed, so it is for runtimes in a long-lived cgroup of their own.
+        self.warm_cgroups = False
+        self.warm: list = []
+        self.poller: Any = None
 
     def preload(self) -> None:
-        _load_libc()
+        import ctypes
+
+        self.libc = ctypes.CDLL(None, use_errno=True)
         for module in PRELOAD:
             try:
                 __import__(module)
             except ImportError as err:
-                _log(f"cannot preload {module}: {err}")
+                workers.log(f"cannot preload {module}: {err}")
         for name, module in list(self.plugins.items()):
             try:
                 __import__(module)
             except Exception as err:  # serve the others; callers of this one run in-process
-                _log(f"cannot load {name} ({module}): {err!r}")
+                workers.log(f"cannot load {name} ({module}): {err!r}")
                 del self.plugins[name]
         # Everything loaded so far lives as long as we do: keep the collector out of it, so a
         # worker's collections never walk (and copy-on-write fault in) the server's objects.
         gc.collect()
         gc.freeze()
+
+    def setns(self, fd: int, kind: int) -> None:
+        """setns() through ctypes (Python 3.11 has no os.setns)."""
+        if self.libc.setns(fd, kind) != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns: {os.strerror(err)}")
 
     def serve_forever(self) -> None:
         try:
@@ -152,181 +122,224 @@ class Server:
                 os.setpriority(os.PRIO_PROCESS, 0, SERVER_NICE)
         except OSError:  # without CAP_SYS_NICE: serve at the priority we were given
             pass
-        # Workers are reaped by the kernel; the server never waits for them.
+        self.limits = callers.own_limits()
+        # Workers are reaped by the kernel; the server watches them through pidfds.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, _stale)
+        news_socket, self.channel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        news_socket.setblocking(False)
+        news = news_socket.fileno()
+        idle: dict = {}  # pid -> pidfd of a worker waiting for a call
+        exiting: dict = {}  # with --trace: pidfd -> (pid, when it said it was exiting)
+        poller = self.poller = select.poll()
+        poller.register(news, select.POLLIN)
         try:
             while True:
-                conn, _ = self.listener.accept()
-                try:
-                    self.handle(conn)
-                except Exception as err:  # a bad request must never stop the server
-                    _log(f"request failed: {err!r}")
-                finally:
-                    conn.close()
-        except _StaleBuild:
-            _log("a caller runs another build: exiting so the new build can be started")
+                while len(idle) < self.size:
+                    pid, pidfd = self._fork()
+                    idle[pid] = pidfd
+                    poller.register(pidfd, select.POLLIN)
+                by_fd = {fd: pid for pid, fd in idle.items()}
+                ready = [fd for fd, _ in poller.poll()]
+                if news in ready and self._read_news(news_socket, idle, exiting):
+                    return
+                for fd in ready:
+                    if fd in exiting:  # a worker that took a call is gone (--trace)
+                        pid, said = exiting.pop(fd)
+                        poller.unregister(fd)
+                        os.close(fd)
+                        if said:
+                            gone = (time.monotonic_ns() - said) / 1e6
+                            workers.log(f"worker {pid} exited {gone:.2f} ms after its status")
+                    elif fd in by_fd and by_fd[fd] in idle:  # an idle worker died: replace it
+                        idle.pop(by_fd[fd], None)
+                        poller.unregister(fd)
+                        os.close(fd)
+        finally:
+            news_socket.close()
+            self.channel.close()
 
-    def handle(self, conn) -> None:
-        """Check who calls and fork a worker to read and run the call: nothing here waits."""
-        pid, uid = _peer(conn)
-        if uid != os.getuid():
-            _log("refused a caller with another uid")
-            conn.sendall(fastpath.REFUSED)
-            return
+    def _fork(self) -> tuple:
         sys.stdout.flush()
         sys.stderr.flush()
-        if os.fork() == 0:
-            self._worker(conn, pid)  # never returns
-        self.served += 1
+        pid = os.fork()
+        if pid == 0:
+            workers.Worker(self).run()  # never returns
+        return pid, os.pidfd_open(pid)
 
-    def _admit(self, conn, peer_pid: int):
-        """Read and check the request and join the caller's cgroups: (request, fds, caller),
-        or None after refusing (nothing was done: the client runs the plugin itself)."""
-        fds: list = []
-        stale = False
-        try:
-            request, fds = _recv_request(conn, time.monotonic() + REQUEST_DEADLINE)
-            if request is None or request.get("protocol") != fastpath.PROTOCOL:
-                reason = "a malformed request"
-            elif request.get("build") != self.build:
-                reason, stale = f"build {request.get('build')!r}", True
-            elif request.get("name") not in self.plugins:
-                reason = f"unknown program {request.get('name')!r}"
-            else:
-                caller = callers.read(peer_pid, self.cgroups)
-                caller.join_cgroups()
-                return request, fds, caller
-        except OSError as err:  # a late request, a caller we cannot follow
-            reason = str(err)
-        if self.verbose or stale:
-            _log(f"refused {reason}")
+    def _read_news(self, news, idle: dict, exiting: dict) -> bool:
+        """Take in the workers' records; True when the server must exit (an upgrade)."""
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(news, workers.RECORD.size, 16)
+            except BlockingIOError:
+                return False
+            if len(data) != workers.RECORD.size:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            if self._take(workers.RECORD.unpack(data), fds, idle, exiting):
+                return True
+
+    def _take(self, record: tuple, fds: list, idle: dict, exiting: dict) -> bool:
+        """One worker's record; True when the server must exit."""
+        pid, what, when = record
+        if what == workers.CALLER_CGROUPS and self.warm_cgroups:
+            for fd in self.warm:
+                os.close(fd)
+            for fd in fds:
+                os.set_inheritable(fd, False)
+            self.warm = fds
+            for worker in idle:  # the ones forked before: a move now, once per new place
+                callers.join_ahead(fds, worker)
+            return False
         for fd in fds:
             os.close(fd)
-        try:
-            conn.sendall(fastpath.REFUSED)
-        except OSError:
-            pass
-        if stale and os.getppid() == self.pid:
-            os.kill(self.pid, signal.SIGUSR1)
-        return None
-
-    def _worker(self, conn, peer_pid: int) -> None:
-        status = 70
-        done = threading.Event()
-        admitted = None
-        try:
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # plugins wait for their children
-            signal.signal(signal.SIGUSR1, signal.SIG_DFL)
-            self.listener.close()
-            os.setpgid(0, 0)  # what the plugin starts dies with it (_die_with_the_caller)
-            admitted = self._admit(conn, peer_pid)
-            if admitted is None:
-                os._exit(0)
-            request, fds, caller = admitted
-            name = request["name"]
-            if self.verbose:
-                command = request["env"].get("CNI_COMMAND", "")
-                _log(f"worker {os.getpid()}: {name} {command}")
-            stdin, stdout, stderr, net_fd, mnt_fd, cwd_fd = fds
-            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
-                os.dup2(fd, target)
-            _setns(mnt_fd, CLONE_NEWNS)
-            _setns(net_fd, CLONE_NEWNET)
-            os.fchdir(cwd_fd)
-            for fd in fds:
-                os.close(fd)
-            # A thread of its own: only now, a multithreaded process cannot enter a mount ns.
-            _die_with_the_caller(conn, done)
-            sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the caller's streams
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            os.environ.clear()
-            os.environ.update({str(k): str(v) for k, v in request.get("env", {}).items()})
-            sys.argv = [name, *request.get("argv", [])]
-            plugin = sys.modules[self.plugins[name]].PLUGIN
-            caller.apply_limits()
-            status = skel.main(plugin)
-        except SystemExit as exited:
-            status = exited.code if isinstance(exited.code, int) else 1
-        except BaseException as err:  # report, never fall back into the server loop
-            try:
-                print(f"pycni daemon worker: {err!r}", file=sys.stderr)
-            except Exception:
-                pass
-        finally:
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except Exception:
-                pass
-            done.set()
-            if admitted is not None:
-                try:
-                    conn.sendall(fastpath.STATUS + struct.pack("!i", int(status or 0)))
-                except Exception:
-                    pass
-            os._exit(int(status or 0) & 0xFF)
-
-
-_libc = None
-
-
-def _load_libc():
-    """setns() through ctypes (Python 3.11 has no os.setns), loaded once in the server."""
-    global _libc
-    if _libc is None:
-        import ctypes
-
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def _setns(fd: int, kind: int) -> None:
-    import ctypes
-
-    if _load_libc().setns(fd, kind) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
+        if what == workers.TOOK_A_CALL:
+            pidfd = idle.pop(pid, None)
+            if pidfd is not None:
+                if self.trace:
+                    exiting[pidfd] = (pid, 0)  # still watched: its exit is timed
+                else:
+                    self.poller.unregister(pidfd)
+                    os.close(pidfd)
+        elif what == workers.EXITING:
+            for pidfd, (known, _) in exiting.items():
+                if known == pid:
+                    exiting[pidfd] = (pid, when)
+        elif what == workers.UPGRADED:
+            workers.log("the installed program changed: exiting so the new one is started")
+            return True
+        return False
 
 
 def _listener(path: str) -> tuple:
     """(listening socket, whether systemd passed it): inherited from systemd (socket
-    activation: pycni.socket) or created here."""
+    activation: pycni.socket) or created here, never taken from a daemon that serves it."""
     if os.environ.get("LISTEN_PID") == str(os.getpid()) and os.environ.get("LISTEN_FDS") == "1":
         for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
             os.environ.pop(name, None)  # for no child to take them as its own
         listener = socket.socket(fileno=3)
         os.set_inheritable(listener.fileno(), False)
         return listener, True
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)
-    if os.path.exists(path):
-        os.unlink(path)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    old_umask = os.umask(0o177)
+    directory = os.path.dirname(path) or "."
     try:
-        listener.bind(path)
-    finally:
-        os.umask(old_umask)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        _take_over(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old_umask)
+        global _bound
+        _bound = os.stat(path).st_ino
+    except OSError as err:
+        raise DaemonError(f"cannot listen on {path}: {err.strerror or err}") from None
     listener.listen(128)
     return listener, False
 
 
-def main(plugins: dict) -> int:
-    """`pycni-daemon [--verbose] [SOCKET]`: serve plugin calls until the code on disk changes."""
-    args = [a for a in sys.argv[1:] if a != "--verbose"]
-    path = args[0] if args else fastpath.socket_path()
-    listener, activated = _listener(path)
-    server = Server(plugins, listener, verbose="--verbose" in sys.argv[1:])
-    server.preload()
-    _log(f"serving {len(plugins)} programs on {path}")
+_bound = 0  # the inode of the socket file we created (removed on exit if still ours)
+
+
+def _take_over(path: str) -> None:
+    """Remove a stale socket file at `path` (nobody accepts on it); refuse a live one."""
     try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise DaemonError(f"{path} exists and is not a socket: remove it or choose another path")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # left by a daemon that is gone
+        return
+    finally:
+        probe.close()
+    raise DaemonError(
+        f"another pycni-daemon already serves {path}: stop it first, or give this one "
+        "another socket path (the plugins find it through $PYCNI_SOCKET)"
+    )
+
+
+USAGE = "pycni-daemon [--verbose] [--workers N] [--warm-cgroups] [--trace] [SOCKET]"
+DESCRIPTION = (
+    "pycni's daemon: every plugin preloaded and a pool of pre-forked workers, each serving "
+    "one plugin call handed over by the plugins' front door, in the caller's namespaces. "
+    "Normally started by systemd (pycni.socket); a plugin works the same without it."
+)
+
+
+def parse_arguments(argv: list):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="pycni-daemon", usage=USAGE, description=DESCRIPTION)
+    parser.add_argument(
+        "socket",
+        nargs="?",
+        metavar="SOCKET",
+        help=f"socket path (default: $PYCNI_SOCKET, else {fastpath.DEFAULT_SOCKET}); ignored "
+        "when systemd passes the socket",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every call and refusal")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help=f"pre-forked workers kept ready (default: four per CPU, 8-32; here {pool_size()})",
+    )
+    parser.add_argument(
+        "--warm-cgroups",
+        action="store_true",
+        help="keep idle workers in the cgroups of the last caller that needed a cgroup move, "
+        "so the next call from there needs none (idle workers then count in that cgroup and "
+        "keep it from being removed: for a runtime in a long-lived cgroup of its own)",
+    )
+    parser.add_argument(
+        "--trace", action="store_true", help="log how long each worker takes to exit"
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    args = parser.parse_args(argv)
+    if args.workers < 0 or args.workers > 1024:
+        parser.error("--workers must be between 1 and 1024")
+    return args
+
+
+def main(plugins: dict) -> int:
+    """`pycni-daemon [--verbose] [--workers N] [--trace] [SOCKET]`: serve plugin calls until
+    stopped or the installed program changes."""
+    args = parse_arguments(sys.argv[1:])
+    if args.version:
+        from libcni import PYCNI_VERSION
+
+        print(f"pycni-daemon {PYCNI_VERSION}")
+        return 0
+    path = args.socket or fastpath.socket_path()
+    try:
+        listener, activated = _listener(path)
+    except DaemonError as err:
+        print(f"pycni-daemon: {err}", file=sys.stderr)
+        return 1
+    server = Server(plugins, listener, verbose=args.verbose, size=args.workers)
+    server.trace = args.trace
+    server.warm_cgroups = args.warm_cgroups
+    signal.signal(signal.SIGTERM, _stop)  # a clean exit: the socket file removed
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        server.preload()
+        workers.log(f"serving {len(plugins)} programs on {path} ({server.size} workers)")
         server.serve_forever()
-    except KeyboardInterrupt:
+    except (_Exit, KeyboardInterrupt):
         pass
     finally:
-        if os.path.exists(path) and not activated:
-            os.unlink(path)
+        if os.getpid() == server.pid and not activated:
+            try:
+                if os.stat(path).st_ino == _bound:
+                    os.unlink(path)
+            except OSError:
+                pass
     return 0

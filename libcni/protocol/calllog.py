@@ -9,6 +9,8 @@ the node-wide file filling in what the config leaves out:
 - `logLevel`: `debug` (every call, with its stdin and stdout), `info` (every call; the
   default), `error` (failed calls only), `off`.
 - `logMaxSize`: bytes before the file is rotated to `<logFile>.1` (one rotation kept).
+- `logTrace`: true adds `phases`, the call's per-phase timestamps (libcni.protocol.phases;
+  also PYCNI_TRACE=1 in the plugin's environment).
 
 Each line carries the OpenTelemetry trace context the runtime passed in `TRACEPARENT` and
 `TRACESTATE` (W3C Trace Context; libcni sets them): `trace_id`, `span_id`, `traceparent` and
@@ -25,6 +27,7 @@ import re
 import sys
 import time
 
+from libcni.protocol import phases
 from libcni.protocol.nodeconfig import node_config_path
 
 DEFAULT_MAX_SIZE = 10 << 20
@@ -72,7 +75,7 @@ def settings(conf: dict, env) -> dict:
             merged.update(node)
     except (OSError, ValueError):
         pass
-    for key in ("logFile", "logLevel", "logMaxSize"):
+    for key in ("logFile", "logLevel", "logMaxSize", "logTrace"):
         if conf.get(key) not in (None, ""):
             merged[key] = conf[key]
     return merged
@@ -187,6 +190,11 @@ def record(
         if not isinstance(max_size, int) or isinstance(max_size, bool) or max_size <= 0:
             max_size = DEFAULT_MAX_SIZE
         line = entry(plugin, env, conf, stdin_data, stdout_text, code, started, level >= 3)
+        if phases.wanted(env, wanted_settings):
+            line["phases"] = phases.elapsed(plugin=started, pluginDone=time.monotonic())
+            if phases.held is not None:  # a daemon worker writes it once the status is sent
+                phases.held.append((path, line, max_size))
+                return
         append(path, json.dumps(line, separators=(",", ":")) + "\n", max_size)
     except Exception as err:  # the call's answer is out already; a log must not change it
         try:
