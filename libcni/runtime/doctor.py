@@ -231,7 +231,7 @@ def check_daemons(report: Report) -> None:
             f"but no daemon listens on {node.pycni_socket}: every plugin call starts a frozen "
             "program of its own (correct, but without the fast path)",
             "systemctl enable --now pycni.socket (the package's unit), or start the daemon by "
-            'hand (README, "The front door and the daemon")',
+            'hand (README, "Running the daemon")',
             "warning",
         )
     else:
