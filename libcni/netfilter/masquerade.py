@@ -35,7 +35,7 @@ MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
 def choose_backend(configured: str) -> str:
     """`ipMasqBackend`, or upstream's default: iptables unless iptables does not work (a
-    probe, not only a look for the binary) and nftables does."""
+    probe, not only a look for the binary, cached per boot: see probe.py) and nftables does."""
     if configured:
         if configured not in BACKENDS:
             raise CNIError(
@@ -44,9 +44,9 @@ def choose_backend(configured: str) -> str:
                 'use "iptables" or "nftables", or leave it out to pick automatically',
             )
         return configured
-    if not netfilter.iptables_works() and netfilter.nft_works():
-        return "nftables"
-    return "iptables"
+    from libcni.netfilter import probe
+
+    return probe.default_backend()
 
 
 # -- names ---------------------------------------------------------------------------------
@@ -115,19 +115,25 @@ def _setup_iptables(
 ) -> None:
     chain = chain_name(network, container_id)
     comment = netfilter.quote(iptables_comment(network, container_id))
-    table = netfilter.save(family, "nat")
-    present = set(table.rules)
-    lines = [] if chain in table.chains else [f":{chain} - [0:0]"]
+    wanted: list = []
     for iface in interfaces:
         host_len = 32 if family == 4 else 128
         # The order and spelling of iptables-save, so "already there" is a string compare.
-        wanted = [
+        rules = [
             f"-A {chain} -d {iface.network} -m comment --comment {comment} -j ACCEPT",
             *[f"-A {chain} -d {kept} -m comment --comment {comment} -j ACCEPT" for kept in exclude],
             f"-A {chain} ! -d {MULTICAST[family]} -m comment --comment {comment} -j MASQUERADE",
             f"-A POSTROUTING -s {iface.ip}/{host_len} -m comment --comment {comment} -j {chain}",
         ]
-        lines += [rule for rule in wanted if rule not in present and rule not in lines]
+        wanted += [rule for rule in rules if rule not in wanted]
+    # A new attachment (the usual ADD) creates its chain: `-N` fails when the chain is there
+    # (a repeated ADD, a leftover), and only then is the table read.
+    if netfilter.try_restore(family, "nat", [f"-N {chain}", *wanted]):
+        return
+    table = netfilter.save(family, "nat")
+    present = set(table.rules)
+    lines = [] if chain in table.chains else [f":{chain} - [0:0]"]
+    lines += [rule for rule in wanted if rule not in present]
     netfilter.restore(family, "nat", lines)
 
 
@@ -197,10 +203,34 @@ def teardown(network: str, ifname: str, container_id: str, addresses: list | Non
     if addresses:
         families = {ipaddress.ip_interface(a).version for a in addresses}
     chain = chain_name(network, container_id)
+    comment = netfilter.quote(iptables_comment(network, container_id))
     for family in sorted(families):
+        sources = [
+            f"{i.ip}/{i.max_prefixlen}"
+            for i in map(ipaddress.ip_interface, addresses or [])
+            if i.version == family
+        ]
+        # With the addresses the jumps are deleted by their spelling and the chain by its
+        # name, in one transaction that reads nothing. It fails when a rule is not there
+        # (a repeated DEL, a flushed table, other addresses): then the careful path.
+        jumps = [
+            f"-D POSTROUTING -s {s} -m comment --comment {comment} -j {chain}" for s in sources
+        ]
+        if sources and netfilter.try_restore(family, "nat", [*jumps, f"-F {chain}", f"-X {chain}"]):
+            continue
+        if not chains_exist(family, "nat", [chain]):
+            continue
         _drop_iptables_chains(family, {chain})
     prefix = nft_prefix(network, ifname, container_id)
     _drop_nft_rules(lambda comment: comment.startswith(prefix))
+
+
+def chains_exist(family: int, table: str, chains: list) -> bool:
+    """Is any of `chains` in the table? Asked without listing it: creating and removing them
+    in a transaction succeeds only when none exists (and then changes nothing). No chain, no
+    jump to it either (iptables refuses a jump to a missing chain)."""
+    lines = [f"-N {c}" for c in chains] + [f"-X {c}" for c in chains]
+    return not netfilter.try_restore(family, table, lines)
 
 
 def _drop_iptables_chains(family: int, chains: set) -> None:

@@ -69,7 +69,10 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     previous = prev_result(call)
     by_family = addresses(previous)
+    fresh = False
     if conf.backend != "nftables":
+        # No record yet: the attachment's first ADD, whose rules cannot be there already.
+        fresh = record.load(conf.dataDir, conf.name, call.container_id, call.ifname) is None
         # Written first: a DEL after a failed ADD then still finds what was opened.
         note = {"backend": conf.backend, "addresses": by_family[4] + by_family[6]}
         if conf.backend == "firewalld":
@@ -97,7 +100,7 @@ def add(call: skel.Call) -> Result:
     else:
         for family, cidrs in by_family.items():
             if cidrs:
-                fwrules.setup_iptables(family, cidrs, conf.iptablesAdminChainName)
+                fwrules.setup_iptables(family, cidrs, conf.iptablesAdminChainName, fresh)
     if conf.ingressPolicy in ("same-bridge", "isolated"):
         isolate(conf, previous, by_family)
     return previous

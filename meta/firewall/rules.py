@@ -63,33 +63,49 @@ def _has(table, rule: str) -> bool:
     return any(_without_comment(r) == bare for r in table.rules_of(chain))
 
 
-def setup_iptables(family: int, cidrs: list, admin: str) -> None:
+def shared_jumps(admin: str) -> list:
+    """FORWARD -> CNI-FORWARD -> the admin chain, as iptables-save prints them."""
+    return [
+        f"-A FORWARD -m comment --comment {_q(RULES_COMMENT)} -j {FORWARD_CHAIN}",
+        f"-A {FORWARD_CHAIN} -m comment --comment {_q(ADMIN_COMMENT)} -j {admin}",
+    ]
+
+
+def setup_iptables(family: int, cidrs: list, admin: str, fresh: bool = False) -> None:
+    """Open the container's addresses. `fresh`: this attachment had no rules before (its
+    first ADD), so when the shared jumps are there (`-C`) its rules are appended in one
+    transaction that reads nothing; otherwise the table is read and only what is missing is
+    added (a repeated ADD never doubles a rule)."""
+    wanted = [r for cidr in cidrs for r in container_rules(cidr)]
+    fast = ["-C" + r[2:] for r in shared_jumps(admin)] + wanted
+    if fresh and netfilter.try_restore(family, "filter", fast):
+        return
     table = netfilter.save(family, "filter")
     lines = [f":{c} - [0:0]" for c in (FORWARD_CHAIN, admin) if c not in table.chains]
-    jump = f"-A FORWARD -m comment --comment {_q(RULES_COMMENT)} -j {FORWARD_CHAIN}"
+    jump, admin_jump = shared_jumps(admin)
     if not _has(table, jump):
         lines.append("-I FORWARD 1" + jump[len("-A FORWARD") :])
-    admin_jump = f"-A {FORWARD_CHAIN} -m comment --comment {_q(ADMIN_COMMENT)} -j {admin}"
     if not _has(table, admin_jump):
         lines.append(f"-I {FORWARD_CHAIN} 1" + admin_jump[len(f"-A {FORWARD_CHAIN}") :])
-    for cidr in cidrs:
-        lines += [r for r in container_rules(cidr) if r not in table.rules and r not in lines]
+    lines += [r for r in wanted if r not in table.rules and r not in lines]
     netfilter.restore(family, "filter", lines)
 
 
 def teardown_iptables(family: int, cidrs: list) -> None:
+    """Delete the addresses' rules by their spelling (no read); when one is missing (a
+    repeated DEL, a flushed chain), read the table and delete those that are there."""
+    doomed = [r for cidr in cidrs for r in container_rules(cidr)]
+    if netfilter.try_restore(family, "filter", ["-D" + r[2:] for r in doomed]):
+        return
     table = netfilter.save(family, "filter")
-    doomed = {r for cidr in cidrs for r in container_rules(cidr)}
     netfilter.restore(family, "filter", ["-D" + r[2:] for r in table.rules if r in doomed])
 
 
 def check_iptables(family: int, cidrs: list, admin: str) -> str | None:
+    wanted = shared_jumps(admin) + [r for cidr in cidrs for r in container_rules(cidr)]
+    if netfilter.try_restore(family, "filter", ["-C" + r[2:] for r in wanted]):
+        return None
     table = netfilter.save(family, "filter")
-    wanted = [
-        f"-A FORWARD -m comment --comment {_q(RULES_COMMENT)} -j {FORWARD_CHAIN}",
-        f"-A {FORWARD_CHAIN} -m comment --comment {_q(ADMIN_COMMENT)} -j {admin}",
-    ]
-    wanted += [r for cidr in cidrs for r in container_rules(cidr)]
     for rule in wanted:
         if not _has(table, rule):
             return f"expected rule {rule[3:]} not found"
@@ -101,6 +117,17 @@ def isolate_iptables(family: int, bridge: str, isolated: bool) -> None:
     policy = "isolated" if isolated else "same-bridge"
     note = f"-m comment --comment {_q(f'CNI firewall plugin rules (ingressPolicy: {policy})')}"
     default = f"-m comment --comment {_q(DEFAULT_POLICY_COMMENT)}"
+    wanted = [
+        f"-A FORWARD {default} -j {STAGE1}",
+        f"-A {STAGE1} -i {bridge} ! -o {bridge} {note} -j {STAGE2}",
+        *([f"-A {STAGE1} -i {bridge} -o {bridge} {note} -j DROP"] if isolated else []),
+        f"-A {STAGE1} {default} -j RETURN",
+        f"-A {STAGE2} -o {bridge} {default} -j DROP",
+        f"-A {STAGE2} {default} -j RETURN",
+    ]
+    # The bridge's rules are made by its first pod: later ADDs only check them, reading nothing.
+    if netfilter.try_restore(family, "filter", ["-C" + r[2:] for r in wanted]):
+        return
     table = netfilter.save(family, "filter")
     lines = [f":{c} - [0:0]" for c in (STAGE1, STAGE2) if c not in table.chains]
 

@@ -131,8 +131,45 @@ def chain_rules(plan: Plan) -> list:
     return rules
 
 
+def shared_rules(plan: Plan) -> list:
+    """The rules all containers share (`-A` lines), which the first ADD on a node creates."""
+    rules = []
+    if plan.snat and not plan.external_setmark:
+        mark = _mark(plan.mark_bit)
+        rules += [
+            f"-A {SETMARK_CHAIN} -m comment --comment "
+            f'"CNI portfwd masquerade mark" -j MARK --set-xmark {mark}',
+            f"-A {MASQ_CHAIN} -m mark --mark {mark} -j MASQUERADE",
+            "-A POSTROUTING -m comment --comment "
+            f'"CNI portfwd requiring masquerade" -j {MASQ_CHAIN}',
+        ]
+    rules += [f"-A {hook} -m addrtype --dst-type LOCAL -j {DNAT_CHAIN}" for hook in HOOKS]
+    return rules
+
+
+HOOKS = ("PREROUTING", "OUTPUT")
+
+
+def container_lines(plan: Plan) -> list:
+    """The container's chain rules and the jumps to it (`-A` lines)."""
+    chain = dnat_chain(plan.network, plan.container_id)
+    lines = [f"-A {chain} " + " ".join(map(_arg, rule)) for rule in chain_rules(plan)]
+    lines += [
+        f"-A {DNAT_CHAIN} " + " ".join(map(_arg, rule)) + f" -j {chain}"
+        for rule in entry_rules(plan)
+    ]
+    return lines
+
+
 def setup_iptables(plan: Plan) -> None:
     family = plan.version
+    chain = dnat_chain(plan.network, plan.container_id)
+    # The usual ADD: the shared rules are there (`-C`) and the container's chain is not
+    # (`-N`); one transaction, no read. Else (the node's first ADD, a repeated ADD) the table
+    # is read and the missing pieces are added.
+    fast = ["-C" + r[2:] for r in shared_rules(plan)] + [f"-N {chain}", *container_lines(plan)]
+    if netfilter.try_restore(family, "nat", fast):
+        return
     table = netfilter.save(family, "nat")
     lines: list = []
 
@@ -143,31 +180,20 @@ def setup_iptables(plan: Plan) -> None:
         return True
 
     if plan.snat and not plan.external_setmark:
-        mark = _mark(plan.mark_bit)
+        setmark, masq, postrouting = shared_rules(plan)[:3]
         if ensure_chain(SETMARK_CHAIN) or not table.rules_of(SETMARK_CHAIN):
-            lines.append(
-                f"-A {SETMARK_CHAIN} -m comment --comment "
-                f'"CNI portfwd masquerade mark" -j MARK --set-xmark {mark}'
-            )
+            lines.append(setmark)
         if ensure_chain(MASQ_CHAIN) or not table.rules_of(MASQ_CHAIN):
-            lines.append(f"-A {MASQ_CHAIN} -m mark --mark {mark} -j MASQUERADE")
+            lines.append(masq)
         if not _jumps(table, "POSTROUTING", MASQ_CHAIN):
-            lines.append(
-                "-I POSTROUTING 1 -m comment --comment "
-                f'"CNI portfwd requiring masquerade" -j {MASQ_CHAIN}'
-            )
+            lines.append("-I POSTROUTING 1" + postrouting[len("-A POSTROUTING") :])
     ensure_chain(DNAT_CHAIN)
-    for hook in ("PREROUTING", "OUTPUT"):
+    for hook in HOOKS:
         if not _jumps(table, hook, DNAT_CHAIN):
             lines.append(f"-A {hook} -m addrtype --dst-type LOCAL -j {DNAT_CHAIN}")
-    chain = dnat_chain(plan.network, plan.container_id)
     lines += ["-D" + r[2:] for r in _jumps(table, DNAT_CHAIN, chain)]
     lines.append(f":{chain} - [0:0]")  # created, or emptied for a repeated ADD
-    lines += [f"-A {chain} " + " ".join(map(_arg, rule)) for rule in chain_rules(plan)]
-    lines += [
-        f"-A {DNAT_CHAIN} " + " ".join(map(_arg, rule)) + f" -j {chain}"
-        for rule in entry_rules(plan)
-    ]
+    lines += container_lines(plan)
     netfilter.restore(family, "nat", lines)
 
 
@@ -175,17 +201,43 @@ def _jumps(table, chain: str, target: str) -> list:
     return [r for r in table.rules_of(chain) if netfilter.target_of(r) == target]
 
 
-def teardown_iptables(network: str, container_id: str, families=(4, 6)) -> list:
+def teardown_iptables(
+    network: str, container_id: str, families=(4, 6), entries: dict | None = None
+) -> list:
     """Remove the container's chain and every jump to it; legacy SNAT chains too. Returns
     the container addresses its UDP DNAT rules pointed at (only a pod with UDP host ports
-    needs its conntrack entries flushed, and that saves a table dump on every other DEL)."""
-    chains = {
-        dnat_chain(network, container_id): DNAT_CHAIN,
-        old_snat_chain(network, container_id): OLD_SNAT_CHAIN,
-    }
+    needs its conntrack entries flushed, and that saves a table dump on every other DEL).
+
+    `entries` {family: [jump rule argument lists]} are the jumps ADD made (the DEL's own
+    mappings): given, they are deleted by their spelling and the chain by its name, reading
+    nothing; the table is read only when that fails and the chain is there (a repeated DEL,
+    mappings that changed since ADD, rules someone else changed)."""
+    from libcni.netfilter.masquerade import chains_exist
+
+    chain = dnat_chain(network, container_id)
+    chains = {chain: DNAT_CHAIN, old_snat_chain(network, container_id): OLD_SNAT_CHAIN}
     targets: list = []
     for family in families:
-        targets += _drop(netfilter.save(family, "nat"), chains)
+        jumps = [
+            f"-D {DNAT_CHAIN} " + " ".join(map(_arg, rule)) + f" -j {chain}"
+            for rule in (entries or {}).get(family, [])
+        ]
+        if jumps and netfilter.try_restore(family, "nat", [*jumps, f"-F {chain}", f"-X {chain}"]):
+            continue
+        if chains_exist(family, "nat", list(chains)):
+            targets += _drop(netfilter.save(family, "nat"), chains)
+    return targets
+
+
+def chain_targets(network: str, container_id: str, families) -> list:
+    """The addresses the container's UDP DNATs point at, from a listing of its chain only."""
+    chain = dnat_chain(network, container_id)
+    targets: list = []
+    for family in families:
+        listing = netfilter.run_quietly(
+            [netfilter.IPTABLES[family], "--wait", "-t", "nat", "-S", chain]
+        )
+        targets += [t for r in listing.splitlines() if " udp " in r and (t := _to_destination(r))]
     return targets
 
 

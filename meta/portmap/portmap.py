@@ -135,14 +135,39 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     conf = call.load(PortMapConf)
-    # Both backends: the config may have changed since ADD, and a missing rule is fine. The
-    # UDP rules name the pod's addresses, for its conntrack entries.
-    targets = hostports.teardown_iptables(conf.name, call.container_id)
-    targets += hostports.teardown_nft(conf.name, call.container_id)
     previous = call.prev_result()
-    if previous is not None and any(m.protocol.lower() == "udp" for m in mappings_of(conf)):
-        targets += [a.split("/")[0] for a in container_addresses(previous, call.ifname)]
+    addresses = container_addresses(previous, call.ifname) if previous is not None else []
+    families = sorted({6 if ":" in a else 4 for a in addresses}) or [4, 6]
+    # The backend ADD used (an explicit one, one the options imply, or the node's default);
+    # a config that changed its backend since ADD leaves the old rules to GC, as upstream.
+    try:
+        backend = choose_backend(conf)
+    except CNIError:
+        backend = ""
+    mappings = mappings_of(conf)
+    for m in mappings:
+        m.protocol = m.protocol.lower()
+    udp = any(m.protocol == "udp" for m in mappings)
+    targets: list = []
+    if backend != "nftables":
+        if udp and not addresses:
+            # No prevResult: the pod's addresses are in its UDP DNATs, read from its chain.
+            targets += hostports.chain_targets(conf.name, call.container_id, families)
+        entries = {
+            family: hostports.entry_rules(
+                hostports.Plan(conf, conf.name, call.container_id, ANY[family], mappings)
+            )
+            for family in families
+        }
+        targets += hostports.teardown_iptables(conf.name, call.container_id, families, entries)
+    if backend != "iptables":
+        targets += hostports.teardown_nft(conf.name, call.container_id)
+    if udp:
+        targets += [a.split("/")[0] for a in addresses]
     hostports.forget_pod_udp_flows(sorted(set(targets)))
+
+
+ANY = {4: "0.0.0.0/32", 6: "::/128"}  # a Plan's family, where only its jumps are wanted
 
 
 def check(call: skel.Call) -> None:
