@@ -187,18 +187,36 @@ def setup_undoably(
 
 def teardown_for_del(network: str, call, addresses: list | None) -> None:
     """DEL's teardown: the addresses found on the deleted link, else the cached prevResult's.
-    Beyond upstream, the rules go even when the netns (and so the addresses) are gone."""
+    Beyond upstream, the rules go even when the netns (and so the addresses) are gone.
+
+    Only the backend the config names (or the node's default) is looked at: looking at the
+    other one too would cost every DEL a process and a read of rules that are not there. A
+    config whose backend changed since ADD leaves the old rules to GC, which looks at both."""
     if not addresses:
         previous = call.prev_result()
         addresses = [ip["address"] for ip in previous.ips] if previous else None
-    teardown(network, call.ifname, call.container_id, addresses)
+    configured = call.conf.get("ipMasqBackend")
+    backend = configured if configured in BACKENDS else choose_backend("")
+    teardown(network, call.ifname, call.container_id, addresses, backends=(backend,))
 
 
-def teardown(network: str, ifname: str, container_id: str, addresses: list | None = None) -> None:
-    """Remove the attachment's masquerade in both backends; absent rules are not an error.
+def teardown(
+    network: str,
+    ifname: str,
+    container_id: str,
+    addresses: list | None = None,
+    backends=BACKENDS,
+) -> None:
+    """Remove the attachment's masquerade in `backends`; absent rules are not an error.
 
-    `addresses` only narrows which IP families to look at; None looks at both.
+    `addresses` narrow which IP families to look at (None: both) and let the iptables jumps
+    be deleted without reading the table.
     """
+    if "nftables" in backends:
+        prefix = nft_prefix(network, ifname, container_id)
+        _drop_nft_rules(lambda comment: comment.startswith(prefix))
+    if "iptables" not in backends:
+        return
     families = {4, 6}
     if addresses:
         families = {ipaddress.ip_interface(a).version for a in addresses}
@@ -221,8 +239,6 @@ def teardown(network: str, ifname: str, container_id: str, addresses: list | Non
         if not chains_exist(family, "nat", [chain]):
             continue
         _drop_iptables_chains(family, {chain})
-    prefix = nft_prefix(network, ifname, container_id)
-    _drop_nft_rules(lambda comment: comment.startswith(prefix))
 
 
 def chains_exist(family: int, table: str, chains: list) -> bool:
