@@ -7,6 +7,7 @@ netns (l3node.Node). The netfilter tools are wrapped by scripts that log each ru
 sees which processes a call started.
 """
 
+import json
 import os
 import re
 
@@ -142,18 +143,28 @@ def rules(node) -> list:
                 for line in out.splitlines()
                 if not line.startswith("#")
             ]
-    table = ""
-    for line in ns_exec(node.host, "nft", "list", "ruleset").splitlines():
-        if line.startswith("table "):
-            table = line.split()[2]
-        if table.startswith("cni"):  # (not iptables-nft's own tables, seen above)
-            lines.append(line)
+    # nftables objects one a line (the text listing wraps map elements); only our tables, not
+    # those iptables-nft made for the rules above.
+    for item in json.loads(ns_exec(node.host, "nft", "-j", "list", "ruleset"))["nftables"]:
+        kind, body = next(iter(item.items()))
+        if not str(body.get("table", "")).startswith("cni"):
+            continue
+        where = f"{body['family']} {body['table']}"
+        if kind == "rule":
+            expr = json.dumps(body["expr"], sort_keys=True)
+            lines.append(f"rule {where} {body['chain']} {expr} {body.get('comment', '')}")
+        elif kind in ("chain", "map", "set"):
+            lines.append(f"{kind} {where} {body['name']}")
+            lines += [
+                f"element {where} {body['name']} {json.dumps(e)}" for e in body.get("elem", [])
+            ]
     return lines
 
 
 def marks_of(result: dict, number: int) -> list:
     """Strings that name one pod in a rule: its address, container ID, chain name hashes."""
     from libcni.protocol.names import hashed_name
+    from meta.firewall.nftables import chain_of
 
     address = result["ips"][0]["address"].split("/")[0]
     cid = f"flat{number}"
@@ -161,7 +172,9 @@ def marks_of(result: dict, number: int) -> list:
         f"{address}/",
         f"{address} ",
         f"{address}:",
+        f'"{address}"',
         cid,
+        chain_of("flatnet", cid, "eth0"),
         hashed_name("CNI-", "flatnet", cid),
         hashed_name("CNI-DN-", "flatnet", cid),
     ]

@@ -162,6 +162,20 @@ def nft_script(script: str) -> None:
     _run(["nft", "-f", "-"], script)
 
 
+def nft_try(script: str) -> bool:
+    """Run one nft transaction if all of it applies; False (nothing changed) otherwise: the
+    fast path of a call, whose failure sends it to a careful path that reads first."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["nft", "-f", "-"], input=script, capture_output=True, text=True, env=_env()
+        )
+    except OSError:
+        return False
+    return proc.returncode == 0
+
+
 def nft_list(*what: str) -> list:
     """`nft -j list <what>` as a list of objects; [] when the table or chain does not exist."""
     if not have("nft"):

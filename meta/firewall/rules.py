@@ -4,9 +4,9 @@ optionally isolate bridges from each other (ingressPolicy).
 iptables (filter table), names and comments as upstream: FORWARD jumps (at the top) to
 CNI-FORWARD, which first jumps to the admin chain (CNI-ADMIN), then accepts replies to and
 everything from each container address; CNI-ISOLATION-STAGE-1/2 drop traffic between bridges.
-nftables (beyond upstream): table `inet cni_firewall` with the same structure, every container
-rule commented with its network, container and interface, so DEL and GC need no prevResult.
-Each call reads a table once and writes one transaction per family.
+nftables (beyond upstream): see nftables.py; the bridge isolation rules are here.
+A pod's ADD and DEL write one transaction per family that reads nothing; the table is read
+only when that transaction does not apply (the node's first pod, a repeated call).
 """
 
 import ipaddress
@@ -149,10 +149,6 @@ def isolate_iptables(family: int, bridge: str, isolated: bool) -> None:
 # -- nftables ------------------------------------------------------------------------------
 
 
-def nft_comment(network: str, container_id: str, ifname: str) -> str:
-    return f"cni-firewall {network} {container_id} {ifname}"
-
-
 def _nft_base(admin: str) -> list:
     return [
         f'add table {NFT_TABLE} {{ comment "CNI firewall plugin" ; }}',
@@ -162,61 +158,8 @@ def _nft_base(admin: str) -> list:
     ]
 
 
-def setup_nft(cidrs: list, admin: str, network: str, container_id: str, ifname: str) -> None:
-    comment = nft_comment(network, container_id, ifname)
-    existing = netfilter.nft_list("table", *NFT_TABLE.split())
-    rules = [item["rule"] for item in existing if "rule" in item]
-    script = _nft_base(admin)
-    if not any(r["chain"] == "forward" and r.get("comment") == RULES_COMMENT for r in rules):
-        script.append(f"add rule {NFT_TABLE} forward jump isolation comment {_q(RULES_COMMENT)}")
-        script.append(f"add rule {NFT_TABLE} forward jump {admin} comment {_q(ADMIN_COMMENT)}")
-    script += [
-        f"delete rule {NFT_TABLE} forward handle {r['handle']}"
-        for r in rules
-        if r.get("comment") == comment
-    ]
-    for cidr in cidrs:
-        ip = "ip" if ":" not in cidr else "ip6"
-        script.append(
-            f"add rule {NFT_TABLE} forward {ip} daddr {cidr} ct state "
-            f"related,established accept comment {_q(comment)}"
-        )
-        script.append(
-            f"add rule {NFT_TABLE} forward {ip} saddr {cidr} accept comment {_q(comment)}"
-        )
-    netfilter.nft_script("\n".join(script) + "\n")
-
-
-def _nft_drop(select) -> None:
-    rules = netfilter.nft_rules("table", *NFT_TABLE.split())
-    doomed = [r for r in rules if select(r.get("comment", ""))]
-    if doomed:
-        lines = [f"delete rule {NFT_TABLE} {r['chain']} handle {r['handle']}\n" for r in doomed]
-        netfilter.nft_script("".join(lines))
-
-
-def teardown_nft(network: str, container_id: str, ifname: str) -> None:
-    comment = nft_comment(network, container_id, ifname)
-    _nft_drop(lambda c: c == comment)
-
-
-def gc_nft(network: str, valid: list) -> None:
-    keep = {nft_comment(network, cid, ifname) for cid, ifname in valid}
-    prefix = f"cni-firewall {network} "
-    _nft_drop(lambda c: c.startswith(prefix) and c not in keep)
-
-
-def check_nft(cidrs: list, network: str, container_id: str, ifname: str) -> str | None:
-    comment = nft_comment(network, container_id, ifname)
-    rules = netfilter.nft_rules("table", *NFT_TABLE.split())
-    found = sum(1 for r in rules if r.get("comment") == comment)
-    if found < 2 * len(cidrs):
-        return f"expected {2 * len(cidrs)} rules for {container_id}/{ifname}, found {found}"
-    return None
-
-
 def isolate_nft(bridge: str, isolated: bool) -> None:
-    rules = netfilter.nft_rules("table", *NFT_TABLE.split())
+    rules = netfilter.nft_rules("chain", *NFT_TABLE.split(), "isolation")
     tag = f"isolation {bridge}"
     if any(r.get("comment", "").startswith(tag) for r in rules):
         return
