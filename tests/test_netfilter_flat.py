@@ -165,6 +165,7 @@ def marks_of(result: dict, number: int) -> list:
     """Strings that name one pod in a rule: its address, container ID, chain name hashes."""
     from libcni.protocol.names import hashed_name
     from meta.firewall.nftables import chain_of
+    from meta.portmap.nftables import chains_of as portmap_chains
 
     address = result["ips"][0]["address"].split("/")[0]
     cid = f"flat{number}"
@@ -175,6 +176,7 @@ def marks_of(result: dict, number: int) -> list:
         f'"{address}"',
         cid,
         chain_of("flatnet", cid, "eth0"),
+        *portmap_chains("flatnet", cid),
         hashed_name("CNI-", "flatnet", cid),
         hashed_name("CNI-DN-", "flatnet", cid),
     ]

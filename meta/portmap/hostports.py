@@ -4,17 +4,16 @@ iptables (nat table): shared chains CNI-HOSTPORT-DNAT (jumped to from PREROUTING
 local destinations), CNI-HOSTPORT-SETMARK and CNI-HOSTPORT-MASQ (hairpin and localhost
 masquerade through a mark bit), and one CNI-DN-<sha512(net+cid)> chain per container, reached
 from CNI-HOSTPORT-DNAT by multiport jumps commented `dnat name: "<net>" id: "<cid>"`.
-nftables: tables `ip cni_hostport` / `ip6 cni_hostport`, rules commented
-`<containerID> net: <network>` (upstream's comment is the bare container ID, which one
-network's GC cannot tell from another network's; DEL still removes bare-ID rules, as Go's do).
+nftables: see nftables.py.
 
-Each call reads a table once and writes one transaction per family; the per-container chain
-is declared in the transaction, which (re)creates it empty, so a repeated ADD never doubles
-rules and needs no rule-by-rule comparison.
+A pod's ADD and DEL are one `iptables-restore --noflush` per family that reads nothing (its
+chain created with `-N`, the shared rules checked with `-C`, its jumps deleted by their
+spelling); the table is read only when that transaction does not apply (the node's first pod,
+a repeated call, rules someone else changed), and then the per-container chain is declared in
+the transaction, which (re)creates it empty, so a repeated ADD never doubles rules.
 """
 
 import ipaddress
-import json
 
 from libcni.netfilter import batch as netfilter
 from libcni.protocol.names import hashed_name
@@ -295,135 +294,6 @@ def gc_iptables(network: str, valid_ids: set) -> list:
         if stale:
             targets += _drop(table, stale)
     return targets
-
-
-# -- nftables ------------------------------------------------------------------------------
-
-
-def _nft_family(version: int) -> str:
-    return "ip" if version == 4 else "ip6"
-
-
-def _nft_rules(version: int) -> list:
-    return netfilter.nft_rules("table", _nft_family(version), NFT_TABLE)
-
-
-def nft_comment(network: str, container_id: str) -> str:
-    """Starts with the container ID, so a Go DEL's equality test never matches it by accident
-    and a reader sees the owner first; cut to nft's 128 bytes."""
-    return f"{container_id} net: {network}".replace('"', "")[:NFT_COMMENT_MAX]
-
-
-def _is_attachment(comment: str, network: str, container_id: str) -> bool:
-    return comment in (nft_comment(network, container_id), container_id)
-
-
-def setup_nft(plan: Plan) -> None:
-    ipx = _nft_family(plan.version)
-    where = f"{ipx} {NFT_TABLE}"
-    comment = nft_comment(plan.network, plan.container_id)
-    note = f"comment {netfilter.nft_string(comment)}"
-    conditions = " ".join(plan.conditions)
-    script = [
-        f'add table {where} {{ comment "CNI portmap plugin" ; }}',
-        f"add chain {where} hostports",
-        f"add chain {where} hostip_hostports",
-        f"add chain {where} hostports_all",
-        f"flush chain {where} hostports_all",
-        f"add rule {where} hostports_all jump hostip_hostports",
-        f"add rule {where} hostports_all jump hostports",
-    ]
-    # -100 is "dstnat"; nft before 1.0.7 accepts that name only on the prerouting hook.
-    for hook in ("prerouting", "output"):
-        script += [
-            f"add chain {where} {hook} {{ type nat hook {hook} priority -100 ; }}",
-            f"flush chain {where} {hook}",
-            f"add rule {where} {hook} {conditions} fib daddr type local jump hostports_all",
-        ]
-    if plan.snat:
-        script.append(
-            f"add chain {where} masquerading {{ type nat hook postrouting priority srcnat ; }}"
-        )
-    # Beyond upstream: a repeated ADD replaces the container's rules instead of doubling them.
-    script += [
-        f"delete rule {where} {r['chain']} handle {r['handle']}"
-        for r in _nft_rules(plan.version)
-        if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)
-    ]
-    for m in plan.mappings:
-        match = ""
-        if m.hostIP and not ipaddress.ip_address(m.hostIP).is_unspecified:
-            match = f"{ipx} daddr {m.hostIP} "
-        script.append(
-            f"add rule {where} hostports {match}{m.protocol} dport {m.hostPort} "
-            f"dnat to {plan.destination(m.containerPort)} {note}"
-        )
-    if plan.snat:
-        ip = plan.iface.ip
-        source = plan.any_source if plan.masq_all else str(ip)
-        script.append(
-            f"add rule {where} masquerading {ipx} saddr {source} {ipx} daddr {ip} masquerade {note}"
-        )
-        if plan.version == 4 and not plan.masq_all:
-            script.append(
-                f"add rule {where} masquerading ip saddr 127.0.0.1 ip daddr {ip} masquerade {note}"
-            )
-    netfilter.nft_script("\n".join(script) + "\n")
-
-
-def teardown_nft(network: str, container_id: str) -> list:
-    """Remove the attachment's rules; the container addresses their UDP DNATs pointed at."""
-    return _drop_nft(lambda c: _is_attachment(c, network, container_id))
-
-
-def gc_nft(network: str, valid_ids: set) -> list:
-    """Remove the rules of this network's containers no longer valid; their addresses."""
-    tail = nft_comment(network, "")
-    keep = {nft_comment(network, cid) for cid in valid_ids}
-    return _drop_nft(lambda c: c.endswith(tail) and c not in keep and len(c) < NFT_COMMENT_MAX)
-
-
-def _drop_nft(doomed) -> list:
-    targets = []
-    for version in (4, 6):
-        rules = [r for r in _nft_rules(version) if doomed(r.get("comment", ""))]
-        targets += [
-            t
-            for r in rules
-            if (t := _dnat_target(r)) and t not in targets and '"udp"' in json.dumps(r)
-        ]
-        if rules:
-            where = f"{_nft_family(version)} {NFT_TABLE}"
-            netfilter.nft_script(
-                "".join(f"delete rule {where} {r['chain']} handle {r['handle']}\n" for r in rules)
-            )
-    return targets
-
-
-def _dnat_target(rule: dict) -> str | None:
-    """The address of a `dnat to <ip>:<port>` rule in `nft -j` form."""
-    for statement in rule.get("expr", []):
-        if isinstance(statement, dict) and "dnat" in statement:
-            addr = statement["dnat"].get("addr")
-            return addr if isinstance(addr, str) else None
-    return None
-
-
-def check_nft(plan: Plan) -> str | None:
-    rules = [
-        r
-        for r in _nft_rules(plan.version)
-        if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)
-    ]
-    dnats = sum(1 for r in rules if r["chain"] == "hostports")
-    masqs = sum(1 for r in rules if r["chain"] == "masquerading")
-    want_masq = (2 if plan.version == 4 and not plan.masq_all else 1) if plan.snat else 0
-    if dnats < len(plan.mappings) or masqs < want_masq:
-        return (
-            f"expected {len(plan.mappings)} hostport and {want_masq} masquerade rules, "
-            f"found {dnats} and {masqs}"
-        )
-    return None
 
 
 # -- around the rules ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import IP, Int32, NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
-from meta.portmap import hostports
+from meta.portmap import hostports, nftables
 
 BACKENDS = ("iptables", "nftables")
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -124,7 +124,7 @@ def add(call: skel.Call) -> Result:
         if not plan.mappings:
             continue
         if conf.backend == "nftables":
-            hostports.setup_nft(plan)
+            nftables.setup(plan)
         else:
             hostports.setup_iptables(plan)
         if conf.snat and plan.version == 4:
@@ -161,7 +161,8 @@ def delete(call: skel.Call) -> None:
         }
         targets += hostports.teardown_iptables(conf.name, call.container_id, families, entries)
     if backend != "iptables":
-        targets += hostports.teardown_nft(conf.name, call.container_id)
+        bare = [a.split("/")[0] for a in addresses]
+        targets += nftables.teardown(conf.name, call.container_id, families, mappings, bare)
     if udp:
         targets += [a.split("/")[0] for a in addresses]
     hostports.forget_pod_udp_flows(sorted(set(targets)))
@@ -177,7 +178,7 @@ def check(call: skel.Call) -> None:
         if not plan.mappings:
             continue
         if conf.backend == "nftables":
-            missing = hostports.check_nft(plan)
+            missing = nftables.check(plan)
         else:
             missing = hostports.check_iptables(plan)
         if missing:
@@ -188,7 +189,7 @@ def gc(call: skel.Call) -> None:
     conf = call.load(PortMapConf)
     valid_ids = {container_id for container_id, _ in call.valid_attachments()}
     targets = hostports.gc_iptables(conf.name, valid_ids)
-    targets += hostports.gc_nft(conf.name, valid_ids)
+    targets += nftables.gc(conf.name, valid_ids)
     hostports.forget_pod_udp_flows(sorted(set(targets)))
 
 
