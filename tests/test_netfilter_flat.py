@@ -163,6 +163,7 @@ def rules(node) -> list:
 
 def marks_of(result: dict, number: int) -> list:
     """Strings that name one pod in a rule: its address, container ID, chain name hashes."""
+    from libcni.netfilter.masquerade import nft_prefix
     from libcni.protocol.names import hashed_name
     from meta.firewall.nftables import chain_of
     from meta.portmap.nftables import chains_of as portmap_chains
@@ -177,6 +178,7 @@ def marks_of(result: dict, number: int) -> list:
         cid,
         chain_of("flatnet", cid, "eth0"),
         *portmap_chains("flatnet", cid),
+        nft_prefix("flatnet", "eth0", cid),
         hashed_name("CNI-", "flatnet", cid),
         hashed_name("CNI-DN-", "flatnet", cid),
     ]

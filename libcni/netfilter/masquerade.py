@@ -6,8 +6,9 @@ the Go plugins deletes what the other made:
 - iptables: nat chain `CNI-<sha512(net+cid)>` with ACCEPT for the subnet and MASQUERADE for
   non-multicast destinations, jumped to from POSTROUTING for `-s <ip>`, every rule commented
   `name: "<net>" id: "<cid>"`.
-- nftables: table `inet cni_plugins_masquerade`, one rule per address in chain `masq_checks`,
-  commented `<H(net)>-<H(ifname:cid)>, net: .., if: .., id: ..`.
+- nftables: table `inet cni_plugins_masquerade`, rules commented
+  `<H(net)>-<H(ifname:cid)>, net: .., if: .., id: ..` (upstream's, in chain `masq_checks`, are
+  still matched and removed; ours are in a chain per attachment: see masquerade_nft.py).
 Beyond upstream: `exclude` (bridge's `ipMasqExclude`, e.g. a Kubernetes cluster CIDR) adds
 ACCEPT (nftables: accept) rules for those destinations ahead of the MASQUERADE, in the same
 per-attachment chain or with the same comment, so traffic between pods of different nodes keeps
@@ -23,12 +24,6 @@ from libcni.protocol.errors import INVALID_NETWORK_CONFIG, CNIError
 from libcni.protocol.names import hashed_name, sha512_hex
 
 BACKENDS = ("iptables", "nftables")
-NFT_TABLE = "cni_plugins_masquerade"
-NFT_CHAIN = "masq_checks"
-NFT_TABLE_COMMENT = "Masquerading for plugins from github.com/containernetworking/plugins"
-NFT_CHAIN_COMMENT = (
-    "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet"
-)
 NFT_COMMENT_MAX = 128
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
@@ -140,37 +135,11 @@ def _setup_iptables(
 def _setup_nft(
     network: str, ifname: str, container_id: str, interfaces: list, exclude: list
 ) -> None:
+    from libcni.netfilter import masquerade_nft
+
     prefix = nft_prefix(network, ifname, container_id)
-    stale = [r for r in _nft_masq_rules() if r.get("comment", "").startswith(prefix)]
-    where = f"inet {NFT_TABLE}"
-    comment = netfilter.nft_string(nft_comment(network, ifname, container_id))
-    script = [
-        f"add table {where} {{ comment {netfilter.nft_string(NFT_TABLE_COMMENT)} ; }}",
-        f"add chain {where} {NFT_CHAIN} {{ comment {netfilter.nft_string(NFT_CHAIN_COMMENT)} ; }}",
-        f"add chain {where} postrouting {{ type nat hook postrouting priority srcnat ; }}",
-        f"flush chain {where} postrouting",
-        f"add rule {where} postrouting ip daddr == {MULTICAST[4]} return",
-        f"add rule {where} postrouting ip6 daddr == {MULTICAST[6]} return",
-        f"add rule {where} postrouting goto {NFT_CHAIN}",
-    ]
-    script += [f"delete rule {where} {NFT_CHAIN} handle {r['handle']}" for r in stale]
-    for iface in interfaces:
-        ip = "ip" if iface.version == 4 else "ip6"
-        script += [
-            f"add rule {where} {NFT_CHAIN} {ip} saddr == {iface.ip} {ip} daddr == {kept} "
-            f"accept comment {comment}"
-            for kept in exclude
-            if kept.version == iface.version
-        ]
-        script.append(
-            f"add rule {where} {NFT_CHAIN} {ip} saddr == {iface.ip} "
-            f"{ip} daddr != {iface.network} masquerade comment {comment}"
-        )
-    netfilter.nft_script("\n".join(script) + "\n")
-
-
-def _nft_masq_rules() -> list:
-    return netfilter.nft_rules("chain", "inet", NFT_TABLE, NFT_CHAIN)
+    comment = nft_comment(network, ifname, container_id)
+    masquerade_nft.setup(prefix, comment, interfaces, exclude)
 
 
 def setup_undoably(
@@ -213,8 +182,9 @@ def teardown(
     be deleted without reading the table.
     """
     if "nftables" in backends:
-        prefix = nft_prefix(network, ifname, container_id)
-        _drop_nft_rules(lambda comment: comment.startswith(prefix))
+        from libcni.netfilter import masquerade_nft
+
+        masquerade_nft.teardown(nft_prefix(network, ifname, container_id), addresses)
     if "iptables" not in backends:
         return
     families = {4, 6}
@@ -261,15 +231,6 @@ def _drop_iptables_chains(family: int, chains: set) -> None:
     netfilter.restore(family, "nat", lines)
 
 
-def _drop_nft_rules(doomed) -> None:
-    rules = [r for r in _nft_masq_rules() if doomed(r.get("comment", ""))]
-    if rules:
-        where = f"inet {NFT_TABLE}"
-        netfilter.nft_script(
-            "".join(f"delete rule {where} {NFT_CHAIN} handle {r['handle']}\n" for r in rules)
-        )
-
-
 # -- GC ------------------------------------------------------------------------------------
 
 
@@ -286,9 +247,17 @@ def gc(network: str, valid: list) -> None:
                 ours.add(target)
         if ours - valid_chains:
             _drop_iptables_chains(family, ours - valid_chains)
+    from libcni.netfilter import masquerade_nft
+
     network_hash = sha512_hex(network)[:16] + "-"
     valid_comments = {nft_comment(network, ifname, cid) for cid, ifname in valid}
-    _drop_nft_rules(lambda c: c.startswith(network_hash) and c not in valid_comments)
+    valid_chains = {
+        masquerade_nft.chain_of(nft_prefix(network, ifname, cid)) for cid, ifname in valid
+    }
+    masquerade_nft.drop(
+        lambda name: name.startswith(f"masq-{network_hash}") and name not in valid_chains,
+        lambda c: c.startswith(network_hash) and c not in valid_comments,
+    )
 
 
 def _names_network(comment: str, network: str) -> bool:
