@@ -20,6 +20,13 @@ NETNS_DIR = "/var/run/netns"
 
 sys.path.insert(0, REPO)
 
+# The plugins cache their netfilter backend probe under /run/pycni; tests never write the
+# machine's /run, so every plugin a test starts (also through libcni's list runtime, which
+# passes os.environ) keeps that cache in a directory of this session.
+os.environ.setdefault(
+    "PYCNI_NETFILTER_CACHE", __import__("tempfile").mkdtemp(prefix="pycni-netfilter-cache-")
+)
+
 _counter = itertools.count()
 
 
@@ -148,7 +155,10 @@ def run_plugin(
     `in_netns` runs the plugin inside that netns (a test "host" holding the master links);
     `wrapper` is a command line to run the plugin under (GNU time, strace).
     """
-    full_env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    full_env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PYCNI_NETFILTER_CACHE": os.environ["PYCNI_NETFILTER_CACHE"],
+    }
     full_env.update(
         {
             "CNI_COMMAND": command,

@@ -126,7 +126,10 @@ def test_nftables_backend(plugin_dir, node):
     conf = attach(plugin_dir, node, pod, backend="nftables", ingressPolicy="same-bridge")
     rules = nft_rules(node)
     assert "table inet cni_firewall" in rules
-    assert 'ip saddr 10.91.0.2 accept comment "cni-firewall fwnet ctr1 eth0"' in rules
+    # One map element per address leads to the attachment's chain, which accepts (#22).
+    assert "ip saddr vmap @pods4" in rules
+    assert "10.91.0.2 : goto pod-" in rules
+    assert 'accept comment "cni-firewall fwnet ctr1 eth0"' in rules
     assert 'iifname "brfw" oifname != "brfw" jump isolation-out' in rules
     assert firewall(plugin_dir, node, "CHECK", conf, pod).returncode == 0
     bare = {k: v for k, v in conf.items() if k != "prevResult"}

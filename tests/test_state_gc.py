@@ -22,6 +22,7 @@ from l3node import EXTERNAL, EXTERNAL_HOST_SIDE, Node
 
 from libcni.netfilter import masquerade
 from libcni.protocol.names import hashed_name
+from meta.firewall import nftables as firewall_nft
 from meta.portmap import hostports
 
 NET = "gcnet"
@@ -181,6 +182,7 @@ class Harness:
             hostports.dnat_chain(NET, cid),
             masquerade.chain_name(NET, cid),
             masquerade.nft_prefix(NET, "eth0", cid),
+            firewall_nft.chain_of(NET, cid, "eth0"),
         )
         found = []
 
@@ -189,10 +191,16 @@ class Harness:
 
         for tool in ("iptables-save", "ip6tables-save"):
             found += [line for line in ns_exec(host, tool).splitlines() if mine(line)]
+        # A verdict map lists several pods' elements a line: one entry each.
         found += [
-            line.strip()
+            part
             for line in ns_exec(host, "nft", "list", "ruleset").splitlines()
-            if mine(line)
+            for part in (
+                [e.replace("elements = {", "").strip(" \t,{}") for e in line.split(", ")]
+                if " : goto " in line
+                else [line.strip()]
+            )
+            if mine(part)
         ]
         found += [
             "route " + line

@@ -33,16 +33,20 @@ def _run(argv: list, stdin: str = "") -> str:
     return proc.stdout
 
 
-def _env() -> dict:
-    # A plugin's PATH may be empty (runtimes pass a minimal environment); the netfilter tools
-    # live in the sbin directories on every distribution.
+def tool_path() -> str:
+    """PATH for the netfilter tools: a plugin's PATH may be empty (runtimes pass a minimal
+    environment); the tools live in the sbin directories on every distribution."""
     path = os.environ.get("PATH") or ""
     extra = "/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
-    return dict(os.environ, PATH=f"{path}:{extra}" if path else extra)
+    return f"{path}:{extra}" if path else extra
+
+
+def _env() -> dict:
+    return dict(os.environ, PATH=tool_path())
 
 
 def have(binary: str) -> bool:
-    return shutil.which(binary, path=_env()["PATH"]) is not None
+    return shutil.which(binary, path=tool_path()) is not None
 
 
 # -- iptables ------------------------------------------------------------------------------
@@ -109,6 +113,22 @@ def restore(family: int, table: str, lines: list) -> None:
     _run([IPTABLES[family] + "-restore", "--noflush", "--wait"], script)
 
 
+def try_restore(family: int, table: str, lines: list) -> bool:
+    """The fast path of a call: apply `lines` if every one of them applies (`-C` of a rule
+    that must be there, `-N` of a chain that must not, `-D` of a rule that must be there),
+    else change nothing and return False so the caller takes its careful path. No read first:
+    the transaction's cost does not grow with what other pods put in the table."""
+    import subprocess
+
+    script = "\n".join([f"*{table}", *lines, "COMMIT", ""])
+    argv = [IPTABLES[family] + "-restore", "--noflush", "--wait"]
+    try:
+        proc = subprocess.run(argv, input=script, capture_output=True, text=True, env=_env())
+    except OSError:
+        return False
+    return proc.returncode == 0
+
+
 def quote(text: str) -> str:
     """A comment argument as iptables-save prints it (double quotes, inner quotes escaped)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -140,6 +160,20 @@ def target_of(rule: str) -> str | None:
 def nft_script(script: str) -> None:
     """Run one nft transaction (all of it or nothing)."""
     _run(["nft", "-f", "-"], script)
+
+
+def nft_try(script: str) -> bool:
+    """Run one nft transaction if all of it applies; False (nothing changed) otherwise: the
+    fast path of a call, whose failure sends it to a careful path that reads first."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            ["nft", "-f", "-"], input=script, capture_output=True, text=True, env=_env()
+        )
+    except OSError:
+        return False
+    return proc.returncode == 0
 
 
 def nft_list(*what: str) -> list:

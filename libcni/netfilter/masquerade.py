@@ -6,8 +6,9 @@ the Go plugins deletes what the other made:
 - iptables: nat chain `CNI-<sha512(net+cid)>` with ACCEPT for the subnet and MASQUERADE for
   non-multicast destinations, jumped to from POSTROUTING for `-s <ip>`, every rule commented
   `name: "<net>" id: "<cid>"`.
-- nftables: table `inet cni_plugins_masquerade`, one rule per address in chain `masq_checks`,
-  commented `<H(net)>-<H(ifname:cid)>, net: .., if: .., id: ..`.
+- nftables: table `inet cni_plugins_masquerade`, rules commented
+  `<H(net)>-<H(ifname:cid)>, net: .., if: .., id: ..` (upstream's, in chain `masq_checks`, are
+  still matched and removed; ours are in a chain per attachment: see masquerade_nft.py).
 Beyond upstream: `exclude` (bridge's `ipMasqExclude`, e.g. a Kubernetes cluster CIDR) adds
 ACCEPT (nftables: accept) rules for those destinations ahead of the MASQUERADE, in the same
 per-attachment chain or with the same comment, so traffic between pods of different nodes keeps
@@ -23,19 +24,13 @@ from libcni.protocol.errors import INVALID_NETWORK_CONFIG, CNIError
 from libcni.protocol.names import hashed_name, sha512_hex
 
 BACKENDS = ("iptables", "nftables")
-NFT_TABLE = "cni_plugins_masquerade"
-NFT_CHAIN = "masq_checks"
-NFT_TABLE_COMMENT = "Masquerading for plugins from github.com/containernetworking/plugins"
-NFT_CHAIN_COMMENT = (
-    "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet"
-)
 NFT_COMMENT_MAX = 128
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
 
 def choose_backend(configured: str) -> str:
     """`ipMasqBackend`, or upstream's default: iptables unless iptables does not work (a
-    probe, not only a look for the binary) and nftables does."""
+    probe, not only a look for the binary, cached per boot: see probe.py) and nftables does."""
     if configured:
         if configured not in BACKENDS:
             raise CNIError(
@@ -44,9 +39,9 @@ def choose_backend(configured: str) -> str:
                 'use "iptables" or "nftables", or leave it out to pick automatically',
             )
         return configured
-    if not netfilter.iptables_works() and netfilter.nft_works():
-        return "nftables"
-    return "iptables"
+    from libcni.netfilter import probe
+
+    return probe.default_backend()
 
 
 # -- names ---------------------------------------------------------------------------------
@@ -115,56 +110,36 @@ def _setup_iptables(
 ) -> None:
     chain = chain_name(network, container_id)
     comment = netfilter.quote(iptables_comment(network, container_id))
-    table = netfilter.save(family, "nat")
-    present = set(table.rules)
-    lines = [] if chain in table.chains else [f":{chain} - [0:0]"]
+    wanted: list = []
     for iface in interfaces:
         host_len = 32 if family == 4 else 128
         # The order and spelling of iptables-save, so "already there" is a string compare.
-        wanted = [
+        rules = [
             f"-A {chain} -d {iface.network} -m comment --comment {comment} -j ACCEPT",
             *[f"-A {chain} -d {kept} -m comment --comment {comment} -j ACCEPT" for kept in exclude],
             f"-A {chain} ! -d {MULTICAST[family]} -m comment --comment {comment} -j MASQUERADE",
             f"-A POSTROUTING -s {iface.ip}/{host_len} -m comment --comment {comment} -j {chain}",
         ]
-        lines += [rule for rule in wanted if rule not in present and rule not in lines]
+        wanted += [rule for rule in rules if rule not in wanted]
+    # A new attachment (the usual ADD) creates its chain: `-N` fails when the chain is there
+    # (a repeated ADD, a leftover), and only then is the table read.
+    if netfilter.try_restore(family, "nat", [f"-N {chain}", *wanted]):
+        return
+    table = netfilter.save(family, "nat")
+    present = set(table.rules)
+    lines = [] if chain in table.chains else [f":{chain} - [0:0]"]
+    lines += [rule for rule in wanted if rule not in present]
     netfilter.restore(family, "nat", lines)
 
 
 def _setup_nft(
     network: str, ifname: str, container_id: str, interfaces: list, exclude: list
 ) -> None:
+    from libcni.netfilter import masquerade_nft
+
     prefix = nft_prefix(network, ifname, container_id)
-    stale = [r for r in _nft_masq_rules() if r.get("comment", "").startswith(prefix)]
-    where = f"inet {NFT_TABLE}"
-    comment = netfilter.nft_string(nft_comment(network, ifname, container_id))
-    script = [
-        f"add table {where} {{ comment {netfilter.nft_string(NFT_TABLE_COMMENT)} ; }}",
-        f"add chain {where} {NFT_CHAIN} {{ comment {netfilter.nft_string(NFT_CHAIN_COMMENT)} ; }}",
-        f"add chain {where} postrouting {{ type nat hook postrouting priority srcnat ; }}",
-        f"flush chain {where} postrouting",
-        f"add rule {where} postrouting ip daddr == {MULTICAST[4]} return",
-        f"add rule {where} postrouting ip6 daddr == {MULTICAST[6]} return",
-        f"add rule {where} postrouting goto {NFT_CHAIN}",
-    ]
-    script += [f"delete rule {where} {NFT_CHAIN} handle {r['handle']}" for r in stale]
-    for iface in interfaces:
-        ip = "ip" if iface.version == 4 else "ip6"
-        script += [
-            f"add rule {where} {NFT_CHAIN} {ip} saddr == {iface.ip} {ip} daddr == {kept} "
-            f"accept comment {comment}"
-            for kept in exclude
-            if kept.version == iface.version
-        ]
-        script.append(
-            f"add rule {where} {NFT_CHAIN} {ip} saddr == {iface.ip} "
-            f"{ip} daddr != {iface.network} masquerade comment {comment}"
-        )
-    netfilter.nft_script("\n".join(script) + "\n")
-
-
-def _nft_masq_rules() -> list:
-    return netfilter.nft_rules("chain", "inet", NFT_TABLE, NFT_CHAIN)
+    comment = nft_comment(network, ifname, container_id)
+    masquerade_nft.setup(prefix, comment, interfaces, exclude)
 
 
 def setup_undoably(
@@ -181,26 +156,67 @@ def setup_undoably(
 
 def teardown_for_del(network: str, call, addresses: list | None) -> None:
     """DEL's teardown: the addresses found on the deleted link, else the cached prevResult's.
-    Beyond upstream, the rules go even when the netns (and so the addresses) are gone."""
+    Beyond upstream, the rules go even when the netns (and so the addresses) are gone.
+
+    Only the backend the config names (or the node's default) is looked at: looking at the
+    other one too would cost every DEL a process and a read of rules that are not there. A
+    config whose backend changed since ADD leaves the old rules to GC, which looks at both."""
     if not addresses:
         previous = call.prev_result()
         addresses = [ip["address"] for ip in previous.ips] if previous else None
-    teardown(network, call.ifname, call.container_id, addresses)
+    configured = call.conf.get("ipMasqBackend")
+    backend = configured if configured in BACKENDS else choose_backend("")
+    teardown(network, call.ifname, call.container_id, addresses, backends=(backend,))
 
 
-def teardown(network: str, ifname: str, container_id: str, addresses: list | None = None) -> None:
-    """Remove the attachment's masquerade in both backends; absent rules are not an error.
+def teardown(
+    network: str,
+    ifname: str,
+    container_id: str,
+    addresses: list | None = None,
+    backends=BACKENDS,
+) -> None:
+    """Remove the attachment's masquerade in `backends`; absent rules are not an error.
 
-    `addresses` only narrows which IP families to look at; None looks at both.
+    `addresses` narrow which IP families to look at (None: both) and let the iptables jumps
+    be deleted without reading the table.
     """
+    if "nftables" in backends:
+        from libcni.netfilter import masquerade_nft
+
+        masquerade_nft.teardown(nft_prefix(network, ifname, container_id), addresses)
+    if "iptables" not in backends:
+        return
     families = {4, 6}
     if addresses:
         families = {ipaddress.ip_interface(a).version for a in addresses}
     chain = chain_name(network, container_id)
+    comment = netfilter.quote(iptables_comment(network, container_id))
     for family in sorted(families):
+        sources = [
+            f"{i.ip}/{i.max_prefixlen}"
+            for i in map(ipaddress.ip_interface, addresses or [])
+            if i.version == family
+        ]
+        # With the addresses the jumps are deleted by their spelling and the chain by its
+        # name, in one transaction that reads nothing. It fails when a rule is not there
+        # (a repeated DEL, a flushed table, other addresses): then the careful path.
+        jumps = [
+            f"-D POSTROUTING -s {s} -m comment --comment {comment} -j {chain}" for s in sources
+        ]
+        if sources and netfilter.try_restore(family, "nat", [*jumps, f"-F {chain}", f"-X {chain}"]):
+            continue
+        if not chains_exist(family, "nat", [chain]):
+            continue
         _drop_iptables_chains(family, {chain})
-    prefix = nft_prefix(network, ifname, container_id)
-    _drop_nft_rules(lambda comment: comment.startswith(prefix))
+
+
+def chains_exist(family: int, table: str, chains: list) -> bool:
+    """Is any of `chains` in the table? Asked without listing it: creating and removing them
+    in a transaction succeeds only when none exists (and then changes nothing). No chain, no
+    jump to it either (iptables refuses a jump to a missing chain)."""
+    lines = [f"-N {c}" for c in chains] + [f"-X {c}" for c in chains]
+    return not netfilter.try_restore(family, table, lines)
 
 
 def _drop_iptables_chains(family: int, chains: set) -> None:
@@ -213,15 +229,6 @@ def _drop_iptables_chains(family: int, chains: set) -> None:
     for chain in sorted(chains & table.chains):
         lines += [f"-F {chain}", f"-X {chain}"]
     netfilter.restore(family, "nat", lines)
-
-
-def _drop_nft_rules(doomed) -> None:
-    rules = [r for r in _nft_masq_rules() if doomed(r.get("comment", ""))]
-    if rules:
-        where = f"inet {NFT_TABLE}"
-        netfilter.nft_script(
-            "".join(f"delete rule {where} {NFT_CHAIN} handle {r['handle']}\n" for r in rules)
-        )
 
 
 # -- GC ------------------------------------------------------------------------------------
@@ -240,9 +247,17 @@ def gc(network: str, valid: list) -> None:
                 ours.add(target)
         if ours - valid_chains:
             _drop_iptables_chains(family, ours - valid_chains)
+    from libcni.netfilter import masquerade_nft
+
     network_hash = sha512_hex(network)[:16] + "-"
     valid_comments = {nft_comment(network, ifname, cid) for cid, ifname in valid}
-    _drop_nft_rules(lambda c: c.startswith(network_hash) and c not in valid_comments)
+    valid_chains = {
+        masquerade_nft.chain_of(nft_prefix(network, ifname, cid)) for cid, ifname in valid
+    }
+    masquerade_nft.drop(
+        lambda name: name.startswith(f"masq-{network_hash}") and name not in valid_chains,
+        lambda c: c.startswith(network_hash) and c not in valid_comments,
+    )
 
 
 def _names_network(comment: str, network: str) -> bool:

@@ -14,7 +14,7 @@ from libcni.protocol.config import NetConf
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
 from libcni.protocol.version import starting_from
-from meta.firewall import record
+from meta.firewall import nftables, record
 from meta.firewall import rules as fwrules
 
 BACKENDS = ("iptables", "firewalld", "nftables")
@@ -69,7 +69,10 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     previous = prev_result(call)
     by_family = addresses(previous)
+    fresh = False
     if conf.backend != "nftables":
+        # No record yet: the attachment's first ADD, whose rules cannot be there already.
+        fresh = record.load(conf.dataDir, conf.name, call.container_id, call.ifname) is None
         # Written first: a DEL after a failed ADD then still finds what was opened.
         note = {"backend": conf.backend, "addresses": by_family[4] + by_family[6]}
         if conf.backend == "firewalld":
@@ -91,13 +94,13 @@ def add(call: skel.Call) -> Result:
                     raise
     elif conf.backend == "nftables":
         cidrs = by_family[4] + by_family[6]
-        fwrules.setup_nft(
+        nftables.setup(
             cidrs, conf.iptablesAdminChainName, conf.name, call.container_id, call.ifname
         )
     else:
         for family, cidrs in by_family.items():
             if cidrs:
-                fwrules.setup_iptables(family, cidrs, conf.iptablesAdminChainName)
+                fwrules.setup_iptables(family, cidrs, conf.iptablesAdminChainName, fresh)
     if conf.ingressPolicy in ("same-bridge", "isolated"):
         isolate(conf, previous, by_family)
     return previous
@@ -123,10 +126,11 @@ def isolate(conf: FirewallConf, previous: Result, by_family: dict) -> None:
 
 def delete(call: skel.Call) -> None:
     conf = load_conf(call)
-    if conf.backend == "nftables":
-        fwrules.teardown_nft(conf.name, call.container_id, call.ifname)
-    kept = record.load(conf.dataDir, conf.name, call.container_id, call.ifname)
     previous = call.prev_result()
+    if conf.backend == "nftables":
+        known = _cidrs(addresses(previous)) if previous is not None else []
+        nftables.teardown(conf.name, call.container_id, call.ifname, known)
+    kept = record.load(conf.dataDir, conf.name, call.container_id, call.ifname)
     cidrs = record.addresses_of(kept)
     if previous is not None:
         cidrs += [a for a in _cidrs(addresses(previous)) if a not in cidrs]
@@ -173,7 +177,7 @@ def check(call: skel.Call) -> None:
         return
     if conf.backend == "nftables":
         cidrs = by_family[4] + by_family[6]
-        missing = fwrules.check_nft(cidrs, conf.name, call.container_id, call.ifname)
+        missing = nftables.check(cidrs, conf.name, call.container_id, call.ifname)
     else:
         missing = None
         for family, cidrs in by_family.items():
@@ -187,7 +191,7 @@ def gc(call: skel.Call) -> None:
     conf = load_conf(call)
     valid = call.valid_attachments()
     if conf.backend == "nftables":
-        fwrules.gc_nft(conf.name, valid)
+        nftables.gc(conf.name, valid)
     records = record.all_of(conf.dataDir, conf.name)
     # An address a valid attachment holds now (reused after a missed DEL) stays open.
     held = {a for key in valid for a in record.addresses_of(records.get(key))}

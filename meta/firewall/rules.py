@@ -4,9 +4,9 @@ optionally isolate bridges from each other (ingressPolicy).
 iptables (filter table), names and comments as upstream: FORWARD jumps (at the top) to
 CNI-FORWARD, which first jumps to the admin chain (CNI-ADMIN), then accepts replies to and
 everything from each container address; CNI-ISOLATION-STAGE-1/2 drop traffic between bridges.
-nftables (beyond upstream): table `inet cni_firewall` with the same structure, every container
-rule commented with its network, container and interface, so DEL and GC need no prevResult.
-Each call reads a table once and writes one transaction per family.
+nftables (beyond upstream): see nftables.py; the bridge isolation rules are here.
+A pod's ADD and DEL write one transaction per family that reads nothing; the table is read
+only when that transaction does not apply (the node's first pod, a repeated call).
 """
 
 import ipaddress
@@ -63,33 +63,49 @@ def _has(table, rule: str) -> bool:
     return any(_without_comment(r) == bare for r in table.rules_of(chain))
 
 
-def setup_iptables(family: int, cidrs: list, admin: str) -> None:
+def shared_jumps(admin: str) -> list:
+    """FORWARD -> CNI-FORWARD -> the admin chain, as iptables-save prints them."""
+    return [
+        f"-A FORWARD -m comment --comment {_q(RULES_COMMENT)} -j {FORWARD_CHAIN}",
+        f"-A {FORWARD_CHAIN} -m comment --comment {_q(ADMIN_COMMENT)} -j {admin}",
+    ]
+
+
+def setup_iptables(family: int, cidrs: list, admin: str, fresh: bool = False) -> None:
+    """Open the container's addresses. `fresh`: this attachment had no rules before (its
+    first ADD), so when the shared jumps are there (`-C`) its rules are appended in one
+    transaction that reads nothing; otherwise the table is read and only what is missing is
+    added (a repeated ADD never doubles a rule)."""
+    wanted = [r for cidr in cidrs for r in container_rules(cidr)]
+    fast = ["-C" + r[2:] for r in shared_jumps(admin)] + wanted
+    if fresh and netfilter.try_restore(family, "filter", fast):
+        return
     table = netfilter.save(family, "filter")
     lines = [f":{c} - [0:0]" for c in (FORWARD_CHAIN, admin) if c not in table.chains]
-    jump = f"-A FORWARD -m comment --comment {_q(RULES_COMMENT)} -j {FORWARD_CHAIN}"
+    jump, admin_jump = shared_jumps(admin)
     if not _has(table, jump):
         lines.append("-I FORWARD 1" + jump[len("-A FORWARD") :])
-    admin_jump = f"-A {FORWARD_CHAIN} -m comment --comment {_q(ADMIN_COMMENT)} -j {admin}"
     if not _has(table, admin_jump):
         lines.append(f"-I {FORWARD_CHAIN} 1" + admin_jump[len(f"-A {FORWARD_CHAIN}") :])
-    for cidr in cidrs:
-        lines += [r for r in container_rules(cidr) if r not in table.rules and r not in lines]
+    lines += [r for r in wanted if r not in table.rules and r not in lines]
     netfilter.restore(family, "filter", lines)
 
 
 def teardown_iptables(family: int, cidrs: list) -> None:
+    """Delete the addresses' rules by their spelling (no read); when one is missing (a
+    repeated DEL, a flushed chain), read the table and delete those that are there."""
+    doomed = [r for cidr in cidrs for r in container_rules(cidr)]
+    if netfilter.try_restore(family, "filter", ["-D" + r[2:] for r in doomed]):
+        return
     table = netfilter.save(family, "filter")
-    doomed = {r for cidr in cidrs for r in container_rules(cidr)}
     netfilter.restore(family, "filter", ["-D" + r[2:] for r in table.rules if r in doomed])
 
 
 def check_iptables(family: int, cidrs: list, admin: str) -> str | None:
+    wanted = shared_jumps(admin) + [r for cidr in cidrs for r in container_rules(cidr)]
+    if netfilter.try_restore(family, "filter", ["-C" + r[2:] for r in wanted]):
+        return None
     table = netfilter.save(family, "filter")
-    wanted = [
-        f"-A FORWARD -m comment --comment {_q(RULES_COMMENT)} -j {FORWARD_CHAIN}",
-        f"-A {FORWARD_CHAIN} -m comment --comment {_q(ADMIN_COMMENT)} -j {admin}",
-    ]
-    wanted += [r for cidr in cidrs for r in container_rules(cidr)]
     for rule in wanted:
         if not _has(table, rule):
             return f"expected rule {rule[3:]} not found"
@@ -101,6 +117,17 @@ def isolate_iptables(family: int, bridge: str, isolated: bool) -> None:
     policy = "isolated" if isolated else "same-bridge"
     note = f"-m comment --comment {_q(f'CNI firewall plugin rules (ingressPolicy: {policy})')}"
     default = f"-m comment --comment {_q(DEFAULT_POLICY_COMMENT)}"
+    wanted = [
+        f"-A FORWARD {default} -j {STAGE1}",
+        f"-A {STAGE1} -i {bridge} ! -o {bridge} {note} -j {STAGE2}",
+        *([f"-A {STAGE1} -i {bridge} -o {bridge} {note} -j DROP"] if isolated else []),
+        f"-A {STAGE1} {default} -j RETURN",
+        f"-A {STAGE2} -o {bridge} {default} -j DROP",
+        f"-A {STAGE2} {default} -j RETURN",
+    ]
+    # The bridge's rules are made by its first pod: later ADDs only check them, reading nothing.
+    if netfilter.try_restore(family, "filter", ["-C" + r[2:] for r in wanted]):
+        return
     table = netfilter.save(family, "filter")
     lines = [f":{c} - [0:0]" for c in (STAGE1, STAGE2) if c not in table.chains]
 
@@ -122,10 +149,6 @@ def isolate_iptables(family: int, bridge: str, isolated: bool) -> None:
 # -- nftables ------------------------------------------------------------------------------
 
 
-def nft_comment(network: str, container_id: str, ifname: str) -> str:
-    return f"cni-firewall {network} {container_id} {ifname}"
-
-
 def _nft_base(admin: str) -> list:
     return [
         f'add table {NFT_TABLE} {{ comment "CNI firewall plugin" ; }}',
@@ -135,61 +158,8 @@ def _nft_base(admin: str) -> list:
     ]
 
 
-def setup_nft(cidrs: list, admin: str, network: str, container_id: str, ifname: str) -> None:
-    comment = nft_comment(network, container_id, ifname)
-    existing = netfilter.nft_list("table", *NFT_TABLE.split())
-    rules = [item["rule"] for item in existing if "rule" in item]
-    script = _nft_base(admin)
-    if not any(r["chain"] == "forward" and r.get("comment") == RULES_COMMENT for r in rules):
-        script.append(f"add rule {NFT_TABLE} forward jump isolation comment {_q(RULES_COMMENT)}")
-        script.append(f"add rule {NFT_TABLE} forward jump {admin} comment {_q(ADMIN_COMMENT)}")
-    script += [
-        f"delete rule {NFT_TABLE} forward handle {r['handle']}"
-        for r in rules
-        if r.get("comment") == comment
-    ]
-    for cidr in cidrs:
-        ip = "ip" if ":" not in cidr else "ip6"
-        script.append(
-            f"add rule {NFT_TABLE} forward {ip} daddr {cidr} ct state "
-            f"related,established accept comment {_q(comment)}"
-        )
-        script.append(
-            f"add rule {NFT_TABLE} forward {ip} saddr {cidr} accept comment {_q(comment)}"
-        )
-    netfilter.nft_script("\n".join(script) + "\n")
-
-
-def _nft_drop(select) -> None:
-    rules = netfilter.nft_rules("table", *NFT_TABLE.split())
-    doomed = [r for r in rules if select(r.get("comment", ""))]
-    if doomed:
-        lines = [f"delete rule {NFT_TABLE} {r['chain']} handle {r['handle']}\n" for r in doomed]
-        netfilter.nft_script("".join(lines))
-
-
-def teardown_nft(network: str, container_id: str, ifname: str) -> None:
-    comment = nft_comment(network, container_id, ifname)
-    _nft_drop(lambda c: c == comment)
-
-
-def gc_nft(network: str, valid: list) -> None:
-    keep = {nft_comment(network, cid, ifname) for cid, ifname in valid}
-    prefix = f"cni-firewall {network} "
-    _nft_drop(lambda c: c.startswith(prefix) and c not in keep)
-
-
-def check_nft(cidrs: list, network: str, container_id: str, ifname: str) -> str | None:
-    comment = nft_comment(network, container_id, ifname)
-    rules = netfilter.nft_rules("table", *NFT_TABLE.split())
-    found = sum(1 for r in rules if r.get("comment") == comment)
-    if found < 2 * len(cidrs):
-        return f"expected {2 * len(cidrs)} rules for {container_id}/{ifname}, found {found}"
-    return None
-
-
 def isolate_nft(bridge: str, isolated: bool) -> None:
-    rules = netfilter.nft_rules("table", *NFT_TABLE.split())
+    rules = netfilter.nft_rules("chain", *NFT_TABLE.split(), "isolation")
     tag = f"isolation {bridge}"
     if any(r.get("comment", "").startswith(tag) for r in rules):
         return

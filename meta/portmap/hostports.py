@@ -4,17 +4,16 @@ iptables (nat table): shared chains CNI-HOSTPORT-DNAT (jumped to from PREROUTING
 local destinations), CNI-HOSTPORT-SETMARK and CNI-HOSTPORT-MASQ (hairpin and localhost
 masquerade through a mark bit), and one CNI-DN-<sha512(net+cid)> chain per container, reached
 from CNI-HOSTPORT-DNAT by multiport jumps commented `dnat name: "<net>" id: "<cid>"`.
-nftables: tables `ip cni_hostport` / `ip6 cni_hostport`, rules commented
-`<containerID> net: <network>` (upstream's comment is the bare container ID, which one
-network's GC cannot tell from another network's; DEL still removes bare-ID rules, as Go's do).
+nftables: see nftables.py.
 
-Each call reads a table once and writes one transaction per family; the per-container chain
-is declared in the transaction, which (re)creates it empty, so a repeated ADD never doubles
-rules and needs no rule-by-rule comparison.
+A pod's ADD and DEL are one `iptables-restore --noflush` per family that reads nothing (its
+chain created with `-N`, the shared rules checked with `-C`, its jumps deleted by their
+spelling); the table is read only when that transaction does not apply (the node's first pod,
+a repeated call, rules someone else changed), and then the per-container chain is declared in
+the transaction, which (re)creates it empty, so a repeated ADD never doubles rules.
 """
 
 import ipaddress
-import json
 
 from libcni.netfilter import batch as netfilter
 from libcni.protocol.names import hashed_name
@@ -131,8 +130,45 @@ def chain_rules(plan: Plan) -> list:
     return rules
 
 
+def shared_rules(plan: Plan) -> list:
+    """The rules all containers share (`-A` lines), which the first ADD on a node creates."""
+    rules = []
+    if plan.snat and not plan.external_setmark:
+        mark = _mark(plan.mark_bit)
+        rules += [
+            f"-A {SETMARK_CHAIN} -m comment --comment "
+            f'"CNI portfwd masquerade mark" -j MARK --set-xmark {mark}',
+            f"-A {MASQ_CHAIN} -m mark --mark {mark} -j MASQUERADE",
+            "-A POSTROUTING -m comment --comment "
+            f'"CNI portfwd requiring masquerade" -j {MASQ_CHAIN}',
+        ]
+    rules += [f"-A {hook} -m addrtype --dst-type LOCAL -j {DNAT_CHAIN}" for hook in HOOKS]
+    return rules
+
+
+HOOKS = ("PREROUTING", "OUTPUT")
+
+
+def container_lines(plan: Plan) -> list:
+    """The container's chain rules and the jumps to it (`-A` lines)."""
+    chain = dnat_chain(plan.network, plan.container_id)
+    lines = [f"-A {chain} " + " ".join(map(_arg, rule)) for rule in chain_rules(plan)]
+    lines += [
+        f"-A {DNAT_CHAIN} " + " ".join(map(_arg, rule)) + f" -j {chain}"
+        for rule in entry_rules(plan)
+    ]
+    return lines
+
+
 def setup_iptables(plan: Plan) -> None:
     family = plan.version
+    chain = dnat_chain(plan.network, plan.container_id)
+    # The usual ADD: the shared rules are there (`-C`) and the container's chain is not
+    # (`-N`); one transaction, no read. Else (the node's first ADD, a repeated ADD) the table
+    # is read and the missing pieces are added.
+    fast = ["-C" + r[2:] for r in shared_rules(plan)] + [f"-N {chain}", *container_lines(plan)]
+    if netfilter.try_restore(family, "nat", fast):
+        return
     table = netfilter.save(family, "nat")
     lines: list = []
 
@@ -143,31 +179,20 @@ def setup_iptables(plan: Plan) -> None:
         return True
 
     if plan.snat and not plan.external_setmark:
-        mark = _mark(plan.mark_bit)
+        setmark, masq, postrouting = shared_rules(plan)[:3]
         if ensure_chain(SETMARK_CHAIN) or not table.rules_of(SETMARK_CHAIN):
-            lines.append(
-                f"-A {SETMARK_CHAIN} -m comment --comment "
-                f'"CNI portfwd masquerade mark" -j MARK --set-xmark {mark}'
-            )
+            lines.append(setmark)
         if ensure_chain(MASQ_CHAIN) or not table.rules_of(MASQ_CHAIN):
-            lines.append(f"-A {MASQ_CHAIN} -m mark --mark {mark} -j MASQUERADE")
+            lines.append(masq)
         if not _jumps(table, "POSTROUTING", MASQ_CHAIN):
-            lines.append(
-                "-I POSTROUTING 1 -m comment --comment "
-                f'"CNI portfwd requiring masquerade" -j {MASQ_CHAIN}'
-            )
+            lines.append("-I POSTROUTING 1" + postrouting[len("-A POSTROUTING") :])
     ensure_chain(DNAT_CHAIN)
-    for hook in ("PREROUTING", "OUTPUT"):
+    for hook in HOOKS:
         if not _jumps(table, hook, DNAT_CHAIN):
             lines.append(f"-A {hook} -m addrtype --dst-type LOCAL -j {DNAT_CHAIN}")
-    chain = dnat_chain(plan.network, plan.container_id)
     lines += ["-D" + r[2:] for r in _jumps(table, DNAT_CHAIN, chain)]
     lines.append(f":{chain} - [0:0]")  # created, or emptied for a repeated ADD
-    lines += [f"-A {chain} " + " ".join(map(_arg, rule)) for rule in chain_rules(plan)]
-    lines += [
-        f"-A {DNAT_CHAIN} " + " ".join(map(_arg, rule)) + f" -j {chain}"
-        for rule in entry_rules(plan)
-    ]
+    lines += container_lines(plan)
     netfilter.restore(family, "nat", lines)
 
 
@@ -175,17 +200,43 @@ def _jumps(table, chain: str, target: str) -> list:
     return [r for r in table.rules_of(chain) if netfilter.target_of(r) == target]
 
 
-def teardown_iptables(network: str, container_id: str, families=(4, 6)) -> list:
+def teardown_iptables(
+    network: str, container_id: str, families=(4, 6), entries: dict | None = None
+) -> list:
     """Remove the container's chain and every jump to it; legacy SNAT chains too. Returns
     the container addresses its UDP DNAT rules pointed at (only a pod with UDP host ports
-    needs its conntrack entries flushed, and that saves a table dump on every other DEL)."""
-    chains = {
-        dnat_chain(network, container_id): DNAT_CHAIN,
-        old_snat_chain(network, container_id): OLD_SNAT_CHAIN,
-    }
+    needs its conntrack entries flushed, and that saves a table dump on every other DEL).
+
+    `entries` {family: [jump rule argument lists]} are the jumps ADD made (the DEL's own
+    mappings): given, they are deleted by their spelling and the chain by its name, reading
+    nothing; the table is read only when that fails and the chain is there (a repeated DEL,
+    mappings that changed since ADD, rules someone else changed)."""
+    from libcni.netfilter.masquerade import chains_exist
+
+    chain = dnat_chain(network, container_id)
+    chains = {chain: DNAT_CHAIN, old_snat_chain(network, container_id): OLD_SNAT_CHAIN}
     targets: list = []
     for family in families:
-        targets += _drop(netfilter.save(family, "nat"), chains)
+        jumps = [
+            f"-D {DNAT_CHAIN} " + " ".join(map(_arg, rule)) + f" -j {chain}"
+            for rule in (entries or {}).get(family, [])
+        ]
+        if jumps and netfilter.try_restore(family, "nat", [*jumps, f"-F {chain}", f"-X {chain}"]):
+            continue
+        if chains_exist(family, "nat", list(chains)):
+            targets += _drop(netfilter.save(family, "nat"), chains)
+    return targets
+
+
+def chain_targets(network: str, container_id: str, families) -> list:
+    """The addresses the container's UDP DNATs point at, from a listing of its chain only."""
+    chain = dnat_chain(network, container_id)
+    targets: list = []
+    for family in families:
+        listing = netfilter.run_quietly(
+            [netfilter.IPTABLES[family], "--wait", "-t", "nat", "-S", chain]
+        )
+        targets += [t for r in listing.splitlines() if " udp " in r and (t := _to_destination(r))]
     return targets
 
 
@@ -243,135 +294,6 @@ def gc_iptables(network: str, valid_ids: set) -> list:
         if stale:
             targets += _drop(table, stale)
     return targets
-
-
-# -- nftables ------------------------------------------------------------------------------
-
-
-def _nft_family(version: int) -> str:
-    return "ip" if version == 4 else "ip6"
-
-
-def _nft_rules(version: int) -> list:
-    return netfilter.nft_rules("table", _nft_family(version), NFT_TABLE)
-
-
-def nft_comment(network: str, container_id: str) -> str:
-    """Starts with the container ID, so a Go DEL's equality test never matches it by accident
-    and a reader sees the owner first; cut to nft's 128 bytes."""
-    return f"{container_id} net: {network}".replace('"', "")[:NFT_COMMENT_MAX]
-
-
-def _is_attachment(comment: str, network: str, container_id: str) -> bool:
-    return comment in (nft_comment(network, container_id), container_id)
-
-
-def setup_nft(plan: Plan) -> None:
-    ipx = _nft_family(plan.version)
-    where = f"{ipx} {NFT_TABLE}"
-    comment = nft_comment(plan.network, plan.container_id)
-    note = f"comment {netfilter.nft_string(comment)}"
-    conditions = " ".join(plan.conditions)
-    script = [
-        f'add table {where} {{ comment "CNI portmap plugin" ; }}',
-        f"add chain {where} hostports",
-        f"add chain {where} hostip_hostports",
-        f"add chain {where} hostports_all",
-        f"flush chain {where} hostports_all",
-        f"add rule {where} hostports_all jump hostip_hostports",
-        f"add rule {where} hostports_all jump hostports",
-    ]
-    # -100 is "dstnat"; nft before 1.0.7 accepts that name only on the prerouting hook.
-    for hook in ("prerouting", "output"):
-        script += [
-            f"add chain {where} {hook} {{ type nat hook {hook} priority -100 ; }}",
-            f"flush chain {where} {hook}",
-            f"add rule {where} {hook} {conditions} fib daddr type local jump hostports_all",
-        ]
-    if plan.snat:
-        script.append(
-            f"add chain {where} masquerading {{ type nat hook postrouting priority srcnat ; }}"
-        )
-    # Beyond upstream: a repeated ADD replaces the container's rules instead of doubling them.
-    script += [
-        f"delete rule {where} {r['chain']} handle {r['handle']}"
-        for r in _nft_rules(plan.version)
-        if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)
-    ]
-    for m in plan.mappings:
-        match = ""
-        if m.hostIP and not ipaddress.ip_address(m.hostIP).is_unspecified:
-            match = f"{ipx} daddr {m.hostIP} "
-        script.append(
-            f"add rule {where} hostports {match}{m.protocol} dport {m.hostPort} "
-            f"dnat to {plan.destination(m.containerPort)} {note}"
-        )
-    if plan.snat:
-        ip = plan.iface.ip
-        source = plan.any_source if plan.masq_all else str(ip)
-        script.append(
-            f"add rule {where} masquerading {ipx} saddr {source} {ipx} daddr {ip} masquerade {note}"
-        )
-        if plan.version == 4 and not plan.masq_all:
-            script.append(
-                f"add rule {where} masquerading ip saddr 127.0.0.1 ip daddr {ip} masquerade {note}"
-            )
-    netfilter.nft_script("\n".join(script) + "\n")
-
-
-def teardown_nft(network: str, container_id: str) -> list:
-    """Remove the attachment's rules; the container addresses their UDP DNATs pointed at."""
-    return _drop_nft(lambda c: _is_attachment(c, network, container_id))
-
-
-def gc_nft(network: str, valid_ids: set) -> list:
-    """Remove the rules of this network's containers no longer valid; their addresses."""
-    tail = nft_comment(network, "")
-    keep = {nft_comment(network, cid) for cid in valid_ids}
-    return _drop_nft(lambda c: c.endswith(tail) and c not in keep and len(c) < NFT_COMMENT_MAX)
-
-
-def _drop_nft(doomed) -> list:
-    targets = []
-    for version in (4, 6):
-        rules = [r for r in _nft_rules(version) if doomed(r.get("comment", ""))]
-        targets += [
-            t
-            for r in rules
-            if (t := _dnat_target(r)) and t not in targets and '"udp"' in json.dumps(r)
-        ]
-        if rules:
-            where = f"{_nft_family(version)} {NFT_TABLE}"
-            netfilter.nft_script(
-                "".join(f"delete rule {where} {r['chain']} handle {r['handle']}\n" for r in rules)
-            )
-    return targets
-
-
-def _dnat_target(rule: dict) -> str | None:
-    """The address of a `dnat to <ip>:<port>` rule in `nft -j` form."""
-    for statement in rule.get("expr", []):
-        if isinstance(statement, dict) and "dnat" in statement:
-            addr = statement["dnat"].get("addr")
-            return addr if isinstance(addr, str) else None
-    return None
-
-
-def check_nft(plan: Plan) -> str | None:
-    rules = [
-        r
-        for r in _nft_rules(plan.version)
-        if _is_attachment(r.get("comment", ""), plan.network, plan.container_id)
-    ]
-    dnats = sum(1 for r in rules if r["chain"] == "hostports")
-    masqs = sum(1 for r in rules if r["chain"] == "masquerading")
-    want_masq = (2 if plan.version == 4 and not plan.masq_all else 1) if plan.snat else 0
-    if dnats < len(plan.mappings) or masqs < want_masq:
-        return (
-            f"expected {len(plan.mappings)} hostport and {want_masq} masquerade rules, "
-            f"found {dnats} and {masqs}"
-        )
-    return None
 
 
 # -- around the rules ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ from libcni.protocol import skel
 from libcni.protocol.config import IP, Int32, NetConf, Struct
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
-from meta.portmap import hostports
+from meta.portmap import hostports, nftables
 
 BACKENDS = ("iptables", "nftables")
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -123,7 +123,7 @@ def add(call: skel.Call) -> Result:
     mapped = [plan for plan in plans(call, conf, previous) if plan.mappings]
     for plan in mapped:
         if conf.backend == "nftables":
-            hostports.setup_nft(plan)
+            nftables.setup(plan)
         else:
             hostports.setup_iptables(plan)
     localnet = [plan for plan in mapped if conf.snat and plan.version == 4]
@@ -139,14 +139,40 @@ def add(call: skel.Call) -> Result:
 
 def delete(call: skel.Call) -> None:
     conf = call.load(PortMapConf)
-    # Both backends: the config may have changed since ADD, and a missing rule is fine. The
-    # UDP rules name the pod's addresses, for its conntrack entries.
-    targets = hostports.teardown_iptables(conf.name, call.container_id)
-    targets += hostports.teardown_nft(conf.name, call.container_id)
     previous = call.prev_result()
-    if previous is not None and any(m.protocol.lower() == "udp" for m in mappings_of(conf)):
-        targets += [a.split("/")[0] for a in container_addresses(previous, call.ifname)]
+    addresses = container_addresses(previous, call.ifname) if previous is not None else []
+    families = sorted({6 if ":" in a else 4 for a in addresses}) or [4, 6]
+    # The backend ADD used (an explicit one, one the options imply, or the node's default);
+    # a config that changed its backend since ADD leaves the old rules to GC, as upstream.
+    try:
+        backend = choose_backend(conf)
+    except CNIError:
+        backend = ""
+    mappings = mappings_of(conf)
+    for m in mappings:
+        m.protocol = m.protocol.lower()
+    udp = any(m.protocol == "udp" for m in mappings)
+    targets: list = []
+    if backend != "nftables":
+        if udp and not addresses:
+            # No prevResult: the pod's addresses are in its UDP DNATs, read from its chain.
+            targets += hostports.chain_targets(conf.name, call.container_id, families)
+        entries = {
+            family: hostports.entry_rules(
+                hostports.Plan(conf, conf.name, call.container_id, ANY[family], mappings)
+            )
+            for family in families
+        }
+        targets += hostports.teardown_iptables(conf.name, call.container_id, families, entries)
+    if backend != "iptables":
+        bare = [a.split("/")[0] for a in addresses]
+        targets += nftables.teardown(conf.name, call.container_id, families, mappings, bare)
+    if udp:
+        targets += [a.split("/")[0] for a in addresses]
     hostports.forget_pod_udp_flows(sorted(set(targets)))
+
+
+ANY = {4: "0.0.0.0/32", 6: "::/128"}  # a Plan's family, where only its jumps are wanted
 
 
 def check(call: skel.Call) -> None:
@@ -156,7 +182,7 @@ def check(call: skel.Call) -> None:
         if not plan.mappings:
             continue
         if conf.backend == "nftables":
-            missing = hostports.check_nft(plan)
+            missing = nftables.check(plan)
         else:
             missing = hostports.check_iptables(plan)
         if missing:
@@ -167,7 +193,7 @@ def gc(call: skel.Call) -> None:
     conf = call.load(PortMapConf)
     valid_ids = {container_id for container_id, _ in call.valid_attachments()}
     targets = hostports.gc_iptables(conf.name, valid_ids)
-    targets += hostports.gc_nft(conf.name, valid_ids)
+    targets += nftables.gc(conf.name, valid_ids)
     hostports.forget_pod_udp_flows(sorted(set(targets)))
 
 
