@@ -27,6 +27,22 @@ HOST_DEVICE = "fzdev0"  # a dummy host-device moves into the container
 CHAIN_IFNAME = "ceth0"  # a dummy in the container netns: the chained plugins' interface
 SUBNET = "10.250.0"
 
+# The longest value one environment variable may hold (Linux's MAX_ARG_STRLEN, 32 pages, with
+# the `CNI_CONTAINERID=` and the NUL): the spec sets no limit on an ID, the kernel does.
+ENV_VALUE_MAX = 32 * os.sysconf("SC_PAGE_SIZE") - len("CNI_CONTAINERID=") - 1
+# Legal container IDs and network names around every file-name limit (one path component:
+# 255 bytes; a file-keeping plugin joins ID, ifname and a suffix) and up to the environment's.
+LONG_LEGAL_NAMES = [
+    "c" * 200,
+    "c" * 250,
+    "c" * 255,
+    "c" * 256,
+    "c" * 300,
+    "c" * 4096,
+    "c" * ENV_VALUE_MAX,
+]
+NETWORK_NAMES = [NETWORK, "n" * 255, "n" * 256, "n" * 300, "n" * 4096, "n" * 65536]
+
 
 def plugins() -> dict:
     import runpy
@@ -73,7 +89,11 @@ def base_configs(data_dir: str) -> dict:
             "dataDir": os.path.join(data_dir, "tuning"),
         },
         "bandwidth": {"ingressRate": 8000000, "ingressBurst": 400000, "prevResult": prev},
-        "firewall": {"backend": "iptables", "prevResult": prev},
+        "firewall": {
+            "backend": "iptables",
+            "prevResult": prev,
+            "dataDir": os.path.join(data_dir, "firewall"),
+        },
         "sbr": {"prevResult": prev},
         "vrf": {"vrfname": "fzvrf", "prevResult": prev},
         "host-local": {"ipam": hl},
@@ -373,7 +393,8 @@ SEEDS = [
     ("NUL in resolvConf", {("ipam", "resolvConf"): "/etc/re\x00solv.conf"}, {}),
     ("NUL in dataDir", {("dataDir",): "/tmp/a\x00b"}, {}),
     ("NUL in ipam.dataDir", {("ipam", "dataDir"): "/tmp/a\x00b"}, {}),
-    ("300-char container ID", {}, {"CNI_CONTAINERID": "c" * 300}),
+    *((f"{len(cid)}-char container ID", {}, {"CNI_CONTAINERID": cid}) for cid in LONG_LEGAL_NAMES),
+    *((f"{len(net)}-char network name", {("name",): net}, {}) for net in NETWORK_NAMES[1:]),
     ("dataDir a regular file", {("dataDir",): "/etc/hostname"}, {}),
     ("ipam.dataDir a regular file", {("ipam", "dataDir"): "/etc/hostname"}, {}),
     ("deep nesting", {("deep",): "DEEP"}, {}),
@@ -497,6 +518,27 @@ def seeded_inputs(name: str, data_dir: str, netns: str, cni_path: str):
         )
 
 
+# Plugins that name state files after the container ID, network or ifname (the runtime's cache
+# is libcni's: tests/test_long_ids.py). The others meet long names in the random inputs, where
+# only a clean answer is required (netfilter comments, for one, hold 256 bytes).
+FILE_KEEPING = ["firewall", "tuning", "host-local", "dhcp"]
+
+
+def long_name_inputs(name: str, data_dir: str, netns: str, cni_path: str):
+    """(what, ADD env, stdin) for every legal long container ID and network name: plugins that
+    keep files named after them must ADD (or refuse with code 7) and DEL them."""
+    env = base_env("ADD", netns, cni_path, ifname_for(name))
+    for cid in LONG_LEGAL_NAMES:
+        yield (
+            f"{len(cid)}-char ID",
+            dict(env, CNI_CONTAINERID=cid),
+            encode(full_config(name, data_dir, netns)),
+        )
+    for network in NETWORK_NAMES[1:]:
+        conf = dict(full_config(name, data_dir, netns), name=network)
+        yield f"{len(network)}-char network", env, encode(conf)
+
+
 def _spans(text: bytes, marker: bytes) -> list:
     found, start = [], text.find(marker)
     while start >= 0:
@@ -507,7 +549,7 @@ def _spans(text: bytes, marker: bytes) -> list:
 
 CONTAINER_IDS = [
     "fzctr1",
-    "x" * 300,
+    *LONG_LEGAL_NAMES,
     "../etc",
     "a/b",
     "-bad",
@@ -518,7 +560,20 @@ CONTAINER_IDS = [
     ".",
     "fzctr1\n",
 ]
-IFNAMES = ["eth0", CHAIN_IFNAME, "x" * 16, "a/b", ".", "..", "e:1", "lo", "eth 0", "é", "eth1"]
+IFNAMES = [
+    "eth0",
+    CHAIN_IFNAME,
+    "x" * 15,
+    "x" * 16,
+    "a/b",
+    ".",
+    "..",
+    "e:1",
+    "lo",
+    "eth 0",
+    "é",
+    "eth1",
+]
 NETNS_VALUES = [
     "CONTAINER",
     "",
@@ -806,6 +861,8 @@ class Campaign:
             conf["cniVersion"] = "1.1.0"
             conf["cni.dev/valid-attachments"] = [{"containerID": "fzctr1", "ifname": "eth0"}]
         env = base_env(command, self.netns, self.cni_path, ifname_for(name))
+        if rng.random() < 0.1:
+            conf["name"] = rng.choice(NETWORK_NAMES)
         if rng.random() < 0.1:
             stdin = encode(conf)
         else:

@@ -90,6 +90,30 @@ def test_seeded_example_classes_get_clean_answers(world, name):
     assert fuzzkit.diff(before, fuzzkit.snapshot(world.container, world.data_dir)) == []
 
 
+@pytest.mark.parametrize("name", fuzzkit.FILE_KEEPING)
+def test_long_legal_ids_and_network_names_add_and_del(world, name):
+    """The spec sets no length limit on container IDs and network names (#24): DEL succeeds
+    (alone, and after ADD), ADD succeeds wherever the plain input does or refuses with code 7,
+    and nothing is left behind."""
+    plain = fuzzkit.full_config(name, world.data_dir, world.container)
+    env = fuzzkit.base_env("ADD", world.container, world.cni_path, fuzzkit.ifname_for(name))
+    baseline = world.runner(name, env, fuzzkit.encode(plain))
+    world.runner(name, dict(env, CNI_COMMAND="DEL"), fuzzkit.encode(plain))
+    before = fuzzkit.snapshot(world.container, world.data_dir)
+    for what, env, stdin in fuzzkit.long_name_inputs(
+        name, world.data_dir, world.container, world.cni_path
+    ):
+        alone = world.runner(name, dict(env, CNI_COMMAND="DEL"), stdin)
+        assert alone.ok and alone.rc == 0, (what, "DEL alone", alone)
+        added = world.runner(name, env, stdin)
+        assert added.ok, (what, added)
+        if baseline.rc == 0 and added.rc != 0:
+            assert added.json["code"] == 7, (what, added)
+        deleted = world.runner(name, dict(env, CNI_COMMAND="DEL"), stdin)
+        assert deleted.ok and deleted.rc == 0, (what, "DEL", deleted)
+        assert fuzzkit.diff(before, fuzzkit.snapshot(world.container, world.data_dir)) == [], what
+
+
 def test_gc_with_malformed_attachments_deletes_nothing_in_any_plugin(world):
     """Refused with code 7 by every plugin that deletes by the list; the others (which only
     forward GC to their IPAM, or keep nothing per attachment) succeed and delete nothing."""

@@ -197,9 +197,3 @@ def test_a_data_dir_that_is_a_file_is_a_clean_error(plugin_dir, pod, tmp_path):
         plugin_dir, "ADD", conf(pod, tmp_path, mtu=1400, dataDir=str(tmp_path / "file")), pod
     )
     assert done.returncode == 1 and "not a directory" in done.json["msg"], done
-
-
-def test_a_container_id_too_long_for_a_backup_name_is_a_clean_error(plugin_dir, pod, tmp_path):
-    done = tuning(plugin_dir, "ADD", conf(pod, tmp_path, mtu=1400), pod, container_id="c" * 300)
-    assert done.returncode == 1 and "longer than 255" in done.json["msg"], done
-    assert "Traceback" not in done.stderr
