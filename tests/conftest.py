@@ -97,10 +97,12 @@ def frozen_bin():
 
 @pytest.fixture(scope="session")
 def go_bin():
-    if not os.path.isfile(os.path.join(GO_BIN, "loopback")):
-        if os.environ.get("CI"):
-            pytest.fail("Debian's containernetworking-plugins are not installed in /usr/lib/cni")
-        pytest.skip("Debian's containernetworking-plugins not installed")
+    from kit import require
+
+    require(
+        os.path.isfile(os.path.join(GO_BIN, "loopback")),
+        f"Debian's containernetworking-plugins are not installed in {GO_BIN}",
+    )
     return GO_BIN
 
 

@@ -21,6 +21,7 @@ import pytest
 from conftest import NetnsFactory
 from cri.client import TCP, UDP
 from cri.node import LAN_PREFIX, OUTSIDE_ADDRESS, CriNode, Lan, build_pod_image, kubernetes_conflist
+from kit import require
 
 NODE_ADDRESS = f"{LAN_PREFIX}.1"
 BANDWIDTH = {"kubernetes.io/ingress-bandwidth": "1M", "kubernetes.io/egress-bandwidth": "1M"}
@@ -70,10 +71,10 @@ class Pool:
             )
             if self.cannot_run is None:
                 self.cannot_run = self.probe(self.nodes[plugin_dir])
-        if self.cannot_run:
-            pytest.skip(
-                f"this machine cannot run containers under containerd/runc: {self.cannot_run}"
-            )
+        require(
+            not self.cannot_run,
+            f"this machine cannot run containers under containerd/runc: {self.cannot_run}",
+        )
         return self.nodes[plugin_dir]
 
     @staticmethod
@@ -96,10 +97,10 @@ class Pool:
 
 @pytest.fixture(scope="session")
 def cri_pool(tmp_path_factory):
-    if shutil.which("containerd") is None or shutil.which("runc") is None:
-        if os.environ.get("CI"):
-            pytest.fail("containerd/runc are not installed: .ci/run must install them")
-        pytest.skip("containerd and runc are not installed (Debian packages containerd, runc)")
+    require(
+        shutil.which("containerd") and shutil.which("runc"),
+        "containerd and runc are not installed (Debian packages containerd, runc)",
+    )
     pool = Pool(tmp_path_factory)
     yield pool
     pool.close()

@@ -15,11 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import REPO, ip_json, ns_exec, run_plugin, unique_name
 from dhcpnode import BR_NET, MV_NET, DaemonProcess, Node, wait_for
+from kit import require
 
 from ipam.dhcp import daemon as dhcp_daemon
 from ipam.dhcp import options
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/dnsmasq"), reason="no dnsmasq")
+
+@pytest.fixture(autouse=True, scope="module")
+def dnsmasq_installed():
+    require(os.path.exists("/usr/sbin/dnsmasq"), "dnsmasq is not installed (Debian dnsmasq-base)")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import socket
 import subprocess
 
 import pytest
+from kit import require
 
 from libcni.runtime import cache, cnitool, doctor, nodeprobe
 from libcni.runtime.netlist import RuntimeConf
@@ -177,8 +178,7 @@ def test_bandwidth_needs_tbf_too(scratch):
 
 
 def test_the_kernel_probe_runs_in_a_scratch_netns_and_leaves_none(scratch):
-    if os.geteuid() != 0:
-        pytest.skip("the probe needs root")
+    require(os.geteuid() == 0, "the kernel probe needs root")
     before = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     answers = nodeprobe.kernel_features(
         ["bridge"], nodeprobe.Modules("/nonexistent", "/x", "/y"), probe=True

@@ -5,8 +5,8 @@ kernel has no dummy module. Creating dummy links is exercised in the VM
 import os
 import subprocess
 
-import pytest
 from conftest import GO_BIN, ip_json, run_plugin
+from kit import variant
 
 
 def kernel_has_dummy() -> bool:
@@ -43,7 +43,7 @@ def test_ipam_is_required(plugin_dir, netns):
     assert names(netns) == ["lo"]
 
 
-@pytest.mark.skipif(kernel_has_dummy(), reason="this kernel has the dummy module")
+@variant(kernel_has_dummy(), "this kernel has the dummy module")
 def test_kernel_without_dummy_is_a_clear_error(plugin_dir, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
     done = run(plugin_dir, "ADD", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env())

@@ -20,6 +20,7 @@ import time
 
 import pytest
 from conftest import REPO, daemon_program, ip_json, run_plugin, unique_name
+from kit import require
 
 CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 TABLE = runpy.run_path(os.path.join(REPO, "build", "multicall.py"))
@@ -298,8 +299,7 @@ def test_cgroup():
     mounts = caller._cgroup_mounts("/proc/self/mountinfo")
     chosen = [m for m in mounts if m[0] != caller.CGROUP_V2 and "pids" in m[0]]
     chosen = chosen or [m for m in mounts if m[0] == caller.CGROUP_V2]
-    if not chosen:
-        pytest.skip("no pids or cgroup2 hierarchy mounted")
+    require(chosen, "no pids or cgroup2 hierarchy is mounted")
     kind, root, point = chosen[0]
     path = os.path.join(point, unique_name("pycnicg"))
     os.mkdir(path)

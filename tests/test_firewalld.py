@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+from kit import require
 
 HOLDER = r"""
 set -e
@@ -95,10 +96,10 @@ class Firewalld:
 
 @pytest.fixture
 def firewalld(make_netns):
-    if shutil.which("firewalld") is None or shutil.which("dbus-daemon") is None:
-        if os.environ.get("CI"):
-            pytest.fail("firewalld is not installed: .ci/run must install the firewalld package")
-        pytest.skip("firewalld is not installed")
+    require(
+        shutil.which("firewalld") and shutil.which("dbus-daemon"),
+        "firewalld and dbus-daemon are not installed (Debian packages firewalld, dbus)",
+    )
     daemon = Firewalld(make_netns)
     yield daemon
     daemon.close()

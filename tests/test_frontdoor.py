@@ -17,6 +17,7 @@ import threading
 
 import pytest
 from conftest import REPO, run_plugin
+from kit import require
 
 pytestmark = pytest.mark.frozen
 
@@ -493,8 +494,8 @@ def test_everything_in_the_plugin_directory_answers_version_like_a_plugin(frozen
         assert json.loads(out)["cniVersion"] == "1.1.0", entry.name
 
 
-@pytest.mark.skipif(not os.access(GNU_TIME, os.X_OK), reason="no GNU time")
 def test_peak_rss_is_at_most_two_mebibytes(frozen_bin, start_daemon, netns, tmp_path):
+    require(os.access(GNU_TIME, os.X_OK), f"GNU time is not installed at {GNU_TIME} (Debian time)")
     daemon = start_daemon(frozen_bin)
     peaks = {}
     for label, command, env in (

@@ -10,6 +10,7 @@ import os
 
 import pytest
 from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from kit import variant
 
 MAC = "0a:58:00:00:00:42"
 STATIC = {"type": "static", "addresses": [{"address": "10.78.0.5/24", "gateway": "10.78.0.1"}]}
@@ -153,7 +154,7 @@ def virtio_net_pci_address():
     return None
 
 
-@pytest.mark.skipif(virtio_net_pci_address() is None, reason="no virtio-net PCI device")
+@variant(virtio_net_pci_address() is None, "no virtio-net PCI device")
 @pytest.mark.parametrize("how", ["pciBusID", "deviceID"])
 def test_pci_selection_looks_under_virtio_net_of_this_netns(plugin_dir, node, how):
     # The NIC's netdev lives in the machine's netns, so the test host's sysfs view of its

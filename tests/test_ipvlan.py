@@ -3,6 +3,7 @@ clear error when the kernel has no ipvlan. Creating links is exercised in the VM
 
 import pytest
 from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from kit import variant
 from test_vlan import kernel_has
 
 STATIC = {"type": "static", "addresses": [{"address": "10.82.0.5/24"}]}
@@ -88,7 +89,7 @@ def test_mtu_above_master_is_rejected(plugin_dir, host, netns):
     assert done.json["msg"] == "invalid MTU 9000, must be [0, master MTU(1500)]"
 
 
-@pytest.mark.skipif(kernel_has("ipvlan"), reason="this kernel has ipvlan")
+@variant(kernel_has("ipvlan"), "this kernel has ipvlan")
 def test_kernel_without_ipvlan_is_a_clear_error(plugin_dir, host, netns):
     done = run(plugin_dir, host, "ADD", conf(ipam=None, master=None, prevResult=PREV), pod=netns)
     assert done.returncode == 1

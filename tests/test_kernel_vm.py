@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from conftest import FROZEN_BIN, REPO
+from kit import require
 
 sys.path.insert(0, os.path.join(REPO, "tests", "vm"))
 import harness  # noqa: E402
@@ -43,10 +44,10 @@ class Report:
 
 @pytest.fixture(scope="session")
 def vm_report():
-    if shutil.which("qemu-system-x86_64") is None:
-        if os.environ.get("CI"):
-            pytest.fail("qemu-system-x86_64 missing: .ci/run must install qemu-system-x86")
-        pytest.skip("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)")
+    require(
+        shutil.which("qemu-system-x86_64"),
+        "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)",
+    )
     if not os.path.isfile(os.path.join(FROZEN_BIN, "vlan")):
         pytest.fail("frozen executables missing: run `make build` first")
     python = os.path.realpath(sys.executable)

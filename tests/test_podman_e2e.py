@@ -11,6 +11,7 @@ import time
 
 import pytest
 from conftest import FROZEN_BIN, GO_BIN, REPO
+from kit import require
 from podman.node import EXTERNAL_ADDRESS, NODE_ADDRESS, PodmanNode
 
 
@@ -28,10 +29,9 @@ def deb_bin(frozen_bin, tmp_path_factory):
 
 @pytest.fixture(params=["go", "pycni", "deb"])
 def node(request, make_netns):
-    if shutil.which("podman") is None:
-        if os.environ.get("CI"):
-            pytest.fail("podman is not installed: .ci/run must install podman, crun and conmon")
-        pytest.skip("podman is not installed")
+    require(
+        shutil.which("podman"), "podman is not installed (Debian packages podman, crun, conmon)"
+    )
     dirs = {"go": GO_BIN, "pycni": FROZEN_BIN}
     plugin_dir = dirs.get(request.param) or request.getfixturevalue("deb_bin")
     if not os.path.isfile(os.path.join(plugin_dir, "bridge")):
@@ -261,8 +261,7 @@ def test_macvlan_network_on_a_veth_parent(node):
 def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
     """`--ipam-driver dhcp`: the plugin directory's dhcp daemon runs in the node (its socket
     /run/cni/dhcp.sock lives in the node's private /run/cni), dnsmasq in the external netns."""
-    if not os.path.exists("/usr/sbin/dnsmasq"):
-        pytest.skip("dnsmasq (Debian dnsmasq-base) is not installed")
+    require(os.path.exists("/usr/sbin/dnsmasq"), "dnsmasq is not installed (Debian dnsmasq-base)")
     node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
     ip = lambda *argv: subprocess.run(["ip", *argv], check=True)  # noqa: E731
     ip("-n", node_ns, "link", "add", "dhparent", "type", "veth", "peer", "dhpeer", "netns", ext)

@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from kit import variant
 
 STATIC = {"type": "static", "addresses": [{"address": "10.81.0.5/24"}]}
 
@@ -104,7 +105,7 @@ def test_ipam_is_required_before_anything_is_created(plugin_dir, host, netns):
     assert names(netns) == ["lo"]
 
 
-@pytest.mark.skipif(kernel_has("vlan", "id", "5"), reason="this kernel has 8021q")
+@variant(kernel_has("vlan", "id", "5"), "this kernel has 8021q")
 def test_kernel_without_8021q_is_a_clear_error(plugin_dir, host, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
     done = run(

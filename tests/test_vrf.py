@@ -7,6 +7,7 @@ import os
 
 import pytest
 from conftest import ip_json, ns_exec, run_plugin
+from kit import variant
 
 
 @pytest.fixture
@@ -77,9 +78,8 @@ def test_add_needs_a_prev_result(plugin_dir, pod):
     assert done.returncode == 1 and done.json["msg"] == "missing prevResult from earlier plugin"
 
 
+@variant(os.path.isdir("/sys/module/vrf"), "this kernel has VRF support")
 def test_add_without_kernel_vrf_support_fails_cleanly(plugin_dir, pod):
-    if os.path.isdir("/sys/module/vrf"):
-        pytest.skip("this kernel has VRF support")
     done = vrf(plugin_dir, "ADD", conf(pod), pod)
     assert done.returncode == 1 and done.json["code"] == 999
     assert done.json["msg"] == "cmdAdd failed: could not add VRF red: operation not supported"
