@@ -195,4 +195,8 @@ def test_about_text_without_command(plugin_dir):
 
 def test_logs_never_reach_stdout_on_success(plugin_dir, netns):
     run = run_plugin(plugin_dir, "loopback", "ADD", CONF, netns=netns)
-    json.loads(run.stdout)  # stdout is exactly one JSON document
+    assert run.returncode == 0, run
+    # stdout is exactly one JSON document (json.loads refuses anything around it): the result.
+    assert json.loads(run.stdout)["interfaces"] == [
+        {"name": "lo", "mac": "00:00:00:00:00:00", "sandbox": netns}
+    ]
