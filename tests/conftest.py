@@ -22,6 +22,35 @@ sys.path.insert(0, REPO)
 
 _counter = itertools.count()
 
+# The session's private mount namespace (tests/kit/mountns.py), entered before any test runs.
+_private_mounts = None
+
+
+def pytest_configure(config):
+    global _private_mounts
+    if os.geteuid() != 0 or os.environ.get("PYCNI_TEST_PRIVATE_MOUNTS") == "0":
+        return  # without root no plugin test runs; =0 is for a run already inside its own
+    from kit.mountns import PrivateMounts
+
+    _private_mounts = PrivateMounts()
+    _private_mounts.enter()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if the machine's /var/lib/cni, /run/cni or /etc/cni changed under it."""
+    if _private_mounts is None:
+        return
+    left = _private_mounts.leftovers()
+    _private_mounts.close()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_sep("=", "the machine's CNI paths changed during the run", red=True)
+            for path, kind, size, _mtime in left:
+                reporter.write_line(f"  {path} ({kind}, {size} bytes)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 def unique_name(prefix: str = "pyt") -> str:
     """A netns/link-safe unique name (≤ 15 chars)."""
