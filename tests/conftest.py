@@ -36,6 +36,20 @@ def pytest_configure(config):
     _private_mounts.enter()
 
 
+def pytest_report_header(config):
+    from kit.fuzzseed import SEED, reproduce
+
+    return f"fuzz seed: {SEED} (reproduce: {reproduce()})"
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The seed again at the end (shown under -q too), when the fuzz test ran."""
+    if "test_fuzz" in sys.modules:
+        from kit.fuzzseed import SEED, reproduce
+
+        terminalreporter.write_line(f"fuzz seed: {SEED} (reproduce: {reproduce()})")
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if the machine's /var/lib/cni, /run/cni or /etc/cni changed under it."""
     if _private_mounts is None:

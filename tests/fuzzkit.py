@@ -942,6 +942,8 @@ def main(argv=None) -> int:
                 plugins=len(names),
                 seconds=round(elapsed, 1),
                 mode="frozen" if args.frozen else "in-process",
+                seed=args.seed,
+                leaks_checked=args.leaks or "never",
             )
         )
     )
@@ -954,6 +956,11 @@ def in_namespaces(argv: list) -> int:
     delete both afterwards, also on failure."""
     import tempfile
 
+    from kit.mountns import PrivateMounts
+
+    # Like the pytest session: a mutated config without dataDir writes a tmpfs, not the machine.
+    mounts = PrivateMounts()
+    mounts.enter()
     tag = f"fz{os.getpid() % 100000}"
     host, container = f"{tag}h", f"{tag}c"
     data_dir = tempfile.mkdtemp(prefix="pycni-fuzz-")
@@ -992,6 +999,11 @@ def in_namespaces(argv: list) -> int:
 
         shutil.rmtree(data_dir, ignore_errors=True)
         shutil.rmtree(cni_path, ignore_errors=True)
+        left = mounts.leftovers()
+        mounts.close()
+        if left:
+            print(f"the machine's CNI paths changed during the campaign: {left}", file=sys.stderr)
+            sys.exit(1)
 
 
 if __name__ == "__main__":

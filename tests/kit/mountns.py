@@ -9,7 +9,7 @@ end, the machine's view of those paths — seen through the namespace the sessio
 must be what it was before; `leftovers()` says what is not.
 
 A path missing on the machine gets an empty directory as the mount point; it is removed again
-at the end when still empty.
+at the end when still empty and no other session's namespace mounts it.
 """
 
 import ctypes
@@ -80,7 +80,28 @@ class PrivateMounts:
         return sorted(self.machine_view() - self.before)
 
     def close(self) -> None:
-        """Remove the mount points made for missing paths (when nothing landed in them)."""
+        """Remove the mount points made for missing paths, when nothing landed in them and no
+        other session (another pytest run's namespace) still has its tmpfs there: removing a
+        mount point detaches the mounts on it in every namespace."""
         for path in reversed(self.created):
-            self._in_machine_ns("rmdir", path)
+            if not _mounted_elsewhere(path):
+                self._in_machine_ns("rmdir", path)
         os.close(self.machine_ns)
+
+
+def _mounted_elsewhere(path: str) -> bool:
+    """Whether a mount namespace other than this process's has a mount on `path`."""
+    own = os.readlink("/proc/self/ns/mnt")
+    seen = {own}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            namespace = os.readlink(f"/proc/{pid}/ns/mnt")
+            if namespace in seen:
+                continue
+            seen.add(namespace)
+            with open(f"/proc/{pid}/mountinfo") as f:
+                if any(line.split()[4] == path for line in f):
+                    return True
+        except (OSError, IndexError):
+            continue
+    return False
