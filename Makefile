@@ -33,12 +33,12 @@ test: build
 
 # Only the kernel tests that boot Debian's kernel under qemu (vlan, ipvlan, dummy, bridge VLANs).
 test-vm: build
-	$(PY) -m pytest tests/test_kernel_vm.py $(PYTEST_ARGS)
+	$(PY) -m pytest tests/kernel/test_kernel_vm.py $(PYTEST_ARGS)
 
 # Only the front door built under ASan/UBSan, running each of its paths once (`make test` runs it
 # too, once).
 test-sanitize: build
-	$(PY) -m pytest tests/test_frontdoor.py -k sanitized $(PYTEST_ARGS)
+	$(PY) -m pytest tests/fastpath/test_frontdoor.py -k sanitized $(PYTEST_ARGS)
 
 # Iterating without a frozen build: source tests only.
 test-fast:
@@ -54,9 +54,9 @@ FUZZ_INPUTS ?= 20000
 FUZZ_FROZEN_INPUTS ?= 3000
 FUZZ_CAMPAIGN_SEED ?= 1
 fuzz: build
-	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py $(PYTEST_ARGS)
-	$(PY) tests/fuzzkit.py --inputs $(FUZZ_INPUTS) --leaks late --seed $(FUZZ_CAMPAIGN_SEED)
-	$(PY) tests/fuzzkit.py --inputs $(FUZZ_FROZEN_INPUTS) --frozen build/dist/bin \
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/robustness/test_fuzz.py $(PYTEST_ARGS)
+	$(PY) tests/kit/fuzzkit.py --inputs $(FUZZ_INPUTS) --leaks late --seed $(FUZZ_CAMPAIGN_SEED)
+	$(PY) tests/kit/fuzzkit.py --inputs $(FUZZ_FROZEN_INPUTS) --frozen build/dist/bin \
 		--seed $$(( $(FUZZ_CAMPAIGN_SEED) + 1 ))
 
 # ruff (lint and format) over everything, mypy over every package with the bodies of untyped
