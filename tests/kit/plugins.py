@@ -104,6 +104,14 @@ exit 0
 """
 
 
+# An IPAM result the main plugins cannot configure: its route's gateway is off every subnet.
+UNREACHABLE_ROUTE_RESULT = {
+    "cniVersion": "1.0.0",
+    "ips": [{"address": "10.99.0.2/24"}],
+    "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}],
+}
+
+
 class FakeIPAM:
     """A logging IPAM plugin named `fake-ipam` in its own directory (put it in CNI_PATH)."""
 
@@ -124,6 +132,14 @@ class FakeIPAM:
             "FAKE_IPAM_RESULT": json.dumps(result),
             "FAKE_IPAM_FAIL": fail,
         }
+
+    def refusing(self, command: str = "ADD") -> dict:
+        """run_in_host keywords: this IPAM in CNI_PATH, failing `command` with code 11."""
+        return {"extra_path": self.dir, "env": self.env(fail=command)}
+
+    def answering(self, result: dict) -> dict:
+        """run_in_host keywords: this IPAM in CNI_PATH, answering ADD with `result`."""
+        return {"extra_path": self.dir, "env": self.env(result=result)}
 
     def calls(self) -> list:
         if not os.path.exists(self.log):

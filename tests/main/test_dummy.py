@@ -5,8 +5,9 @@ kernel has no dummy module. Creating dummy links is exercised in the VM
 import os
 import subprocess
 
-from conftest import GO_BIN, ip_json, run_plugin
+from conftest import GO_BIN, run_plugin
 from kit import variant
+from kit.pods import link_names as names
 
 
 def kernel_has_dummy() -> bool:
@@ -30,10 +31,6 @@ def conf(**extra):
 def run(plugin_dir, command, config, *, pod="", extra_path="", **kw):
     cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
     return run_plugin(plugin_dir, "dummy", command, config, netns=pod, cni_path=cni_path, **kw)
-
-
-def names(netns):
-    return sorted(entry["ifname"] for entry in ip_json(netns, "link", "show"))
 
 
 def test_ipam_is_required(plugin_dir, netns):

@@ -9,8 +9,11 @@ import json
 import os
 
 import pytest
-from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from conftest import ip_json, ns_exec
 from kit import variant
+from kit.plugins import UNREACHABLE_ROUTE_RESULT
+from kit.pods import link_names as names
+from kit.pods import run_in_host
 
 MAC = "0a:58:00:00:00:42"
 STATIC = {"type": "static", "addresses": [{"address": "10.78.0.5/24", "gateway": "10.78.0.1"}]}
@@ -55,27 +58,13 @@ def conf(**extra):
     return {k: v for k, v in base.items() if v is not None}
 
 
-def run(plugin_dir, node, command, config, *, pod="", extra_path="", **kw):
-    cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(
-        plugin_dir,
-        "host-device",
-        command,
-        config,
-        netns=pod,
-        cni_path=cni_path,
-        in_netns=node.host,
-        **kw,
-    )
+def run(plugin_dir, node, command, config, **kw):
+    return run_in_host(plugin_dir, "host-device", node.host, command, config, **kw)
 
 
 def link(netns, name):
     found = ip_json(netns, "-d", "link", "show")
     return next((entry for entry in found if entry["ifname"] == name), None)
-
-
-def names(netns):
-    return sorted(entry["ifname"] for entry in ip_json(netns, "link", "show"))
 
 
 def pings(netns, address):
@@ -206,8 +195,7 @@ def test_ipam_failure_moves_device_back(plugin_dir, node, fake_ipam):
         "ADD",
         config,
         pod=pod,
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(fail="ADD"),
+        **fake_ipam.refusing("ADD"),
     )
     assert done.returncode == 1
     assert done.json["code"] == 11
@@ -217,11 +205,7 @@ def test_ipam_failure_moves_device_back(plugin_dir, node, fake_ipam):
 
 def test_configure_failure_releases_ipam_and_moves_device_back(plugin_dir, node, fake_ipam):
     pod = node.pod()
-    unreachable = {
-        "cniVersion": "1.0.0",
-        "ips": [{"address": "10.99.0.2/24"}],
-        "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}],
-    }
+    unreachable = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
     done = run(
         plugin_dir,
@@ -229,8 +213,7 @@ def test_configure_failure_releases_ipam_and_moves_device_back(plugin_dir, node,
         "ADD",
         config,
         pod=pod,
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(result=unreachable),
+        **fake_ipam.answering(unreachable),
     )
     assert done.returncode == 1
     assert fake_ipam.calls() == ["ADD", "DEL"]

@@ -2,9 +2,11 @@
 clear error when the kernel has no ipvlan. Creating links is exercised in the VM."""
 
 import pytest
-from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from conftest import ns_exec
 from kit import variant
 from kit.kernel import kernel_has
+from kit.pods import link_names as names
+from kit.pods import run_in_host
 
 STATIC = {"type": "static", "addresses": [{"address": "10.82.0.5/24"}]}
 PREV = {
@@ -34,15 +36,8 @@ def conf(**extra):
     return {k: v for k, v in base.items() if v is not None}
 
 
-def run(plugin_dir, host, command, config, *, pod="", extra_path="", **kw):
-    cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(
-        plugin_dir, "ipvlan", command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
-    )
-
-
-def names(netns):
-    return sorted(entry["ifname"] for entry in ip_json(netns, "link", "show"))
+def run(plugin_dir, host, command, config, **kw):
+    return run_in_host(plugin_dir, "ipvlan", host, command, config, **kw)
 
 
 @pytest.fixture(params=["source", "go"])

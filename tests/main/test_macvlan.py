@@ -9,7 +9,9 @@ import json
 import os
 
 import pytest
-from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from conftest import ip_json, ns_exec
+from kit.plugins import UNREACHABLE_ROUTE_RESULT
+from kit.pods import run_in_host
 
 SUBNET = "10.77.0"
 STATIC = {
@@ -55,18 +57,8 @@ def static(address, gateway=f"{SUBNET}.1", routes=None):
     return {"type": "static", "addresses": [entry], "routes": routes or []}
 
 
-def run(plugin_dir, node, command, config, *, pod="", extra_path="", **kw):
-    cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(
-        plugin_dir,
-        "macvlan",
-        command,
-        config,
-        netns=pod,
-        cni_path=cni_path,
-        in_netns=node.host,
-        **kw,
-    )
+def run(plugin_dir, node, command, config, **kw):
+    return run_in_host(plugin_dir, "macvlan", node.host, command, config, **kw)
 
 
 def link(netns, name="eth0"):
@@ -295,8 +287,7 @@ def test_ipam_failure_removes_the_link(plugin_dir, node, fake_ipam):
         "ADD",
         config,
         pod=pod,
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(fail="ADD"),
+        **fake_ipam.refusing("ADD"),
     )
     assert done.returncode == 1
     assert done.json == {"code": 11, "msg": "fake-ipam: ADD refused"}
@@ -305,11 +296,7 @@ def test_ipam_failure_removes_the_link(plugin_dir, node, fake_ipam):
 
 def test_configure_failure_releases_ipam_and_removes_the_link(plugin_dir, node, fake_ipam):
     pod = node.pod()
-    unreachable = {
-        "cniVersion": "1.0.0",
-        "ips": [{"address": "10.99.0.2/24"}],
-        "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}],
-    }
+    unreachable = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
     done = run(
         plugin_dir,
@@ -317,8 +304,7 @@ def test_configure_failure_releases_ipam_and_removes_the_link(plugin_dir, node, 
         "ADD",
         config,
         pod=pod,
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(result=unreachable),
+        **fake_ipam.answering(unreachable),
     )
     assert done.returncode == 1
     assert "failed to add route '10.200.0.0/16 via 192.0.2.1" in done.json["msg"]

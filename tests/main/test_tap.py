@@ -1,7 +1,10 @@
 """tap, run like a runtime runs it, inside a test "host" netns; taps land in pod netns."""
 
 import pytest
-from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from conftest import ip_json, ns_exec
+from kit.plugins import UNREACHABLE_ROUTE_RESULT
+from kit.pods import link_names as names
+from kit.pods import run_in_host
 
 STATIC = {
     "type": "static",
@@ -26,11 +29,8 @@ def conf(**extra):
     return base
 
 
-def run(plugin_dir, host, command, config, *, pod="", extra_path="", **kw):
-    cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
-    return run_plugin(
-        plugin_dir, "tap", command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
-    )
+def run(plugin_dir, host, command, config, **kw):
+    return run_in_host(plugin_dir, "tap", host, command, config, **kw)
 
 
 def link(netns, name="eth0"):
@@ -40,10 +40,6 @@ def link(netns, name="eth0"):
 
 def tun_data(netns, name="eth0"):
     return link(netns, name)["linkinfo"]["info_data"]
-
-
-def names(netns):
-    return sorted(entry["ifname"] for entry in ip_json(netns, "link", "show"))
 
 
 # -- ADD -----------------------------------------------------------------------------------
@@ -170,8 +166,7 @@ def test_ipam_failure_removes_the_tap(plugin_dir, host, pod, fake_ipam):
         "ADD",
         config,
         pod=pod,
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(fail="ADD"),
+        **fake_ipam.refusing("ADD"),
     )
     assert done.returncode == 1
     assert done.json["code"] == 11
@@ -179,11 +174,7 @@ def test_ipam_failure_removes_the_tap(plugin_dir, host, pod, fake_ipam):
 
 
 def test_configure_failure_releases_ipam_and_removes_the_tap(plugin_dir, host, pod, fake_ipam):
-    bad = {
-        "cniVersion": "1.0.0",
-        "ips": [{"address": "10.99.0.2/24"}],
-        "routes": [{"dst": "10.200.0.0/16", "gw": "192.0.2.1"}],
-    }
+    bad = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
     done = run(
         plugin_dir,
@@ -191,8 +182,7 @@ def test_configure_failure_releases_ipam_and_removes_the_tap(plugin_dir, host, p
         "ADD",
         config,
         pod=pod,
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(result=bad),
+        **fake_ipam.answering(bad),
     )
     assert done.returncode == 1
     assert fake_ipam.calls() == ["ADD", "DEL"]

@@ -1,0 +1,27 @@
+"""A plugin's host and its pods: the "host" netns a plugin runs in (holding the master links)
+and the pods it attaches (further namespaces), for the main plugins' tests."""
+
+from kit.netns import ip_json, ns_exec
+from kit.plugins import GO_BIN, run_plugin
+
+
+def link_names(netns: str) -> list:
+    """The sorted names of every link in `netns`."""
+    return sorted(entry["ifname"] for entry in ip_json(netns, "link", "show"))
+
+
+def host_with_master(make_netns, prefix: str, master: str = "mst0") -> str:
+    """A host netns holding `master` (a veth end, up): the parent of macvlan/ipvlan/vlan links."""
+    host = make_netns(prefix)
+    ns_exec(host, "ip", "link", "add", master, "type", "veth", "peer", master[:-1] + "1")
+    ns_exec(host, "ip", "link", "set", master, "up")
+    return host
+
+
+def run_in_host(plugin_dir, plugin, host, command, config, *, pod="", extra_path="", **kw):
+    """Run `plugin` inside `host` for `pod`; CNI_PATH is the plugin directory, then `extra_path`
+    (a stand-in IPAM), then Debian's Go plugins (for the IPAM plugins of a Go run)."""
+    cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
+    return run_plugin(
+        plugin_dir, plugin, command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
+    )
