@@ -39,6 +39,16 @@ except Exception as err:
 """
 
 
+def driver_argv(host, plugin_dir, list_path, cache, verb, cid, pod, caps, driver=DRIVER) -> list:
+    """The command line running `driver`'s `verb` of one attachment inside the `host` netns
+    (a driver program takes the repository, then these arguments, as DRIVER does)."""
+    return [
+        *("ip", "netns", "exec", os.path.basename(host)),
+        *(sys.executable, "-c", driver, REPO, plugin_dir, list_path, cache),
+        *(verb, cid, pod, json.dumps(caps)),
+    ]
+
+
 class Cluster:
     def __init__(self, make_netns, tmp_path):
         self.node = Node(make_netns, tmp_path, "bridge")
@@ -69,21 +79,11 @@ class Cluster:
             json.dump({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": plugins}, f)
 
     def run(self, plugin_dir, verb, cid, pod, caps=None):
-        argv = [
-            sys.executable,
-            "-c",
-            DRIVER,
-            REPO,
-            plugin_dir,
-            self.list_path,
-            self.cache,
-            verb,
-            cid,
-            pod,
-            json.dumps(caps or {}),
-        ]
+        argv = driver_argv(
+            self.node.host, plugin_dir, self.list_path, self.cache, verb, cid, pod, caps or {}
+        )
         proc = subprocess.run(
-            ["ip", "netns", "exec", os.path.basename(self.node.host), *argv],
+            argv,
             capture_output=True,
             text=True,
             timeout=120,

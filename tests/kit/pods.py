@@ -10,12 +10,13 @@ def link_names(netns: str) -> list:
     return sorted(entry["ifname"] for entry in ip_json(netns, "link", "show"))
 
 
-def host_with_master(make_netns, prefix: str, master: str = "mst0") -> str:
-    """A host netns holding `master` (a veth end, up): the parent of macvlan/ipvlan/vlan links."""
-    host = make_netns(prefix)
-    ns_exec(host, "ip", "link", "add", master, "type", "veth", "peer", master[:-1] + "1")
-    ns_exec(host, "ip", "link", "set", master, "up")
-    return host
+def netns_with_veth(make_netns, prefix: str, name: str = "mst0", peer: str = "mst1") -> str:
+    """A new netns holding the veth pair `name` (up) and `peer`: a host's master link for
+    ipvlan/vlan, or a pod's eth0 for the chained plugins."""
+    netns = make_netns(prefix)
+    ns_exec(netns, "ip", "link", "add", name, "type", "veth", "peer", peer)
+    ns_exec(netns, "ip", "link", "set", name, "up")
+    return netns
 
 
 def run_in_host(plugin_dir, plugin, host, command, config, *, pod="", extra_path="", **kw):

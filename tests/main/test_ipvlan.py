@@ -2,11 +2,10 @@
 clear error when the kernel has no ipvlan. Creating links is exercised in the VM."""
 
 import pytest
-from conftest import ns_exec
 from kit import variant
 from kit.kernel import kernel_has
 from kit.pods import link_names as names
-from kit.pods import run_in_host
+from kit.pods import netns_with_veth, run_in_host
 
 STATIC = {"type": "static", "addresses": [{"address": "10.82.0.5/24"}]}
 PREV = {
@@ -18,10 +17,7 @@ PREV = {
 
 @pytest.fixture
 def host(make_netns):
-    host = make_netns("ivh")
-    ns_exec(host, "ip", "link", "add", "mst0", "type", "veth", "peer", "mst1")
-    ns_exec(host, "ip", "link", "set", "mst0", "up")
-    return host
+    return netns_with_veth(make_netns, "ivh")
 
 
 def conf(**extra):

@@ -2,21 +2,17 @@
 kernel has no 8021q. Creating vlan links is exercised in the VM (tests/kernel/test_kernel_vm.py)."""
 
 import pytest
-from conftest import ns_exec
 from kit import variant
 from kit.kernel import kernel_has
 from kit.pods import link_names as names
-from kit.pods import run_in_host
+from kit.pods import netns_with_veth, run_in_host
 
 STATIC = {"type": "static", "addresses": [{"address": "10.81.0.5/24"}]}
 
 
 @pytest.fixture
 def host(make_netns):
-    host = make_netns("vlh")
-    ns_exec(host, "ip", "link", "add", "mst0", "type", "veth", "peer", "mst1")
-    ns_exec(host, "ip", "link", "set", "mst0", "up")
-    return host
+    return netns_with_veth(make_netns, "vlh")
 
 
 def conf(**extra):

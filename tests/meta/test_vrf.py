@@ -8,14 +8,12 @@ import os
 import pytest
 from conftest import ip_json, ns_exec, run_plugin
 from kit import variant
+from kit.pods import netns_with_veth
 
 
 @pytest.fixture
 def pod(make_netns):
-    pod = make_netns("vrp")
-    ns_exec(pod, "ip", "link", "add", "eth0", "type", "veth", "peer", "peer0")
-    ns_exec(pod, "ip", "link", "set", "eth0", "up")
-    return pod
+    return netns_with_veth(make_netns, "vrp", "eth0", "peer0")
 
 
 def conf(pod, **extra):

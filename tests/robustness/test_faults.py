@@ -14,13 +14,12 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import REPO, ip_json, run_plugin
-from kit.k8snode import DRIVER, SUBNET, Cluster, caps
+from conftest import ip_json, run_plugin
+from kit.k8snode import SUBNET, Cluster, caps, driver_argv
 
 BUDGET = float(os.environ.get("FAULT_BUDGET", "15"))
 SEED = int(os.environ.get("FAULT_SEED", "16"))
@@ -38,21 +37,11 @@ def daemon(frozen_bin, start_daemon):
 
 
 def start(cluster, plugin_dir, verb, cid, pod, env):
-    argv = [
-        sys.executable,
-        "-c",
-        DRIVER,
-        REPO,
-        plugin_dir,
-        cluster.list_path,
-        cluster.cache,
-        verb,
-        cid,
-        pod,
-        json.dumps(caps()),
-    ]
+    argv = driver_argv(
+        cluster.node.host, plugin_dir, cluster.list_path, cluster.cache, verb, cid, pod, caps()
+    )
     return subprocess.Popen(
-        ["ip", "netns", "exec", os.path.basename(cluster.node.host), *argv],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

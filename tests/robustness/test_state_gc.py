@@ -14,10 +14,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import pytest
-from conftest import REPO, ip_json, ns_exec
+from conftest import ip_json, ns_exec
+from kit.k8snode import driver_argv
 from kit.l3node import EXTERNAL, EXTERNAL_HOST_SIDE, Node
 
 from libcni.netfilter import masquerade
@@ -105,21 +105,19 @@ class Harness:
             json.dump({"cniVersion": "1.1.0", "name": NET, "plugins": plugins}, f)
 
     def run(self, plugin_dir, verb, cid="", pod="", caps=None):
-        argv = [
-            sys.executable,
-            "-c",
-            DRIVER,
-            REPO,
+        argv = driver_argv(
+            self.node.host,
             plugin_dir,
             self.list_path,
             self.cache,
             verb,
             cid,
             pod,
-            json.dumps(caps if caps is not None else {}),
-        ]
+            caps if caps is not None else {},
+            driver=DRIVER,
+        )
         proc = subprocess.run(
-            ["ip", "netns", "exec", os.path.basename(self.node.host), *argv],
+            argv,
             capture_output=True,
             text=True,
             timeout=120,

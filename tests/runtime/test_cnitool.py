@@ -11,26 +11,13 @@ import subprocess
 import pytest
 from conftest import NETNS_DIR, ip_json, unique_name
 from kit import recording_plugin
+from kit.plugins import PluginRun as Run
 
 from libcni.runtime.cli import container_id_for
 
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 LOOPBACK_LIST = {"cniVersion": "1.0.0", "name": "mynet", "plugins": [{"type": "loopback"}]}
-
-
-class Run:
-    def __init__(self, proc):
-        self.returncode = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-
-    @property
-    def json(self):
-        return json.loads(self.stdout)
-
-    def __repr__(self):
-        return f"Run(rc={self.returncode}, stdout={self.stdout!r}, stderr={self.stderr[-2000:]!r})"
 
 
 @pytest.fixture
