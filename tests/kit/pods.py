@@ -1,6 +1,8 @@
 """A plugin's host and its pods: the "host" netns a plugin runs in (holding the master links)
 and the pods it attaches (further namespaces), for the main plugins' tests."""
 
+import os
+
 from kit.netns import ip_json, ns_exec
 from kit.plugins import GO_BIN, run_plugin
 
@@ -26,3 +28,22 @@ def run_in_host(plugin_dir, plugin, host, command, config, *, pod="", extra_path
     return run_plugin(
         plugin_dir, plugin, command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
     )
+
+
+def wire_pod(pod: str, host: str, host_end: str, pod_end: str = "eth0") -> None:
+    """A veth from `pod` (`pod_end`, up) to `host` (`host_end`, left down): the link a main
+    plugin would have made, for a chained plugin's test to play with."""
+    ns_exec(
+        pod,
+        "ip",
+        "link",
+        "add",
+        pod_end,
+        "type",
+        "veth",
+        "peer",
+        host_end,
+        "netns",
+        os.path.basename(host),
+    )
+    ns_exec(pod, "ip", "link", "set", pod_end, "up")

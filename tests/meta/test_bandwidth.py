@@ -8,6 +8,7 @@ import time
 
 import pytest
 from conftest import ip_json, ns_exec, run_plugin
+from kit.pods import wire_pod
 from kit.traffic import RATE_CLIENT as CLIENT
 from kit.traffic import RATE_SERVER as SERVER
 
@@ -24,19 +25,7 @@ def tc_json(netns, *argv):
 class Veth:
     def __init__(self, make_netns):
         self.host, self.pod = make_netns("bwh"), make_netns("bwp")
-        ns_exec(
-            self.pod,
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            HOST_VETH,
-            "netns",
-            os.path.basename(self.host),
-        )
+        wire_pod(self.pod, self.host, HOST_VETH)
         ns_exec(self.pod, "ip", "addr", "add", "10.77.1.2/24", "dev", "eth0")
         ns_exec(self.host, "ip", "addr", "add", "10.77.1.1/24", "dev", HOST_VETH)
         for netns, name in ((self.pod, "eth0"), (self.host, HOST_VETH)):

@@ -6,25 +6,13 @@ import os
 
 import pytest
 from conftest import ip_json, ns_exec, run_plugin
+from kit.pods import wire_pod
 
 
 @pytest.fixture
 def pod(make_netns):
     host, pod = make_netns("tuh"), make_netns("tup")
-    ns_exec(
-        pod,
-        "ip",
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "vethtu0",
-        "netns",
-        os.path.basename(host),
-    )
-    ns_exec(pod, "ip", "link", "set", "eth0", "up")
+    wire_pod(pod, host, "vethtu0")
     return pod
 
 

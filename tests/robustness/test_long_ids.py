@@ -9,6 +9,7 @@ import os
 
 import pytest
 from conftest import ip_json, ns_exec, run_plugin
+from kit.pods import wire_pod
 
 LONG_ID = "c" * 300
 LONG_NETWORK = "n" * 300
@@ -74,8 +75,7 @@ def test_firewall_del_alone_with_a_300_character_id(plugin_dir, make_netns, tmp_
 def veth_pod(make_netns):
     """A pod netns whose eth0 is a veth end (the other end in a host netns)."""
     host, pod = make_netns("lih"), make_netns("lip")
-    ns_exec(pod, "ip", "link", "add", "eth0", "type", "veth", "peer", "vethli0")
-    ns_exec(pod, "ip", "link", "set", "vethli0", "netns", os.path.basename(host))
+    wire_pod(pod, host, "vethli0")
     return pod
 
 
