@@ -132,27 +132,7 @@ def test_daemon_refuses_bad_requests_and_keeps_serving(plugin_dir, daemon, paylo
 
 
 def test_daemon_survives_a_killed_worker(plugin_dir, daemon, netns):
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYCNI_SOCKET": daemon.socket,
-        "CNI_COMMAND": "ADD",
-        "CNI_CONTAINERID": "c1",
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": "lo",
-        "CNI_PATH": "/x",
-    }
-    # stdin stays open, so the worker blocks reading it until we kill it.
-    client = subprocess.Popen(
-        [os.path.join(plugin_dir, "loopback")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while daemon.served() < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    worker = int(daemon.log_path.read_text().split(": worker ")[1].split(":")[0])
+    client, worker = blocked_client(plugin_dir, daemon, netns)
     os.kill(worker, signal.SIGKILL)
     out, _ = client.communicate(timeout=30)
     client.stdin.close() if client.stdin else None
