@@ -9,7 +9,8 @@ route back to any pod subnet: a pod reaches it only when the host masquerades, w
 import json
 import os
 
-from conftest import GO_BIN, ip_json, ns_exec, run_plugin
+from kit.netns import ip_json, ns_exec
+from kit.plugins import GO_BIN, run_plugin
 
 EXTERNAL_HOST_SIDE = "192.168.200.1"
 EXTERNAL = "192.168.200.2"
