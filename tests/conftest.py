@@ -68,7 +68,9 @@ def pytest_sessionfinish(session, exitstatus):
             reporter.write("\n")
             reporter.write_sep("=", "the machine's CNI paths changed during the run", red=True)
             for path, kind, size, _mtime in left:
-                reporter.write_line(f"  {path} ({kind}, {size} bytes)", red=True)
+                reporter.write_line(
+                    f"  {path} ({kind}{f', {size} bytes' if size else ''})", red=True
+                )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

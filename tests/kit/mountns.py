@@ -73,7 +73,12 @@ class PrivateMounts:
         listing = self._in_machine_ns(
             "find", *self.paths, "-mindepth", "1", "-printf", "%p\t%y\t%s\t%T@\n"
         )
-        return {tuple(line.split("\t")) for line in listing.stdout.splitlines() if line}
+        entries = set()
+        for line in listing.stdout.splitlines():
+            path, kind, size, mtime = line.split("\t")
+            # A folder counts by its name: its times change when something came and went.
+            entries.add((path, kind, "", "") if kind == "d" else (path, kind, size, mtime))
+        return entries
 
     def leftovers(self) -> list:
         """What the machine's paths hold now and did not hold (or held otherwise) before."""
