@@ -80,15 +80,7 @@ def test_worker_runs_in_the_callers_network_namespace(plugin_dir, daemon, netns)
     # Run the client inside `netns` and name that same netns as CNI_NETNS: the worker must
     # see it as its own netns and refuse (code 8), which proves it entered the caller's netns.
     name = os.path.basename(netns)
-    env = {
-        "PATH": os.environ["PATH"],
-        "PYCNI_SOCKET": daemon.socket,
-        "CNI_COMMAND": "ADD",
-        "CNI_CONTAINERID": "c1",
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": "lo",
-        "CNI_PATH": "/x",
-    }
+    env = loopback_add_env(daemon, netns)
     proc = subprocess.run(
         ["ip", "netns", "exec", name, os.path.join(plugin_dir, "loopback")],
         input=b'{"cniVersion":"1.0.0","name":"n"}',
@@ -293,10 +285,9 @@ def test_cgroup():
         os.rmdir(path)
 
 
-def blocked_client(plugin_dir, daemon, netns, preexec_fn=None):
-    """A loopback ADD through the daemon whose stdin stays open: its worker blocks reading the
-    config until we write it (or the caller dies)."""
-    env = {
+def loopback_add_env(daemon, netns) -> dict:
+    """The whole environment of a loopback ADD for `netns` through `daemon`."""
+    return {
         "PATH": os.environ["PATH"],
         "PYCNI_SOCKET": daemon.socket,
         "CNI_COMMAND": "ADD",
@@ -305,6 +296,12 @@ def blocked_client(plugin_dir, daemon, netns, preexec_fn=None):
         "CNI_IFNAME": "lo",
         "CNI_PATH": "/x",
     }
+
+
+def blocked_client(plugin_dir, daemon, netns, preexec_fn=None):
+    """A loopback ADD through the daemon whose stdin stays open: its worker blocks reading the
+    config until we write it (or the caller dies)."""
+    env = loopback_add_env(daemon, netns)
     client = subprocess.Popen(
         [os.path.join(plugin_dir, "loopback")],
         stdin=subprocess.PIPE,

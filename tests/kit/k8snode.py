@@ -49,6 +49,13 @@ def driver_argv(host, plugin_dir, list_path, cache, verb, cid, pod, caps, driver
     ]
 
 
+def run_driver(argv: list, verb: str):
+    """Run a driver command line (driver_argv); ADD's result, None for the other verbs."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (verb, proc.stdout, proc.stderr[-3000:])
+    return json.loads(proc.stdout) if verb == "add" else None
+
+
 class Cluster:
     def __init__(self, make_netns, tmp_path):
         self.node = Node(make_netns, tmp_path, "bridge")
@@ -82,14 +89,7 @@ class Cluster:
         argv = driver_argv(
             self.node.host, plugin_dir, self.list_path, self.cache, verb, cid, pod, caps or {}
         )
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 0, (verb, proc.stdout, proc.stderr[-3000:])
-        return json.loads(proc.stdout) if verb == "add" else None
+        return run_driver(argv, verb)
 
     def leftovers(self, cid: str, address: str) -> list:
         """Everything per-pod that must be gone after DEL."""

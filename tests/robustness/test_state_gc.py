@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 from conftest import ip_json, ns_exec
-from kit.k8snode import driver_argv
+from kit.k8snode import driver_argv, run_driver
 from kit.l3node import EXTERNAL, EXTERNAL_HOST_SIDE, Node
 
 from libcni.netfilter import masquerade
@@ -116,14 +116,7 @@ class Harness:
             caps if caps is not None else {},
             driver=DRIVER,
         )
-        proc = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 0, (verb, proc.stdout, proc.stderr[-3000:])
-        return json.loads(proc.stdout) if verb == "add" else None
+        return run_driver(argv, verb)
 
     def add(self, plugin_dir, cid: str, number: int) -> tuple:
         """ADD a pod with a host port and limits; (its netns, its address)."""
