@@ -11,6 +11,7 @@ import os
 
 from kit.netns import ip_json, ns_exec
 from kit.plugins import GO_BIN, run_plugin
+from kit.pods import addresses, link, pings  # noqa: F401 - the node's tests import them here
 
 EXTERNAL_HOST_SIDE = "192.168.200.1"
 EXTERNAL = "192.168.200.2"
@@ -89,30 +90,6 @@ class Node:
             for e in ip_json(self.host, "link", "show", "type", "veth")
             if e["ifname"] != "ext0"
         ]
-
-
-def pings(netns: str, address: str, attempts: int = 1) -> bool:
-    """One ping answered, trying up to `attempts` times (a new IPv6 address on the host side
-    stays tentative for DAD for about a second)."""
-    for _ in range(attempts):
-        out = ns_exec(netns, "busybox", "ping", "-c", "1", "-W", "2", address, check=False)
-        if " 0% packet loss" in out:
-            return True
-    return False
-
-
-def link(netns: str, name: str = "eth0"):
-    return next((e for e in ip_json(netns, "-d", "link", "show") if e["ifname"] == name), None)
-
-
-def addresses(netns: str, name: str = "eth0", family: str = "-4") -> list:
-    found = ip_json(netns, family, "addr", "show", "dev", name)
-    return [
-        f"{a['local']}/{a['prefixlen']}"
-        for entry in found
-        for a in entry["addr_info"]
-        if a.get("scope") != "link"
-    ]
 
 
 def with_prev(config: dict, result: dict) -> dict:

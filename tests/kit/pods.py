@@ -47,3 +47,27 @@ def wire_pod(pod: str, host: str, host_end: str, pod_end: str = "eth0") -> None:
         os.path.basename(host),
     )
     ns_exec(pod, "ip", "link", "set", pod_end, "up")
+
+
+def pings(netns: str, address: str, attempts: int = 1) -> bool:
+    """One ping answered, trying up to `attempts` times (a new IPv6 address on the host side
+    stays tentative for DAD for about a second)."""
+    for _ in range(attempts):
+        out = ns_exec(netns, "busybox", "ping", "-c", "1", "-W", "2", address, check=False)
+        if " 0% packet loss" in out:
+            return True
+    return False
+
+
+def link(netns: str, name: str = "eth0"):
+    return next((e for e in ip_json(netns, "-d", "link", "show") if e["ifname"] == name), None)
+
+
+def addresses(netns: str, name: str = "eth0", family: str = "-4") -> list:
+    found = ip_json(netns, family, "addr", "show", "dev", name)
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for entry in found
+        for a in entry["addr_info"]
+        if a.get("scope") != "link"
+    ]

@@ -12,8 +12,8 @@ import pytest
 from conftest import ip_json, ns_exec
 from kit import variant
 from kit.plugins import UNREACHABLE_ROUTE_RESULT
+from kit.pods import link, pings, run_in_host
 from kit.pods import link_names as names
-from kit.pods import run_in_host
 
 MAC = "0a:58:00:00:00:42"
 STATIC = {"type": "static", "addresses": [{"address": "10.78.0.5/24", "gateway": "10.78.0.1"}]}
@@ -60,16 +60,6 @@ def conf(**extra):
 
 def run(plugin_dir, node, command, config, **kw):
     return run_in_host(plugin_dir, "host-device", node.host, command, config, **kw)
-
-
-def link(netns, name):
-    found = ip_json(netns, "-d", "link", "show")
-    return next((entry for entry in found if entry["ifname"] == name), None)
-
-
-def pings(netns, address):
-    out = ns_exec(netns, "busybox", "ping", "-c", "1", "-W", "2", address, check=False)
-    return " 0% packet loss" in out
 
 
 # -- ADD -----------------------------------------------------------------------------------

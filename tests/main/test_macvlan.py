@@ -11,7 +11,7 @@ import os
 import pytest
 from conftest import ip_json, ns_exec
 from kit.plugins import UNREACHABLE_ROUTE_RESULT
-from kit.pods import run_in_host
+from kit.pods import addresses, link, pings, run_in_host
 
 SUBNET = "10.77.0"
 STATIC = {
@@ -59,21 +59,6 @@ def static(address, gateway=f"{SUBNET}.1", routes=None):
 
 def run(plugin_dir, node, command, config, **kw):
     return run_in_host(plugin_dir, "macvlan", node.host, command, config, **kw)
-
-
-def link(netns, name="eth0"):
-    found = ip_json(netns, "-d", "link", "show")
-    return next((entry for entry in found if entry["ifname"] == name), None)
-
-
-def addresses(netns, name="eth0"):
-    found = ip_json(netns, "-4", "addr", "show", "dev", name)
-    return [f"{a['local']}/{a['prefixlen']}" for entry in found for a in entry["addr_info"]]
-
-
-def pings(netns, address):
-    out = ns_exec(netns, "busybox", "ping", "-c", "1", "-W", "2", address, check=False)
-    return " 0% packet loss" in out
 
 
 # -- ADD -----------------------------------------------------------------------------------
