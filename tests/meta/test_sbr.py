@@ -3,12 +3,12 @@
 Debian's Go sbr 1.1.1, and the chain after our own bridge and ptp with host-local."""
 
 import concurrent.futures
-import os
 import re
 
 import pytest
 from conftest import ip_json, ns_exec, run_plugin
 from kit.l3node import Node, with_prev
+from kit.pods import wire_pod
 
 V4, GW4 = "10.9.0.5/24", "10.9.0.1"
 V6, GW6 = "2001:db8::5/64", "2001:db8::1"
@@ -25,21 +25,8 @@ DEFAULT_RULES = {
 def wire(pod, host, ifname="eth0", v4=V4, v6=V6, gw4=GW4, gw6=GW6, extra_route=True, metric=0):
     """What a main plugin leaves: the interface up with its addresses and routes."""
     peer = "p" + ifname
-    ns_exec(
-        pod,
-        "ip",
-        "link",
-        "add",
-        ifname,
-        "type",
-        "veth",
-        "peer",
-        peer,
-        "netns",
-        os.path.basename(host),
-    )
+    wire_pod(pod, host, peer, ifname)
     ns_exec(host, "ip", "link", "set", peer, "up")
-    ns_exec(pod, "ip", "link", "set", ifname, "up")
     ns_exec(pod, "ip", "addr", "add", v4, "dev", ifname)
     ns_exec(pod, "ip", "addr", "add", v6, "dev", ifname, "nodad")
     if gw4:
