@@ -8,16 +8,18 @@ private) and mounts a tmpfs over each of those paths; every process a test start
 end, the machine's view of those paths — seen through the namespace the session started in —
 must be what it was before; `leftovers()` says what is not.
 
-A path missing on the machine gets an empty directory as the mount point; it is removed again
-at the end when still empty and no other session's namespace mounts it.
+A path missing on the machine gets an empty directory as the mount point, marked with an xattr;
+it is removed again at the end when still empty and no other session's namespace mounts it.
 """
 
+import contextlib
 import ctypes
 import os
 import subprocess
 
 PATHS = ("/var/lib/cni", "/run/cni", "/etc/cni")
 
+_MARK = "user.pycni-test-mountpoint"  # on a folder a session created to mount over
 _CLONE_NEWNS = 0x00020000
 _MS_REC = 0x4000
 _MS_PRIVATE = 1 << 18
@@ -40,7 +42,7 @@ class PrivateMounts:
         self.paths = paths
         self.machine_ns = -1  # an fd of the mount namespace the session started in
         self.before: set = set()
-        self.created: list = []
+        self.underneath: dict = {}  # path -> fd of the machine's folder under the tmpfs
 
     def enter(self) -> None:
         self.machine_ns = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
@@ -48,7 +50,10 @@ class PrivateMounts:
         for path in self.paths:
             if not os.path.isdir(path):
                 os.makedirs(path, mode=0o755)
-                self.created.append(path)
+                with contextlib.suppress(OSError):  # a file system without user xattrs
+                    os.setxattr(path, _MARK, b"1")
+            # The machine's folder, kept open: its mark is read there at the end.
+            self.underneath[path] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         libc = _libc()
         _check(libc.unshare(_CLONE_NEWNS), "unshare(CLONE_NEWNS)")
         # Private first: a mount below must not propagate back to the machine's namespace.
@@ -85,11 +90,17 @@ class PrivateMounts:
         return sorted(self.machine_view() - self.before)
 
     def close(self) -> None:
-        """Remove the mount points made for missing paths, when nothing landed in them and no
-        other session (another pytest run's namespace) still has its tmpfs there: removing a
-        mount point detaches the mounts on it in every namespace."""
-        for path in reversed(self.created):
-            if not _mounted_elsewhere(path):
+        """Remove the mount points a session made for missing paths (marked with an xattr, so
+        the last of several concurrent sessions removes them too), when nothing landed in them
+        and no other session's namespace still has its tmpfs there: removing a mount point
+        detaches the mounts on it in every namespace."""
+        for path, fd in self.underneath.items():
+            try:
+                marked = os.getxattr(fd, _MARK) == b"1"
+            except OSError:
+                marked = False
+            os.close(fd)
+            if marked and not _mounted_elsewhere(path):
                 self._in_machine_ns("rmdir", path)
         os.close(self.machine_ns)
 
