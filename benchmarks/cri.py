@@ -1,6 +1,6 @@
 """Pods through containerd 1.6's CRI plugin (the kubelet's path) on the Kubernetes-like list
 (bridge + host-local, portmap, bandwidth, tuning, firewall), Debian's Go plugins (A) against ours
-(B), each on its own containerd node (tests/cri/node.py), interleaved in one run.
+(B), each on its own containerd node (tests/kit/cri/node.py), interleaved in one run.
 
 Per pod: RunPodSandbox (create: loopback + the list's ADD chain) and StopPodSandbox +
 RemovePodSandbox (teardown: two whole DEL chains), next to a host-network pod (no CNI) whose
@@ -24,7 +24,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(REPO, "tests")]
 
 from conftest import NetnsFactory  # noqa: E402
-from cri.node import CriNode, Lan, build_pod_image, kubernetes_conflist  # noqa: E402
+from kit.cri.node import CriNode, Lan, build_pod_image, kubernetes_conflist  # noqa: E402
 
 BATCH = 20
 BANDWIDTH = {"kubernetes.io/ingress-bandwidth": "10M", "kubernetes.io/egress-bandwidth": "10M"}

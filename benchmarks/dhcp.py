@@ -1,6 +1,6 @@
 """dhcp ADD next to Go's: each side's plugin and daemon against the same dnsmasq.
 
-The node of tests/dhcpnode.py (a node netns with the daemons and a lan netns with dnsmasq, both
+The node of tests/kit/dhcpnode.py (a node netns with the daemons and a lan netns with dnsmasq, both
 ours, removed at the end); this process enters the node netns, so every exec runs there. Per
 repetition and side, interleaved: a fresh pod netns with a macvlan link made beforehand, then
 the timed IPAM ADD alone (`dhcp`, DHCP exchange included), its DEL, and a full macvlan + dhcp
@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(REPO, "tests"), HERE]
 import bench  # noqa: E402
-from dhcpnode import DaemonProcess, Node  # noqa: E402
+from kit.dhcpnode import DaemonProcess, Node  # noqa: E402
 
 
 def run(bin_dir: str, plugin: str, command: str, conf: dict, netns: str, cid: str) -> float:

@@ -2,7 +2,7 @@
 as podman generates it) next to `--network none`, with Debian's Go plugins (A) and ours (B).
 
 The network's cost is the difference between the two. Everything runs inside a node netns and
-a private mount namespace owned by the benchmark (tests/podman/node.py), deleted afterwards.
+a private mount namespace owned by the benchmark (tests/kit/podman/node.py), deleted afterwards.
 Usage: python3 benchmarks/podman.py [-n 10] [--a DIR] [--b DIR]
 """
 
@@ -18,7 +18,7 @@ REPO = os.path.dirname(HERE)
 sys.path[:0] = [os.path.join(REPO, "tests")]
 
 from conftest import NetnsFactory  # noqa: E402
-from podman.node import IMAGE, PodmanNode  # noqa: E402
+from kit.podman.node import IMAGE, PodmanNode  # noqa: E402
 
 
 def timed(node, *options) -> float:

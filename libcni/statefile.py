@@ -13,6 +13,35 @@ from libcni.protocol.errors import INTERNAL, CNIError
 
 # What upstream's code calls a too-long name: one path component over NAME_MAX bytes.
 NAME_MAX = 255
+# Where a name too long for one component is cut: the kept start, this mark, the digest.
+_FITTED_MARK = "~"
+_DIGEST_HEX = 32
+
+
+def fitted_name(stem: str, suffix: str = "") -> str:
+    """`stem + suffix` as one path component: unchanged (upstream's name) when it fits in
+    NAME_MAX bytes, else the stem's start, `~`, 32 hex digits of sha256(stem) and the suffix,
+    exactly NAME_MAX bytes. The spec sets no length limit on container IDs or network names,
+    so a plugin that names files after them must not fail with "File name too long"; the
+    same input always gives the same name, so DEL finds what ADD wrote. The digest covers the
+    whole stem, so two long stems differing only past the cut get different files."""
+    whole = stem + suffix
+    if len(whole.encode(errors="surrogateescape")) <= NAME_MAX:
+        return whole
+    import hashlib
+
+    digest = hashlib.sha256(stem.encode(errors="surrogateescape")).hexdigest()[:_DIGEST_HEX]
+    tail = _FITTED_MARK + digest + suffix
+    room = NAME_MAX - len(tail.encode(errors="surrogateescape"))
+    start = stem.encode(errors="surrogateescape")[: max(room, 0)]
+    return start.decode(errors="ignore") + tail
+
+
+def is_fitted(name: str) -> bool:
+    """Whether `name` may be fitted_name's digest form (whose parts are not all in the name)."""
+    mark = name.rfind(_FITTED_MARK)
+    digest = name[mark + 1 : mark + 1 + _DIGEST_HEX]
+    return mark >= 0 and len(digest) == _DIGEST_HEX and all(c in "0123456789abcdef" for c in digest)
 
 
 def _refuse(path: str, why: str) -> CNIError:

@@ -1,53 +1,85 @@
-"""Shared fixtures: namespaces the tests own, and running plugins the way a runtime does.
+"""Shared fixtures: namespaces the tests own, plugin directories, daemons; the session's hooks.
 
-Every namespace a test uses is created here with a unique name and deleted at teardown, also
-when the test fails. Plugins run as separate processes (source launchers or the frozen
-executables) with a clean environment: CNI_* variables in, JSON out.
+Every namespace a test uses is created by a fixture with a unique name and deleted at teardown,
+also when the test fails. Plugins run as separate processes (source launchers, the frozen
+executables, Debian's Go plugins) with a clean environment: CNI_* variables in, JSON out. The
+whole session runs in a private mount namespace (tests/kit/mountns.py) and fails if the
+machine's CNI paths changed under it.
 """
 
-import itertools
-import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FROZEN_BIN = os.path.join(REPO, "build", "dist", "bin")
-GO_BIN = "/usr/lib/cni"
-NETNS_DIR = "/var/run/netns"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-sys.path.insert(0, REPO)
+# The helpers live in tests/kit/ (README.md there); test modules import them from the kit or,
+# as before, from here.
+from kit.daemon import SOCKET_ACTIVATED, Daemon, daemon_program  # noqa: E402, F401
+from kit.netns import NETNS_DIR, NetnsFactory, ip_json, ns_exec, unique_name  # noqa: E402, F401
+from kit.plugins import (  # noqa: E402, F401
+    FAKE_IPAM,
+    FROZEN_BIN,
+    GO_BIN,
+    REPO,
+    FakeIPAM,
+    PluginRun,
+    run_plugin,
+)
 
 # The plugins cache their netfilter backend probe under /run/pycni; tests never write the
 # machine's /run, so every plugin a test starts (also through libcni's list runtime, which
-# passes os.environ) keeps that cache in a directory of this session.
+# passes os.environ; kit.plugins.run_plugin passes it on) keeps that cache in a directory of
+# this session.
 os.environ.setdefault(
     "PYCNI_NETFILTER_CACHE", __import__("tempfile").mkdtemp(prefix="pycni-netfilter-cache-")
 )
 
-_counter = itertools.count()
+# The session's private mount namespace (tests/kit/mountns.py), entered before any test runs.
+_private_mounts = None
 
 
-def unique_name(prefix: str = "pyt") -> str:
-    """A netns/link-safe unique name (≤ 15 chars)."""
-    return f"{prefix}{os.getpid() % 100000}x{next(_counter)}"[:15]
+def pytest_configure(config):
+    global _private_mounts
+    if os.geteuid() != 0 or os.environ.get("PYCNI_TEST_PRIVATE_MOUNTS") == "0":
+        return  # without root no plugin test runs; =0 is for a run already inside its own
+    from kit.mountns import PrivateMounts
+
+    _private_mounts = PrivateMounts()
+    _private_mounts.enter()
 
 
-class NetnsFactory:
-    def __init__(self):
-        self.created = []
+def pytest_report_header(config):
+    from kit.fuzzseed import SEED, reproduce
 
-    def __call__(self, prefix: str = "pyt") -> str:
-        name = unique_name(prefix)
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        self.created.append(name)
-        return os.path.join(NETNS_DIR, name)
+    return f"fuzz seed: {SEED} (reproduce: {reproduce()})"
 
-    def cleanup(self):
-        for name in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", name], check=False, stderr=subprocess.DEVNULL)
+
+def pytest_terminal_summary(terminalreporter):
+    """The seed again at the end (shown under -q too), when the fuzz test ran."""
+    if "test_fuzz" in sys.modules:
+        from kit.fuzzseed import SEED, reproduce
+
+        terminalreporter.write_line(f"fuzz seed: {SEED} (reproduce: {reproduce()})")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if the machine's /var/lib/cni, /run/cni or /etc/cni changed under it."""
+    if _private_mounts is None:
+        return
+    left = _private_mounts.leftovers()
+    _private_mounts.close()
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write("\n")
+            reporter.write_sep("=", "the machine's CNI paths changed during the run", red=True)
+            for path, kind, size, _mtime in left:
+                reporter.write_line(
+                    f"  {path} ({kind}{f', {size} bytes' if size else ''})", red=True
+                )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture
@@ -63,21 +95,6 @@ def make_netns():
 @pytest.fixture
 def netns(make_netns):
     return make_netns()
-
-
-def ns_exec(netns_path: str, *argv, check=True) -> str:
-    """Run a command inside a netns the test owns; returns stdout."""
-    name = os.path.basename(netns_path)
-    proc = subprocess.run(["ip", "netns", "exec", name, *argv], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{argv} failed in {name}: {proc.stderr}")
-    return proc.stdout
-
-
-def ip_json(netns_path: str, *argv):
-    """`ip -j ...` inside the netns, decoded."""
-    out = ns_exec(netns_path, "ip", "-j", *argv)
-    return json.loads(out) if out.strip() else []
 
 
 @pytest.fixture(scope="session")
@@ -104,10 +121,12 @@ def frozen_bin():
 
 @pytest.fixture(scope="session")
 def go_bin():
-    if not os.path.isfile(os.path.join(GO_BIN, "loopback")):
-        if os.environ.get("CI"):
-            pytest.fail("Debian's containernetworking-plugins are not installed in /usr/lib/cni")
-        pytest.skip("Debian's containernetworking-plugins not installed")
+    from kit import require
+
+    require(
+        os.path.isfile(os.path.join(GO_BIN, "loopback")),
+        f"Debian's containernetworking-plugins are not installed in {GO_BIN}",
+    )
     return GO_BIN
 
 
@@ -117,219 +136,15 @@ def plugin_dir(request):
     return request.getfixturevalue(f"{request.param}_bin")
 
 
-class PluginRun:
-    def __init__(self, proc):
-        self.returncode = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-
-    @property
-    def json(self):
-        return json.loads(self.stdout)
-
-    def __repr__(self):
-        tail = self.stderr[-2000:]
-        return f"PluginRun(rc={self.returncode}, stdout={self.stdout!r}, stderr={tail!r})"
-
-
-def run_plugin(
-    plugin_dir: str,
-    name: str,
-    command: str,
-    conf=None,
-    *,
-    netns: str = "",
-    ifname: str = "eth0",
-    container_id: str = "ctr1",
-    args: str = "",
-    cni_path: str | None = None,
-    env: dict | None = None,
-    stdin: bytes | None = None,
-    timeout: float = 60,
-    in_netns: str | None = None,
-    wrapper: list | None = None,
-) -> PluginRun:
-    """Exec `plugin_dir/name` like a runtime: a clean environment with CNI_* set, config on stdin.
-
-    Pass env={} plus explicit keys to control exactly what is set (None values are dropped).
-    `in_netns` runs the plugin inside that netns (a test "host" holding the master links);
-    `wrapper` is a command line to run the plugin under (GNU time, strace).
-    """
-    full_env = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "PYCNI_NETFILTER_CACHE": os.environ["PYCNI_NETFILTER_CACHE"],
-    }
-    full_env.update(
-        {
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container_id,
-            "CNI_NETNS": netns,
-            "CNI_IFNAME": ifname,
-            "CNI_ARGS": args,
-            "CNI_PATH": cni_path if cni_path is not None else plugin_dir,
-        }
-    )
-    if env:
-        full_env.update(env)
-    full_env = {k: v for k, v in full_env.items() if v is not None}
-    if stdin is None:
-        stdin = json.dumps(conf).encode() if conf is not None else b""
-    argv = [*(wrapper or []), os.path.join(plugin_dir, name)]
-    if in_netns:
-        argv = ["ip", "netns", "exec", os.path.basename(in_netns), *argv]
-    proc = subprocess.run(
-        argv,
-        input=stdin,
-        env=full_env,
-        capture_output=True,
-        timeout=timeout,
-    )
-    return PluginRun(
-        type(
-            "P",
-            (),
-            {
-                "returncode": proc.returncode,
-                "stdout": proc.stdout.decode(),
-                "stderr": proc.stderr.decode(),
-            },
-        )()
-    )
-
-
 @pytest.fixture
 def cni():
     """The run_plugin helper as a fixture."""
     return run_plugin
 
 
-FAKE_IPAM = """#!/bin/sh
-# A stand-in IPAM plugin for tests: logs each command, answers ADD with $FAKE_IPAM_RESULT,
-# fails the command named in $FAKE_IPAM_FAIL with CNI error 11.
-echo "$CNI_COMMAND" >> "$FAKE_IPAM_LOG"
-if [ "$CNI_COMMAND" = "$FAKE_IPAM_FAIL" ]; then
-    printf '{"code": 11, "msg": "fake-ipam: %s refused"}' "$CNI_COMMAND"
-    exit 1
-fi
-case "$CNI_COMMAND" in
-    ADD) printf '%s' "$FAKE_IPAM_RESULT" ;;
-    VERSION) printf '{"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}' ;;
-esac
-exit 0
-"""
-
-
-class FakeIPAM:
-    """A logging IPAM plugin named `fake-ipam` in its own directory (put it in CNI_PATH)."""
-
-    name = "fake-ipam"
-
-    def __init__(self, directory):
-        self.dir = str(directory)
-        self.log = os.path.join(self.dir, "calls.log")
-        path = os.path.join(self.dir, self.name)
-        with open(path, "w") as f:
-            f.write(FAKE_IPAM)
-        os.chmod(path, 0o755)
-
-    def env(self, result: dict | None = None, fail: str = "") -> dict:
-        result = result or {"cniVersion": "1.0.0", "ips": [{"address": "10.99.0.2/24"}]}
-        return {
-            "FAKE_IPAM_LOG": self.log,
-            "FAKE_IPAM_RESULT": json.dumps(result),
-            "FAKE_IPAM_FAIL": fail,
-        }
-
-    def calls(self) -> list:
-        if not os.path.exists(self.log):
-            return []
-        with open(self.log) as f:
-            return f.read().split()
-
-
 @pytest.fixture
 def fake_ipam(tmp_path_factory):
     return FakeIPAM(tmp_path_factory.mktemp("fake-ipam"))
-
-
-def daemon_program(plugin_dir: str) -> str:
-    """pycni-daemon of a plugin directory: in the frozen build's runtime folder (it is no
-    plugin), beside the source launchers."""
-    inside = os.path.join(plugin_dir, "_internal", "pycni-daemon")
-    return inside if os.path.exists(inside) else os.path.join(plugin_dir, "pycni-daemon")
-
-
-# Starts a program the way systemd's socket activation does: the listening socket as fd 3,
-# LISTEN_FDS=1 and LISTEN_PID = its own pid (the exec keeps it).
-SOCKET_ACTIVATED = """
-import os, sys
-os.dup2(int(sys.argv[1]), 3)
-os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
-os.execv(sys.argv[2], sys.argv[2:])
-"""
-
-
-class Daemon:
-    """pycni-daemon serving a private socket from inside a test netns and a private mount
-    namespace (never the machine's own), stopped by its PID. With `listener` (a bound,
-    listening socket) it is started as systemd's socket activation starts it."""
-
-    def __init__(self, plugin_dir, workdir, make_netns, *args, listener=None):
-        import time
-
-        self.socket = listener.getsockname() if listener else str(workdir / "run" / "pycni.sock")
-        self.log_path = workdir / "daemon.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115 - closed by stop()
-        home = os.path.basename(make_netns("pyd"))
-        program = [daemon_program(plugin_dir), "--verbose", *args, self.socket]
-        if listener is not None:
-            program = [
-                sys.executable,
-                "-I",
-                "-c",
-                SOCKET_ACTIVATED,
-                str(listener.fileno()),
-                *program,
-            ]
-        # `ip netns exec`, `unshare` and the activation shim exec (no fork): the PID we get is
-        # the daemon's.
-        self.proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                home,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                *program,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={"PATH": os.environ["PATH"]},
-            pass_fds=() if listener is None else (listener.fileno(),),
-        )
-        deadline = time.monotonic() + 60
-        while "serving" not in self.log_path.read_text():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise AssertionError(f"daemon did not start: {self.log_path.read_text()}")
-            time.sleep(0.05)
-        assert f"pycni-daemon[{self.proc.pid}]" in self.log_path.read_text()
-
-    def served(self) -> int:
-        return self.log_path.read_text().count(": worker ")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 @pytest.fixture

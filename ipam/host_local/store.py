@@ -34,7 +34,8 @@ class Store:
                 INVALID_NETWORK_CONFIG,
                 f'invalid network name "{network}" for a host-local data directory',
             )
-        self.dir = os.path.join(data_dir, network)
+        # One folder per network; a name too long for a file name is cut and digest-suffixed.
+        self.dir = os.path.join(data_dir, statefile.fitted_name(network))
         self._lock_fd = -1  # the open lock file while the store is entered
 
     # -- locking -------------------------------------------------------------------------

@@ -11,7 +11,10 @@ libcni), so the layout must not drift. Files written before cniCacheV1 hold a ba
 they are still read.
 
 The parts of the file name come from the caller; they are validated with the CNI name rules
-so that none can point outside the cache directory.
+so that none can point outside the cache directory. The spec sets no length limit on container
+IDs and network names: a name longer than one path component allows is cut and digest-suffixed
+(statefile.fitted_name; upstream's name whenever it fits), and the file's content says whose
+it is.
 
 `rt` below is anything with `container_id`, `ifname`, `netns`, `args` ([(key, value)]) and
 `capability_args` attributes (netlist.RuntimeConf).
@@ -28,6 +31,7 @@ from libcni.protocol.gojson import compact
 from libcni.protocol.gomap import normalize
 from libcni.protocol.names import validate_container_id, validate_ifname, validate_network_name
 from libcni.protocol.result import Result
+from libcni.statefile import fitted_name, is_fitted
 
 DEFAULT_DIR = "/var/lib/cni"
 KIND = "cniCacheV1"
@@ -59,7 +63,7 @@ def result_file(cache_dir: str, network: str, container_id: str, ifname: str) ->
     validate_network_name(network)
     validate_container_id(container_id)
     validate_ifname(ifname)
-    return os.path.join(cache_dir, RESULTS, f"{network}-{container_id}-{ifname}")
+    return os.path.join(cache_dir, RESULTS, fitted_name(f"{network}-{container_id}-{ifname}"))
 
 
 def encode(network: str, rt, config: bytes, result: dict | None) -> bytes:
@@ -91,7 +95,9 @@ def write(cache_dir: str, network: str, rt, config: bytes, result: dict) -> str:
         os.makedirs(directory, mode=0o700, exist_ok=True)
         # Written aside and renamed so a crash never leaves a half-written cache behind;
         # the dot prefix keeps the temporary file out of attachments().
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        tmp = os.path.join(
+            directory, fitted_name(f".{os.path.basename(path)}", f".{os.getpid()}.tmp")
+        )
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -222,7 +228,7 @@ def attachments(cache_dir: str, container_id: str = "") -> list:
     for name in names:
         if name.startswith("."):
             continue
-        if container_id:
+        if container_id and not is_fitted(name):
             part = f"-{container_id}-"
             position = name.find(part)
             if position <= 0 or position + len(part) >= len(name):

@@ -40,11 +40,25 @@ def load_conf(call: skel.Call) -> FirewallConf:
         raise config_error(
             f'unknown ingress policy: "{conf.ingressPolicy}"', "use open, same-bridge or isolated"
         )
+    _check_chain_name(conf.iptablesAdminChainName)
     conf.backend = conf.backend or ("firewalld" if fwrules.firewalld_running() else "iptables")
     conf.iptablesAdminChainName = conf.iptablesAdminChainName or "CNI-ADMIN"
     conf.firewalldZone = conf.firewalldZone or "trusted"
     conf.dataDir = conf.dataDir or record.DEFAULT_DIR
     return conf
+
+
+def _check_chain_name(name: str) -> None:
+    """Refuse an admin chain name iptables would refuse, before anything is written (its record
+    included): at most 28 bytes, printable, no blank, not an option."""
+    if not name:
+        return
+    if len(name.encode()) > 28 or not name.isprintable() or " " in name or name[0] in "-!":
+        raise config_error(
+            f"invalid iptablesAdminChainName {name!r}",
+            "an iptables chain name: 1 to 28 printable characters, no blanks, not starting "
+            'with "-" or "!" (the default is CNI-ADMIN)',
+        )
 
 
 def addresses(result: Result) -> dict:

@@ -5,25 +5,38 @@ zone source), so nothing in the kernel says which network, container and interfa
 to; changing them would break a Go plugin's DEL of our rules. So ADD writes down, per
 (network, container ID, ifname), the addresses it opened and the backend (and zone) it used:
 `<dataDir>/<network>/<containerID>_<ifname>.json`, under /run by default so the records go
-with the rules on a reboot. DEL finds its addresses there when the prevResult and the netns
-are gone; GC removes what records of attachments no longer valid name.
+with the rules on a reboot. A network or file name longer than one path component allows (the
+spec sets no length limit on either) is cut and digest-suffixed (statefile.fitted_name), so
+any legal attachment has a record and DEL finds it. DEL finds its addresses there when the
+prevResult and the netns are gone; GC removes what records of attachments no longer valid name.
 """
 
+import errno
 import json
 import os
+
+from libcni.statefile import fitted_name
 
 DEFAULT_DIR = "/run/cni/firewall"
 SUFFIX = ".json"
 
 
 def path(data_dir: str, network: str, container_id: str, ifname: str) -> str:
-    return os.path.join(data_dir, network, f"{container_id}_{ifname}{SUFFIX}")
+    return os.path.join(data_dir, _folder(network), fitted_name(f"{container_id}_{ifname}", SUFFIX))
+
+
+def _folder(network: str) -> str:
+    return fitted_name(network)
 
 
 def save(data_dir: str, network: str, container_id: str, ifname: str, record: dict) -> None:
+    """Write the record (OSError when it cannot be, also for a dataDir holding a NUL)."""
+    if "\0" in data_dir:
+        raise OSError(errno.EINVAL, "the dataDir holds a NUL byte")
     record = dict(record, containerID=container_id, ifname=ifname)
     target = path(data_dir, network, container_id, ifname)
-    temporary = f"{target}.tmp{os.getpid()}"
+    folder, name = os.path.split(target)
+    temporary = os.path.join(folder, fitted_name(name, f".tmp{os.getpid()}"))
     for _ in range(5):  # a concurrent DEL may remove the emptied folder under us
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         try:
@@ -55,7 +68,7 @@ def remove(data_dir: str, network: str, container_id: str, ifname: str) -> None:
     target = path(data_dir, network, container_id, ifname)
     try:
         os.remove(target)
-    except FileNotFoundError:
+    except (OSError, ValueError):  # missing, or a dataDir no record could be written under
         return
     try:
         os.rmdir(os.path.dirname(target))  # the network's last record: no empty folder left
@@ -66,10 +79,10 @@ def remove(data_dir: str, network: str, container_id: str, ifname: str) -> None:
 def all_of(data_dir: str, network: str) -> dict:
     """{(containerID, ifname): record} of every attachment of `network` with a record (the
     record names its attachment: both names may hold the `_` of the file name)."""
-    folder = os.path.join(data_dir, network)
+    folder = os.path.join(data_dir, _folder(network))
     try:
         names = os.listdir(folder)
-    except OSError:
+    except (OSError, ValueError):
         return {}
     found = {}
     for name in names:

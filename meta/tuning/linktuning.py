@@ -115,7 +115,11 @@ def apply(container: Session, link: Link, wanted: dict) -> None:
 
 
 def backup_path(data_dir: str, container_id: str, ifname: str) -> str:
-    return os.path.join(data_dir, f"{container_id}_{ifname}.json")
+    """Upstream's `<containerID>_<ifname>.json`; cut and digest-suffixed when longer than a
+    file name may be (the spec sets no length limit on container IDs)."""
+    from libcni.statefile import fitted_name
+
+    return os.path.join(data_dir, fitted_name(f"{container_id}_{ifname}", ".json"))
 
 
 def save_backup(path: str, values: dict, owner: dict | None = None) -> None:

@@ -1,5 +1,5 @@
 """Kernel behaviour tests for the link kinds this machine's kernel lacks: run INSIDE the VM
-(tests/test_kernel_vm.py boots Debian's kernel and runs this file with pytest there).
+(tests/kernel/test_kernel_vm.py boots Debian's kernel and runs this file with pytest there).
 
 Each test runs against our frozen executables and against Debian's Go plugins (`impl`), so
 the tests are checked against the reference too, then compares the two where it matters.

@@ -1,4 +1,4 @@
-"""vrf against a kernel that has VRFs: run INSIDE the VM (tests/test_kernel_vm.py boots
+"""vrf against a kernel that has VRFs: run INSIDE the VM (tests/kernel/test_kernel_vm.py boots
 Debian's kernel and runs this file with pytest there), on our frozen vrf and on Go's 1.1.1.
 
 The pod is wired the way a main plugin leaves it: `eth0` (a veth, its peer in a test "host"

@@ -1,0 +1,73 @@
+"""A plugin's host and its pods: the "host" netns a plugin runs in (holding the master links)
+and the pods it attaches (further namespaces), for the main plugins' tests."""
+
+import os
+
+from kit.netns import ip_json, ns_exec
+from kit.plugins import GO_BIN, run_plugin
+
+
+def link_names(netns: str) -> list:
+    """The sorted names of every link in `netns`."""
+    return sorted(entry["ifname"] for entry in ip_json(netns, "link", "show"))
+
+
+def netns_with_veth(make_netns, prefix: str, name: str = "mst0", peer: str = "mst1") -> str:
+    """A new netns holding the veth pair `name` (up) and `peer`: a host's master link for
+    ipvlan/vlan, or a pod's eth0 for the chained plugins."""
+    netns = make_netns(prefix)
+    ns_exec(netns, "ip", "link", "add", name, "type", "veth", "peer", peer)
+    ns_exec(netns, "ip", "link", "set", name, "up")
+    return netns
+
+
+def run_in_host(plugin_dir, plugin, host, command, config, *, pod="", extra_path="", **kw):
+    """Run `plugin` inside `host` for `pod`; CNI_PATH is the plugin directory, then `extra_path`
+    (a stand-in IPAM), then Debian's Go plugins (for the IPAM plugins of a Go run)."""
+    cni_path = ":".join(p for p in (plugin_dir, extra_path, GO_BIN) if p)
+    return run_plugin(
+        plugin_dir, plugin, command, config, netns=pod, cni_path=cni_path, in_netns=host, **kw
+    )
+
+
+def wire_pod(pod: str, host: str, host_end: str, pod_end: str = "eth0") -> None:
+    """A veth from `pod` (`pod_end`, up) to `host` (`host_end`, left down): the link a main
+    plugin would have made, for a chained plugin's test to play with."""
+    ns_exec(
+        pod,
+        "ip",
+        "link",
+        "add",
+        pod_end,
+        "type",
+        "veth",
+        "peer",
+        host_end,
+        "netns",
+        os.path.basename(host),
+    )
+    ns_exec(pod, "ip", "link", "set", pod_end, "up")
+
+
+def pings(netns: str, address: str, attempts: int = 1) -> bool:
+    """One ping answered, trying up to `attempts` times (a new IPv6 address on the host side
+    stays tentative for DAD for about a second)."""
+    for _ in range(attempts):
+        out = ns_exec(netns, "busybox", "ping", "-c", "1", "-W", "2", address, check=False)
+        if " 0% packet loss" in out:
+            return True
+    return False
+
+
+def link(netns: str, name: str = "eth0"):
+    return next((e for e in ip_json(netns, "-d", "link", "show") if e["ifname"] == name), None)
+
+
+def addresses(netns: str, name: str = "eth0", family: str = "-4") -> list:
+    found = ip_json(netns, family, "addr", "show", "dev", name)
+    return [
+        f"{a['local']}/{a['prefixlen']}"
+        for entry in found
+        for a in entry["addr_info"]
+        if a.get("scope") != "link"
+    ]
