@@ -34,7 +34,7 @@ PLUGINS = {
 }
 
 # Plugins that accept only newer spec versions (as upstream); all others accept every version.
-# tests/test_startup_imports.py checks this against each module's own skel.Plugin.
+# tests/fastpath/test_startup_imports.py checks this against each module's own skel.Plugin.
 MIN_VERSION = {"bandwidth": "0.3.0", "firewall": "0.4.0", "vrf": "0.3.1"}
 
 # Programs with a serving mode chosen by their first argument (`dhcp daemon`): that call is

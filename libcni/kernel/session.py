@@ -59,7 +59,7 @@ def strerror(err: BaseException) -> str:
 class Session:
     """One network namespace for the length of a call: its fd and one rtnetlink socket."""
 
-    # Test hook (tests/test_netlink_budget.py): when set, called as audit("open", netns_path)
+    # Test hook (tests/kernel/test_netlink_budget.py): when set, called as audit("open", netns_path)
     # for every session and audit("lookup", netns_path, name) for every lookup by name.
     audit = None
 

@@ -1,6 +1,6 @@
 """dhcp: DHCPv6 leases (stateful IA_NA) for IPv6-only and dual-stack pods, against a real dnsmasq.
 
-The node is tests/dhcpnode.py's with ipv6=True: dnsmasq serves DHCPv4 and DHCPv6 on the macvlan
+The node is tests/kit/dhcpnode.py's with ipv6=True: dnsmasq serves DHCPv4 and DHCPv6 on the macvlan
 master's link (fd66::/64) and the bridge's (fd67::/64). Each test starts its own daemon in the
 node netns and makes pod namespaces with make_netns; everything is deleted afterwards.
 """

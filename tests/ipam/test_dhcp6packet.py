@@ -1,6 +1,6 @@
 """dhcp6packet: DHCPv6 messages to bytes and back, against packets laid out per RFC 8415.
 
-The Reply below is the one dnsmasq 2.90 sent to a Rapid Commit Solicit in tests/test_dhcp6.py
+The Reply below is the one dnsmasq 2.90 sent to a Rapid Commit Solicit in tests/ipam/test_dhcp6.py
 (its --log-dhcp lines list every option and value), assembled field by field from RFC 8415's
 layouts (sections 8, 21.2-21.6, 21.13, 21.14) and RFC 3646's options 23 and 24.
 """

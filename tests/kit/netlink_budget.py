@@ -1,7 +1,7 @@
 """Counting netlink sockets and lookups by name per plugin call (issue #21), for
-tests/test_netlink_budget.py and tests/test_netlink_budget_meta.py.
+tests/kernel/test_netlink_budget.py and tests/kernel/test_netlink_budget_meta.py.
 
-Plugins run in-process (skel.dispatch, as tests/fuzzkit.py's InProcess runner does) with this
+Plugins run in-process (skel.dispatch, as tests/kit/fuzzkit.py's InProcess runner does) with this
 thread inside a "host" netns the test owns, against a container netns it owns too. A Counter
 wraps the one place every stdlib netlink socket is opened (libcni.kernel.netlink.NetlinkSocket
 ._open) and the by-name link lookup of rtnetlink (RouteSocket.link), and attributes each to the

@@ -185,4 +185,4 @@ def expected_row(kind, default) -> tuple:
 def test_the_pages_are_linked_from_the_readme():
     with open(os.path.join(REPO, "README.md")) as f:
         text = f.read()
-    assert "plugins/bridge/README.md" in text and "tests/test_plugin_pages.py" in text
+    assert "plugins/bridge/README.md" in text and "tests/packaging/test_plugin_pages.py" in text

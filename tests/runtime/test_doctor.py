@@ -307,7 +307,7 @@ def test_frozen_cnitool_doctor_reads_netconfpath_and_cni_path(frozen_bin, scratc
         str(tmp_path / "d"),
     ]
     # The frozen build has its daemon beside it: one must answer on the socket, or the doctor
-    # warns that it is installed but not running (tests/test_doctor_resolution.py).
+    # warns that it is installed but not running (tests/runtime/test_doctor_resolution.py).
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         listener.bind(str(tmp_path / "p.sock"))
