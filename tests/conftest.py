@@ -163,3 +163,13 @@ def start_daemon(make_netns, tmp_path):
     finally:
         for daemon in started:
             daemon.stop()
+
+
+@pytest.fixture
+def test_cgroup():
+    """A fresh cgroup of our own (the pids hierarchy, or cgroup2), removed afterwards:
+    (kind, directory, cgroup path)."""
+    from kit.daemon import fresh_cgroup
+
+    with fresh_cgroup() as cgroup:
+        yield cgroup

@@ -10,35 +10,18 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 
 import pytest
-from conftest import Daemon, daemon_program, run_plugin
+from conftest import Daemon, run_plugin
+from kit.daemon import LOOPBACK_CONF as CONF
+from kit.daemon import run_daemon as kit_run_daemon
+from kit.daemon import via
 
-CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 
-
-def run_daemon(plugin_dir, make_netns, *args, env=None, timeout=30):
-    """pycni-daemon with `args` in a test netns and a private mount namespace."""
-    return subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            os.path.basename(make_netns()),
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            daemon_program(plugin_dir),
-            *args,
-        ],
-        env={"PATH": os.environ["PATH"], **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_daemon(plugin_dir, make_netns, *args, env=None):
+    """pycni-daemon with `args` in a test netns and a private mount namespace, text out."""
+    return kit_run_daemon(plugin_dir, make_netns, *args, env=env, text=True)
 
 
 def test_help_describes_the_daemon_and_serves_nothing(plugin_dir, make_netns, tmp_path):
@@ -88,9 +71,7 @@ def test_a_second_daemon_leaves_a_live_socket_alone(plugin_dir, start_daemon, ma
     assert proc.returncode == 1, proc
     assert f"another pycni-daemon already serves {first.socket}" in proc.stderr
     assert "Traceback" not in proc.stderr
-    done = run_plugin(
-        plugin_dir, "loopback", "ADD", CONF, netns=netns, env={"PYCNI_SOCKET": first.socket}
-    )
+    done = run_plugin(plugin_dir, "loopback", "ADD", CONF, netns=netns, env=via(first))
     assert done.returncode == 0 and first.served() == 1 and first.proc.poll() is None
 
 
@@ -102,9 +83,7 @@ def test_a_stale_socket_is_taken_over(plugin_dir, make_netns, tmp_path, netns):
     stale.close()  # a daemon killed with -9 leaves this: a socket file nobody listens on
     daemon = Daemon(plugin_dir, workdir, make_netns)
     try:
-        done = run_plugin(
-            plugin_dir, "loopback", "ADD", CONF, netns=netns, env={"PYCNI_SOCKET": daemon.socket}
-        )
+        done = run_plugin(plugin_dir, "loopback", "ADD", CONF, netns=netns, env=via(daemon))
         assert done.returncode == 0 and daemon.served() == 1
     finally:
         daemon.stop()
@@ -123,7 +102,7 @@ def test_an_upgrade_on_disk_stops_the_daemon_and_its_caller_runs_the_new_program
     workdir = tmp_path / "node"
     (workdir / "run").mkdir(parents=True)
     daemon = Daemon(str(install), workdir, make_netns)
-    env = {"PYCNI_SOCKET": daemon.socket}
+    env = via(daemon)
     try:
         served = run_plugin(str(install), "loopback", "ADD", CONF, netns=netns, env=env)
         assert served.returncode == 0 and daemon.served() == 1

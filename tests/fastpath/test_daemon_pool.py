@@ -15,7 +15,8 @@ import signal
 
 import pytest
 from conftest import Daemon, run_plugin
-from test_fastpath import CONF, blocked_client, eventually, test_cgroup  # noqa: F401
+from kit.daemon import LOOPBACK_CONF as CONF
+from kit.daemon import blocked_client, eventually, via
 
 
 def children(pid: int) -> list:
@@ -63,10 +64,6 @@ def test_workers_wait_before_the_first_call_and_are_refilled(plugin_dir, pool, n
     assert eventually(lambda: len(idle_workers(pool)) == 3)
     assert len(before & set(idle_workers(pool))) < 3
     assert pool.served() == 4
-
-
-def via(daemon):
-    return {"PYCNI_SOCKET": daemon.socket}
 
 
 def test_a_killed_idle_worker_is_replaced(plugin_dir, pool, netns):
@@ -121,7 +118,7 @@ def test_warm_cgroups_place_idle_workers_where_the_last_caller_was(
     plugin_dir,
     start_daemon,
     netns,
-    test_cgroup,  # noqa: F811
+    test_cgroup,
 ):
     kind, cgroup_dir, cgroup_path = test_cgroup
     daemon = start_daemon(plugin_dir, "--workers", "2", "--warm-cgroups")

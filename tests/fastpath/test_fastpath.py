@@ -19,10 +19,10 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, daemon_program, ip_json, run_plugin, unique_name
-from kit import require
+from conftest import REPO, daemon_program, ip_json, run_plugin
+from kit.daemon import LOOPBACK_CONF as CONF
+from kit.daemon import blocked_client, eventually, loopback_add_env, run_daemon, via
 
-CONF = {"cniVersion": "1.0.0", "name": "lo-net", "type": "loopback"}
 TABLE = runpy.run_path(os.path.join(REPO, "build", "multicall.py"))
 SERVED = [name for name in TABLE["PLUGINS"] if name not in TABLE["NOT_FORWARDED"]]
 
@@ -32,10 +32,6 @@ def daemon(plugin_dir, start_daemon):
     if not os.path.exists(daemon_program(plugin_dir)):
         pytest.fail(f"no pycni-daemon in {plugin_dir}")
     return start_daemon(plugin_dir)
-
-
-def via(daemon):
-    return {"PYCNI_SOCKET": daemon.socket}
 
 
 @pytest.mark.parametrize("command", ["ADD", "CHECK", "DEL"])
@@ -222,25 +218,8 @@ def run_daemon_as_plugin(plugin_dir, make_netns, tmp_path, command, *args):
     """pycni-daemon as a runtime would run a plugin (inside a test netns and a private mount
     namespace, pointed at a private socket, in case it started serving after all)."""
     path = tmp_path / "would-serve" / "pycni.sock"
-    env = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "PYCNI_SOCKET": str(path)}
-    proc = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            os.path.basename(make_netns()),
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            daemon_program(plugin_dir),
-            *args,
-        ],
-        env=env,
-        input=json.dumps(CONF).encode(),
-        capture_output=True,
-        timeout=30,
-    )
+    env = {"CNI_COMMAND": command, "PYCNI_SOCKET": str(path)}
+    proc = run_daemon(plugin_dir, make_netns, *args, env=env, input=json.dumps(CONF).encode())
     assert not path.parent.exists(), "pycni-daemon made its socket"
     assert b"serving" not in proc.stderr
     return proc
@@ -265,70 +244,6 @@ def test_daemon_run_as_a_plugin_reports_it_is_none(plugin_dir, make_netns, tmp_p
 
 
 # --- a worker is the caller's plugin process ----------------------------------------------------
-
-
-@pytest.fixture
-def test_cgroup():
-    """A fresh cgroup of our own (the pids hierarchy, or cgroup2), removed afterwards."""
-    from libcni.fastpath import caller
-
-    mounts = caller._cgroup_mounts("/proc/self/mountinfo")
-    chosen = [m for m in mounts if m[0] != caller.CGROUP_V2 and "pids" in m[0]]
-    chosen = chosen or [m for m in mounts if m[0] == caller.CGROUP_V2]
-    require(chosen, "no pids or cgroup2 hierarchy is mounted")
-    kind, root, point = chosen[0]
-    path = os.path.join(point, unique_name("pycnicg"))
-    os.mkdir(path)
-    try:
-        yield kind, path, "/" + os.path.relpath(path, point)
-    finally:
-        deadline = time.monotonic() + 10
-        while open(os.path.join(path, "cgroup.procs")).read().strip():
-            assert time.monotonic() < deadline, "processes left in the test cgroup"
-            time.sleep(0.05)
-        os.rmdir(path)
-
-
-def loopback_add_env(daemon, netns) -> dict:
-    """The whole environment of a loopback ADD for `netns` through `daemon`."""
-    return {
-        "PATH": os.environ["PATH"],
-        "PYCNI_SOCKET": daemon.socket,
-        "CNI_COMMAND": "ADD",
-        "CNI_CONTAINERID": "c1",
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": "lo",
-        "CNI_PATH": "/x",
-    }
-
-
-def blocked_client(plugin_dir, daemon, netns, preexec_fn=None):
-    """A loopback ADD through the daemon whose stdin stays open: its worker blocks reading the
-    config until we write it (or the caller dies)."""
-    env = loopback_add_env(daemon, netns)
-    client = subprocess.Popen(
-        [os.path.join(plugin_dir, "loopback")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        preexec_fn=preexec_fn,
-    )
-    deadline = time.monotonic() + 30
-    while daemon.served() < 1:
-        assert client.poll() is None, client.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    worker = int(daemon.log_path.read_text().split(": worker ")[1].split(":")[0])
-    return client, worker
-
-
-def eventually(check, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_worker_takes_on_the_callers_umask_limits_nice_value_and_cgroup(
