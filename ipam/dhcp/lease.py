@@ -15,7 +15,6 @@ interface is looked up by name once; after that it is the `Link` we hold (by ind
 
 import asyncio
 import logging
-import os
 import threading
 import time
 
@@ -25,7 +24,7 @@ from pyroute2.dhcp.leases import Lease
 
 from ipam.dhcp import options
 from ipam.dhcp.client import Client, StoredLease, backoff, jsonable, release_from_host
-from libcni.kernel.rtnl import Link
+from ipam.dhcp.worker import AttachmentWorker
 from libcni.kernel.session import Session
 from libcni.protocol.errors import INTERNAL, CNIError
 
@@ -81,75 +80,39 @@ class Attachment:
         return record
 
 
-class LeaseWorker(threading.Thread):
-    """Acquires (or resumes) one lease and keeps it until stopped, expired or orphaned.
-
-    `on_end(worker)` runs in the worker's thread when it is done, whatever the reason.
-    """
+class LeaseWorker(AttachmentWorker):
+    """Acquires (or resumes) one lease and keeps it until stopped, expired or orphaned."""
 
     def __init__(self, att: Attachment, settings: Settings, store, on_end, stored=None):
-        super().__init__(name=f"lease {att.key}", daemon=True)
-        self.att = att
-        self.settings = settings
-        self.store = store
-        self.on_end = on_end
+        super().__init__(f"lease {att.key}", att, settings, store, on_end)
         self.stored = stored  # a persisted lease to resume instead of a new DISCOVER
         self.lease: Lease | None = None
-        self.error: CNIError | None = None
-        self.ready = threading.Event()  # bound, or failed (then self.error)
-        self.finished = threading.Event()
-        self.ended = ""  # why it stopped
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
-        self._stop_wanted = self._release_wanted = False
-        self._netns_id: tuple | None = None
-        self._session: Session | None = None  # this thread's, while it runs
-        self._link: Link | None = None  # the interface, looked up once
         self.release_from_host = False
-        self.created_at = time.monotonic()
         self._lease_class = type("WorkerLease", (StoredLease,), {"worker": self})
 
-    # -- called from the daemon's threads --------------------------------------------------
+    def has_lease(self) -> bool:
+        return self.lease is not None
 
-    def wait(self, timeout: float) -> dict:
-        if not self.ready.wait(timeout):
-            raise CNIError(INTERNAL, f"{self.att.key}: no DHCP lease after {timeout:.0f}s")
-        if self.error is not None:
-            raise self.error
-        return self.result()
-
-    def result(self) -> dict:
+    def lease_result(self) -> dict:
         lease = self.lease
-        if lease is None:
-            raise CNIError(INTERNAL, f"{self.att.key}: no lease held")
+        assert lease is not None
         return options.result_from_ack(lease.ip, lease.ack["options"], self.att.priority)
 
     def held(self) -> bool:
         lease = self.lease
         return lease is not None and not lease.expired and not self.finished.is_set()
 
-    def serves(self, netns_path: str) -> bool:
-        """Whether this lease is for the netns now at `netns_path` (a container restarted with
-        the same ID gets a new netns: its lease starts over)."""
-        try:
-            st = os.stat(netns_path)
-        except OSError:
-            return False
-        return self.att.netns == netns_path and self._netns_id in (None, (st.st_dev, st.st_ino))
-
-    def stop(self, release: bool, wait: float = 5.0) -> None:
+    def _wake_up(self) -> None:
         with self._lock:
-            self._release_wanted = self._release_wanted or release
-            self._stop_wanted = True
             loop, event = self._loop, self._stop_event
         if loop is not None and event is not None:
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:
                 pass  # the loop already ended
-        if threading.current_thread() is not self:
-            self.finished.wait(wait)
 
     # -- called from the client, in this thread ----------------------------------------------
 
@@ -200,29 +163,12 @@ class LeaseWorker(threading.Thread):
 
     # -- the thread ------------------------------------------------------------------------
 
-    def run(self) -> None:
-        try:
-            with Session(self.att.netns) as session, session.inside():
-                st = os.stat(self.att.netns)
-                self._netns_id = (st.st_dev, st.st_ino)
-                self._session = session
-                try:
-                    asyncio.run(self._serve())
-                finally:
-                    self._session = None
-            if self.release_from_host:  # back in the daemon's netns here
-                release_from_host(self)
-        except CNIError as err:
-            self.error = err
-        except Exception as err:  # never let one lease take the daemon down
-            LOG.exception("%s: lease worker failed", self.att.key)
-            self.error = CNIError(INTERNAL, f"{self.att.key}: {err}")
-        finally:
-            if self.error is not None:
-                self.ended = self.ended or f"failed: {self.error.msg}"
-            self.finished.set()
-            self.ready.set()
-            self.on_end(self)
+    def serve(self, session: Session) -> None:
+        asyncio.run(self._serve())
+
+    def after_netns(self) -> None:
+        if self.release_from_host:  # back in the daemon's netns here
+            release_from_host(self)
 
     def _link_up(self) -> None:
         """Bring the interface up and wait for its carrier: a DISCOVER sent before that is
@@ -313,32 +259,12 @@ class LeaseWorker(threading.Thread):
         LOG.info("%s: resumed lease %s, renewing", self.att.key, lease.ip)
         await client._renew()
 
-    def _current_link(self) -> Link | None:
-        """Our interface as the kernel has it now (by index), None when it is gone."""
-        if self._session is None or self._link is None:
-            return None
-        return self._session.link_by_index(self._link.index)
-
     def _link_is_up(self) -> bool:
         try:
             link = self._current_link()
         except OSError:
             return False
         return link is not None and link.up
-
-    def _gone(self) -> str:
-        try:
-            st = os.stat(self.att.netns)
-        except OSError:
-            return "netns gone"
-        if (st.st_dev, st.st_ino) != self._netns_id:
-            return "netns replaced"
-        try:
-            if self._link is not None and self._current_link() is None:
-                return "link gone"
-        except OSError:
-            pass  # a transient netlink failure: look again next time
-        return ""
 
     async def _watch(self, client: Client) -> bool:
         """Until stopped or orphaned; True when the client's socket died and must be reopened."""

@@ -14,7 +14,6 @@ restarts, so a server that remembers the binding hands the same address back.
 """
 
 import logging
-import os
 import random
 import select
 import socket
@@ -22,6 +21,7 @@ import threading
 import time
 
 from ipam.dhcp import dhcp6packet as p6
+from ipam.dhcp.worker import AttachmentWorker
 from libcni.kernel.rtnl import Link
 from libcni.kernel.session import Session
 from libcni.protocol.errors import INTERNAL, CNIError
@@ -34,47 +34,29 @@ SO_BINDTODEVICE = 25
 WANTED = (p6.DNS_SERVERS, p6.DOMAIN_LIST)
 
 
-class Lease6Worker(threading.Thread):
+class Lease6Worker(AttachmentWorker):
     """Acquires (or resumes) one IPv6 lease and keeps it until stopped, expired or orphaned.
-    The same surface as lease.LeaseWorker, so the daemon drives both alike."""
+    The same surface as lease.LeaseWorker (worker.AttachmentWorker), so the daemon drives both
+    alike."""
 
     family = "ipv6"
+    PROTOCOL = "DHCPv6"
 
     def __init__(self, att, settings, store, on_end, stored=None):
-        super().__init__(name=f"lease6 {att.key}", daemon=True)
-        self.att = att
-        self.settings = settings
-        self.store = store
-        self.on_end = on_end
+        super().__init__(f"lease6 {att.key}", att, settings, store, on_end)
         self.binding: dict | None = dict(stored) if stored else None
-        self.error: CNIError | None = None
-        self.ready = threading.Event()
-        self.finished = threading.Event()
-        self.ended = ""
-        self._stop_wanted = self._release_wanted = False
         self._wake = threading.Event()  # set by stop(): a bound lease's wait ends at once
         self._releasing = False  # the Release exchange runs on after the stop
-        self._netns_id: tuple | None = None
-        self._session: Session | None = None
-        self._link: Link | None = None
         self._sock: socket.socket | None = None
         self.duid = p6.duid_uuid(att.key)
         self.iaid = p6.iaid_of(att.key)
-        self.created_at = time.monotonic()
 
-    # -- called from the daemon's threads ----------------------------------------------------------
+    def has_lease(self) -> bool:
+        return self.binding is not None
 
-    def wait(self, timeout: float) -> dict:
-        if not self.ready.wait(timeout):
-            raise CNIError(INTERNAL, f"{self.att.key}: no DHCPv6 lease after {timeout:.0f}s")
-        if self.error is not None:
-            raise self.error
-        return self.result()
-
-    def result(self) -> dict:
+    def lease_result(self) -> dict:
         binding = self.binding
-        if binding is None:
-            raise CNIError(INTERNAL, f"{self.att.key}: no DHCPv6 lease held")
+        assert binding is not None
         dns: dict = {}
         if binding.get("dns"):
             dns["nameservers"] = list(binding["dns"])
@@ -93,45 +75,17 @@ class Lease6Worker(threading.Thread):
             and not self.finished.is_set()
         )
 
-    def serves(self, netns_path: str) -> bool:
-        try:
-            st = os.stat(netns_path)
-        except OSError:
-            return False
-        return self.att.netns == netns_path and self._netns_id in (None, (st.st_dev, st.st_ino))
-
-    def stop(self, release: bool, wait: float = 5.0) -> None:
-        self._release_wanted = self._release_wanted or release
-        self._stop_wanted = True
+    def _wake_up(self) -> None:
         self._wake.set()
-        if threading.current_thread() is not self:
-            self.finished.wait(wait)
 
     # -- the thread --------------------------------------------------------------------------------
 
-    def run(self) -> None:
+    def serve(self, session: Session) -> None:
         try:
-            with Session(self.att.netns) as session, session.inside():
-                st = os.stat(self.att.netns)
-                self._netns_id = (st.st_dev, st.st_ino)
-                self._session = session
-                try:
-                    self._serve(session)
-                finally:
-                    if self._sock is not None:
-                        self._sock.close()
-                    self._session = None
-        except CNIError as err:
-            self.error = err
-        except Exception as err:  # never let one lease take the daemon down
-            LOG.exception("%s: DHCPv6 lease worker failed", self.att.key)
-            self.error = CNIError(INTERNAL, f"{self.att.key}: DHCPv6: {err}")
+            self._serve(session)
         finally:
-            if self.error is not None:
-                self.ended = self.ended or f"failed: {self.error.msg}"
-            self.finished.set()
-            self.ready.set()
-            self.on_end(self)
+            if self._sock is not None:
+                self._sock.close()
 
     def _serve(self, session: Session) -> None:
         ifname = self.att.ifname
@@ -415,18 +369,3 @@ class Lease6Worker(threading.Thread):
         finally:
             self._releasing = False
         LOG.info("%s: released DHCPv6 lease %s", self.att.key, binding["address"])
-
-    def _gone(self) -> str:
-        try:
-            st = os.stat(self.att.netns)
-        except OSError:
-            return "netns gone"
-        if (st.st_dev, st.st_ino) != self._netns_id:
-            return "netns replaced"
-        try:
-            if self._session is not None and self._link is not None:
-                if self._session.link_by_index(self._link.index) is None:
-                    return "link gone"
-        except OSError:
-            pass
-        return ""

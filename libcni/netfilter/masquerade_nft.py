@@ -14,6 +14,7 @@ upstream's layout (in `masq_checks`, found by comment prefix) are still removed 
 import ipaddress
 
 from libcni.netfilter import batch as netfilter
+from libcni.netfilter.vmaps import AddressMaps
 
 TABLE = "inet cni_plugins_masquerade"
 CHECKS = "masq_checks"
@@ -22,7 +23,7 @@ CHECKS_COMMENT = (
     "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet"
 )
 MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
-MAPS = {4: ("masq_pods4", "ipv4_addr", "ip"), 6: ("masq_pods6", "ipv6_addr", "ip6")}
+MAPS = AddressMaps(TABLE, "masq_pods")
 
 
 def chain_of(prefix: str) -> str:
@@ -39,17 +40,12 @@ def _layout() -> list:
         f"add rule {TABLE} postrouting ip daddr == {MULTICAST[4]} return",
         f"add rule {TABLE} postrouting ip6 daddr == {MULTICAST[6]} return",
     ]
-    for name, kind, ip in MAPS.values():
-        script += [
-            f"add map {TABLE} {name} {{ type {kind} : verdict ; }}",
-            f"add rule {TABLE} postrouting {ip} saddr vmap @{name}",
-        ]
+    script += MAPS.declare() + MAPS.dispatch("postrouting", "{ip} saddr vmap @{map}")
     return [*script, f"add rule {TABLE} postrouting goto {CHECKS}"]
 
 
 def _element(version: int, address, chain: str = "") -> str:
-    verdict = f" : goto {chain}" if chain else ""
-    return f"{TABLE} {MAPS[version][0]} {{ {address}{verdict} }}"
+    return MAPS.element(version, address, chain)
 
 
 def setup(prefix: str, comment: str, interfaces: list, exclude: list) -> None:
@@ -88,8 +84,7 @@ def teardown(prefix: str, addresses: list | None) -> None:
     chain = chain_of(prefix)
     if addresses:
         script = [f"add chain {TABLE} {chain}"]
-        for name, kind, _ in MAPS.values():
-            script.append(f"add map {TABLE} {name} {{ type {kind} : verdict ; }}")
+        script += MAPS.declare()
         for iface in map(ipaddress.ip_interface, addresses):
             # Adding what is there with our verdict changes nothing and makes the delete valid.
             script += [
@@ -133,13 +128,4 @@ def _older(listing: list, doomed_comment) -> list:
 
 def _elements(listing: list) -> list:
     """(version, address, target chain) of every element of the two maps."""
-    found = []
-    for item in listing:
-        table_map = item.get("map")
-        version = next(
-            (v for v, (n, _, _) in MAPS.items() if table_map and n == table_map["name"]), 0
-        )
-        for key, verdict in table_map.get("elem", []) if version else []:
-            target = (verdict.get("goto") or verdict.get("jump") or {}).get("target", "")
-            found.append((version, str(key), target))
-    return found
+    return MAPS.elements(listing)

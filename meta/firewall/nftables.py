@@ -18,13 +18,14 @@ layout (per-pod rules in `forward`, found by comment).
 import ipaddress
 
 from libcni.netfilter import batch as netfilter
+from libcni.netfilter.vmaps import AddressMaps
 from libcni.protocol.names import sha512_hex
 
 TABLE = "inet cni_firewall"
 RULES_COMMENT = "CNI firewall plugin rules"
 ADMIN_COMMENT = "CNI firewall plugin admin overrides"
 PODS_COMMENT = "CNI firewall plugin pods"
-MAPS = {4: ("pods4", "ipv4_addr", "ip"), 6: ("pods6", "ipv6_addr", "ip6")}
+MAPS = AddressMaps(TABLE, "pods")
 
 
 def comment_of(network: str, container_id: str, ifname: str) -> str:
@@ -45,8 +46,7 @@ def _addresses(cidrs: list) -> list:
 
 
 def _element(family: int, address: str, chain: str = "") -> str:
-    verdict = f" : goto {chain}" if chain else ""
-    return f"{TABLE} {MAPS[family][0]} {{ {address}{verdict} }}"
+    return MAPS.element(family, address, chain)
 
 
 def _layout(admin: str) -> list:
@@ -59,12 +59,9 @@ def _layout(admin: str) -> list:
         f"add chain {TABLE} pods",
         f"flush chain {TABLE} pods",
     ]
-    for name, kind, ip in MAPS.values():
-        script += [
-            f"add map {TABLE} {name} {{ type {kind} : verdict ; }}",
-            f"add rule {TABLE} pods {ip} saddr vmap @{name}",
-            f"add rule {TABLE} pods ct state established,related {ip} daddr vmap @{name}",
-        ]
+    script += MAPS.declare() + MAPS.dispatch(
+        "pods", "{ip} saddr vmap @{map}", "ct state established,related {ip} daddr vmap @{map}"
+    )
     return script
 
 
@@ -166,16 +163,7 @@ def _older_rules(rules: list, doomed) -> list:
 
 def _elements(listing: list) -> list:
     """(family, address, target chain) of every element of the pod maps."""
-    found = []
-    for item in listing:
-        table_map = item.get("map")
-        if not table_map:
-            continue
-        family = next((f for f, (name, _, _) in MAPS.items() if name == table_map["name"]), 0)
-        for key, verdict in table_map.get("elem", []) if family else []:
-            target = (verdict.get("goto") or verdict.get("jump") or {}).get("target", "")
-            found.append((family, key, target))
-    return found
+    return MAPS.elements(listing)
 
 
 def check(cidrs: list, network: str, container_id: str, ifname: str) -> str | None:

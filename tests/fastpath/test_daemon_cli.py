@@ -16,7 +16,7 @@ import pytest
 from conftest import Daemon, run_plugin
 from kit.daemon import LOOPBACK_CONF as CONF
 from kit.daemon import run_daemon as kit_run_daemon
-from kit.daemon import via
+from kit.daemon import serves_a_new_daemon, via
 
 
 def run_daemon(plugin_dir, make_netns, *args, env=None):
@@ -81,12 +81,7 @@ def test_a_stale_socket_is_taken_over(plugin_dir, make_netns, tmp_path, netns):
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(workdir / "run" / "pycni.sock"))
     stale.close()  # a daemon killed with -9 leaves this: a socket file nobody listens on
-    daemon = Daemon(plugin_dir, workdir, make_netns)
-    try:
-        done = run_plugin(plugin_dir, "loopback", "ADD", CONF, netns=netns, env=via(daemon))
-        assert done.returncode == 0 and daemon.served() == 1
-    finally:
-        daemon.stop()
+    serves_a_new_daemon(plugin_dir, workdir, make_netns, netns)
 
 
 @pytest.mark.frozen

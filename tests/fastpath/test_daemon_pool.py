@@ -16,7 +16,7 @@ import signal
 import pytest
 from conftest import Daemon, run_plugin
 from kit.daemon import LOOPBACK_CONF as CONF
-from kit.daemon import blocked_client, eventually, via
+from kit.daemon import blocked_client, eventually, serves_a_new_daemon, via
 
 
 def children(pid: int) -> list:
@@ -106,12 +106,7 @@ def test_a_new_daemon_takes_over_after_a_kill_9(plugin_dir, make_netns, tmp_path
     finally:
         first.stop()
     assert os.path.exists(first.socket)  # left behind by the kill
-    second = Daemon(plugin_dir, workdir, make_netns)
-    try:
-        done = run_plugin(plugin_dir, "loopback", "ADD", CONF, netns=netns, env=via(second))
-        assert done.returncode == 0 and second.served() == 1
-    finally:
-        second.stop()
+    serves_a_new_daemon(plugin_dir, workdir, make_netns, netns)
 
 
 def test_warm_cgroups_place_idle_workers_where_the_last_caller_was(

@@ -168,3 +168,18 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+def serves_a_new_daemon(plugin_dir, workdir, make_netns, netns) -> None:
+    """Starts a daemon on `workdir`'s socket (whatever was left there), checks it serves a
+    loopback ADD, and stops it."""
+    from kit.plugins import run_plugin
+
+    daemon = Daemon(plugin_dir, workdir, make_netns)
+    try:
+        done = run_plugin(
+            plugin_dir, "loopback", "ADD", LOOPBACK_CONF, netns=netns, env=via(daemon)
+        )
+        assert done.returncode == 0 and daemon.served() == 1, done
+    finally:
+        daemon.stop()
