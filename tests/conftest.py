@@ -173,3 +173,19 @@ def test_cgroup():
 
     with fresh_cgroup() as cgroup:
         yield cgroup
+
+
+@pytest.fixture
+def netconf(tmp_path):
+    """A NETCONFPATH directory; call it with (filename, obj or text) to add a config."""
+    from kit.cnitool import netconf_dir
+
+    return netconf_dir(tmp_path / "net.d")
+
+
+@pytest.fixture
+def cnitool(tmp_path, netconf):
+    """Run <bin_dir>/cnitool with NETCONFPATH, CNI_PATH and a private cache directory."""
+    from kit.cnitool import cnitool_runner
+
+    return cnitool_runner(netconf.dir, str(tmp_path / "cache"))

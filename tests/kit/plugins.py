@@ -12,10 +12,13 @@ GO_BIN = "/usr/lib/cni"
 
 
 class PluginRun:
-    def __init__(self, proc):
+    """A finished run: returncode, stdout, stderr (and the pid it ran as, where known)."""
+
+    def __init__(self, proc, pid=0):
         self.returncode = proc.returncode
         self.stdout = proc.stdout
         self.stderr = proc.stderr
+        self.pid = pid
 
     @property
     def json(self):

@@ -11,53 +11,10 @@ import subprocess
 import pytest
 from conftest import NETNS_DIR, ip_json, unique_name
 from kit import recording_plugin
-from kit.plugins import PluginRun as Run
 
 from libcni.runtime.cli import container_id_for
 
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 LOOPBACK_LIST = {"cniVersion": "1.0.0", "name": "mynet", "plugins": [{"type": "loopback"}]}
-
-
-@pytest.fixture
-def netconf(tmp_path):
-    """A NETCONFPATH directory; call it with (filename, obj) to add a config."""
-    directory = tmp_path / "net.d"
-    directory.mkdir()
-
-    def add(filename, obj):
-        path = directory / filename
-        path.write_text(json.dumps(obj))
-        return str(path)
-
-    add.dir = str(directory)
-    return add
-
-
-@pytest.fixture
-def cnitool(tmp_path, netconf):
-    """Run <bin_dir>/cnitool with NETCONFPATH, CNI_PATH and a private cache directory."""
-    cache_dir = str(tmp_path / "cache")
-
-    def run(bin_dir, *argv, cni_path=None, env=None) -> Run:
-        full_env = {
-            "PATH": PATH,
-            "NETCONFPATH": netconf.dir,
-            "CNI_PATH": cni_path or bin_dir,
-            **(env or {}),
-        }
-        proc = subprocess.run(
-            [os.path.join(bin_dir, "cnitool"), *argv, "--cache-dir", cache_dir],
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return Run(proc)
-
-    run.cache_dir = cache_dir
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -14,66 +14,12 @@ import subprocess
 import pytest
 from conftest import ip_json
 from kit import recording_plugin
+from kit.cnitool import PATH
 
 from libcni.runtime import cli, doctor
 from libcni.runtime.cli import container_id_for
 
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PORTS = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]
-
-
-class Run:
-    def __init__(self, proc, pid=0):
-        self.returncode = proc.returncode
-        self.stdout = proc.stdout
-        self.stderr = proc.stderr
-        self.pid = pid
-
-    @property
-    def json(self):
-        return json.loads(self.stdout)
-
-    def __repr__(self):
-        return f"Run(rc={self.returncode}, stdout={self.stdout!r}, stderr={self.stderr[-2000:]!r})"
-
-
-@pytest.fixture
-def netconf(tmp_path):
-    directory = tmp_path / "net.d"
-    directory.mkdir()
-
-    def add(filename, obj):
-        path = directory / filename
-        path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
-        return str(path)
-
-    add.dir = str(directory)
-    return add
-
-
-@pytest.fixture
-def cnitool(tmp_path, netconf):
-    cache_dir = str(tmp_path / "cache")
-
-    def run(bin_dir, *argv, cni_path=None, env=None) -> Run:
-        full_env = {
-            "PATH": PATH,
-            "NETCONFPATH": netconf.dir,
-            "CNI_PATH": cni_path or bin_dir,
-            **(env or {}),
-        }
-        proc = subprocess.Popen(
-            [os.path.join(bin_dir, "cnitool"), *argv, "--cache-dir", cache_dir],
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        stdout, stderr = proc.communicate(timeout=60)
-        return Run(subprocess.CompletedProcess([], proc.returncode, stdout, stderr), proc.pid)
-
-    run.cache_dir = cache_dir
-    return run
 
 
 @pytest.fixture(scope="module")
