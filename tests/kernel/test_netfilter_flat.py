@@ -233,13 +233,20 @@ def probes(calls: list) -> list:
     return [c for c in calls if c.startswith("iptables ") and " -S INPUT" in c]
 
 
-def test_backend_probe_runs_once_per_boot_and_netns(plugin_dir, node, tmp_path, tools):
+def first_pod_probed(plugin_dir, node, tmp_path, tools):
+    """Pods on `node` whose netfilter tools are `tools` and probe cache a file of the test's,
+    after a first ADD (which probes and writes the cache): (pods, the cache file)."""
     cache = tmp_path / "probe-cache"
     env = {"PATH": tools.path, "PYCNI_NETFILTER_CACHE": str(cache)}
     pods = Pods(plugin_dir, node, tmp_path, "", env)
     pods.add(1)
+    return pods, cache_file(cache, node)
+
+
+def test_backend_probe_runs_once_per_boot_and_netns(plugin_dir, node, tmp_path, tools):
+    pods, path = first_pod_probed(plugin_dir, node, tmp_path, tools)
     assert len(probes(tools.take())) == 1
-    with open(cache_file(cache, node)) as f:
+    with open(path) as f:
         assert f.read().endswith(" iptables\n")
     pods.add(2)
     calls = tools.take()
@@ -251,11 +258,7 @@ def test_backend_probe_runs_once_per_boot_and_netns(plugin_dir, node, tmp_path, 
 
 @pytest.mark.parametrize("stale", ["another boot", "another iptables", "garbage"])
 def test_a_cache_that_does_not_match_is_probed_again(plugin_dir, node, tmp_path, tools, stale):
-    cache = tmp_path / "probe-cache"
-    env = {"PATH": tools.path, "PYCNI_NETFILTER_CACHE": str(cache)}
-    pods = Pods(plugin_dir, node, tmp_path, "", env)
-    pods.add(1)
-    path = cache_file(cache, node)
+    pods, path = first_pod_probed(plugin_dir, node, tmp_path, tools)
     with open(path) as f:
         boot, netns, binary, _ = f.read().split()
     lie = {
@@ -278,11 +281,7 @@ def test_a_cache_that_does_not_match_is_probed_again(plugin_dir, node, tmp_path,
 def test_a_matching_cache_is_believed(plugin_dir, node, tmp_path, tools):
     # The cached answer decides without a probe: a (made up) "nftables" puts the pod's
     # masquerade into nftables on a node where iptables works.
-    cache = tmp_path / "probe-cache"
-    env = {"PATH": tools.path, "PYCNI_NETFILTER_CACHE": str(cache)}
-    pods = Pods(plugin_dir, node, tmp_path, "", env)
-    pods.add(1)
-    path = cache_file(cache, node)
+    pods, path = first_pod_probed(plugin_dir, node, tmp_path, tools)
     with open(path) as f:
         text = f.read()
     with open(path, "w") as f:
