@@ -31,12 +31,14 @@ def parse_mac(text: str, source: str) -> str:
     return mac
 
 
-def requested_mac(call, config_mac: str, runtime_mac: str) -> str:
+def requested_mac(call, conf) -> str:
     """The MAC a container asked for, in upstream's precedence, canonical; "" for none.
 
-    config "mac" < CNI_ARGS MAC < runtimeConfig.mac (capability "mac").
+    config "mac" < CNI_ARGS MAC < runtimeConfig.mac (capability "mac"); `conf` is a config with
+    `mac` and `runtimeConfig` keys (macvlan, tap).
     """
-    mac, source = config_mac, 'config "mac"'
+    mac, source = conf.mac, 'config "mac"'
+    runtime_mac = conf.runtimeConfig.mac if conf.runtimeConfig is not None else ""
     env_mac = call.cni_args("MAC").get("MAC", "")
     if env_mac:
         mac, source = env_mac, "CNI_ARGS MAC"

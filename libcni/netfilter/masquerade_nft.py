@@ -83,15 +83,8 @@ def teardown(prefix: str, addresses: list | None) -> None:
     """Remove the attachment's chain and elements (and its rules of upstream's layout)."""
     chain = chain_of(prefix)
     if addresses:
-        script = [f"add chain {TABLE} {chain}"]
-        script += MAPS.declare()
-        for iface in map(ipaddress.ip_interface, addresses):
-            # Adding what is there with our verdict changes nothing and makes the delete valid.
-            script += [
-                f"add element {_element(iface.version, iface.ip, chain)}",
-                f"delete element {_element(iface.version, iface.ip)}",
-            ]
-        script += [f"flush chain {TABLE} {chain}", f"delete chain {TABLE} {chain}"]
+        pairs = [(i.version, i.ip) for i in map(ipaddress.ip_interface, addresses)]
+        script = MAPS.declare() + MAPS.forget(chain, pairs)
         if netfilter.nft_try("\n".join(script) + "\n"):
             return
     drop(lambda name: name == chain, lambda c: c.startswith(prefix))

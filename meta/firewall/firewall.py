@@ -220,9 +220,9 @@ def gc(call: skel.Call) -> None:
 
 PLUGIN = skel.Plugin(
     "firewall",
-    add=add,
-    delete=delete,
-    check=check,
-    gc=gc,
     supported_versions=starting_from("0.4.0"),
+    add=add,
+    check=check,
+    delete=delete,
+    gc=gc,
 )

@@ -106,15 +106,7 @@ def teardown(network: str, container_id: str, ifname: str, cidrs: list) -> None:
     """Remove the attachment's chain and elements; absent ones are not an error."""
     chain = chain_of(network, container_id, ifname)
     if cidrs:
-        # Adding an element that is there with our verdict changes nothing, and makes the
-        # delete that follows valid whether or not it was there.
-        script = [f"add chain {TABLE} {chain}"]
-        for family, address in _addresses(cidrs):
-            script += [
-                f"add element {_element(family, address, chain)}",
-                f"delete element {_element(family, address)}",
-            ]
-        script += [f"flush chain {TABLE} {chain}", f"delete chain {TABLE} {chain}"]
+        script = MAPS.forget(chain, _addresses(cidrs))
         if netfilter.nft_try("\n".join(script) + "\n"):
             return
     _drop(lambda name: name == chain, {comment_of(network, container_id, ifname)})

@@ -56,8 +56,7 @@ def resolve_master(call: skel.Call, conf: MacvlanConf, parent_side: Session) -> 
     master = links.require_master(parent_side, conf.master)
     if not 0 <= conf.mtu <= master.mtu:
         raise config_error(f"invalid MTU {conf.mtu}, must be [0, master MTU({master.mtu})]")
-    runtime_mac = conf.runtimeConfig.mac if conf.runtimeConfig is not None else ""
-    conf.mac = macaddr.requested_mac(call, conf.mac, runtime_mac)
+    conf.mac = macaddr.requested_mac(call, conf)
     return master
 
 

@@ -40,8 +40,7 @@ def load_conf(call: skel.Call) -> TapConf:
             raise config_error(f"invalid {key} {value}: must be a uid/gid in [0, {UINT32_MAX}]")
     if conf.mtu < 0:
         raise config_error(f"invalid MTU {conf.mtu}: must not be negative")
-    runtime_mac = conf.runtimeConfig.mac if conf.runtimeConfig is not None else ""
-    conf.mac = macaddr.requested_mac(call, conf.mac, runtime_mac)
+    conf.mac = macaddr.requested_mac(call, conf)
     return conf
 
 
