@@ -10,39 +10,33 @@ import signal
 import socket
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import REPO, ip_json, ns_exec, run_plugin, unique_name
-from kit import require
-from kit.dhcpnode import BR_NET, MV_NET, DaemonProcess, Node, wait_for
+from conftest import REPO, ip_json, ns_exec, run_plugin
+from kit.dhcpnode import (
+    BR_NET,
+    MV_NET,
+    DaemonProcess,
+    at_once,
+    dnsmasq_node,
+    running_daemon,
+    wait_for,
+)
 
 from ipam.dhcp import daemon as dhcp_daemon
 from ipam.dhcp import options
 
 
-@pytest.fixture(autouse=True, scope="module")
-def dnsmasq_installed():
-    require(os.path.exists("/usr/sbin/dnsmasq"), "dnsmasq is not installed (Debian dnsmasq-base)")
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    found = Node(unique_name("dhn"), str(tmp_path_factory.mktemp("dhcp-node")))
-    try:
-        found.start_dnsmasq()
+    with dnsmasq_node("dhn", str(tmp_path_factory.mktemp("dhcp-node"))) as found:
         yield found
-    finally:
-        found.close()
 
 
 @pytest.fixture
 def daemon(node, plugin_dir, tmp_path):
-    started = DaemonProcess(node, os.path.join(plugin_dir, "dhcp"), str(tmp_path)).start()
-    try:
+    with running_daemon(node, plugin_dir, str(tmp_path)) as started:
         yield started
-    finally:
-        started.stop(signal.SIGKILL)
 
 
 def mv_conf(daemon, **ipam):
@@ -529,17 +523,15 @@ def test_twenty_containers_at_once(shipped, node, make_netns):
     plugin_dir, daemon = shipped
     conf = mv_conf(daemon)
     pods = [(f"many{i}", make_netns("dhm")) for i in range(20)]
-    with ThreadPoolExecutor(20) as pool:
-        runs = list(
-            pool.map(lambda p: cni(plugin_dir, node, "ADD", conf, p[1], container_id=p[0]), pods)
-        )
+
+    def call(command):
+        return lambda cid, pod: cni(plugin_dir, node, command, conf, pod, container_id=cid)
+
+    runs = at_once(call("ADD"), pods)
     ips = {ok(run)["ips"][0]["address"].split("/")[0] for run in runs}
     assert len(ips) == 20 and ips <= set(node.leases())
-    with ThreadPoolExecutor(20) as pool:
-        for run in pool.map(
-            lambda p: cni(plugin_dir, node, "DEL", conf, p[1], container_id=p[0]), pods
-        ):
-            ok(run)
+    for run in at_once(call("DEL"), pods):
+        ok(run)
     wait_for(lambda: not ips & set(node.leases()), what="20 releases")
     assert daemon_status(daemon) == 0
 

@@ -8,12 +8,19 @@ node netns and makes pod namespaces with make_netns; everything is deleted after
 import json
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import ip_json, ns_exec, run_plugin, unique_name
-from kit import require
-from kit.dhcpnode import BR6_NET, MV6_NET, MV_NET, DaemonProcess, Node, wait_for
+from kit.dhcpnode import (
+    BR6_NET,
+    MV6_NET,
+    MV_NET,
+    DaemonProcess,
+    at_once,
+    dnsmasq_node,
+    running_daemon,
+    wait_for,
+)
 
 from ipam.dhcp import dhcp6packet as p6
 from ipam.dhcp import rpc
@@ -21,32 +28,21 @@ from ipam.dhcp import rpc
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    require(os.path.exists("/usr/sbin/dnsmasq"), "dnsmasq is not installed (Debian dnsmasq-base)")
-    found = Node(unique_name("dh6"), str(tmp_path_factory.mktemp("dhcp6-node")), ipv6=True)
-    try:
-        found.start_dnsmasq()
+    with dnsmasq_node("dh6", str(tmp_path_factory.mktemp("dhcp6-node")), ipv6=True) as found:
         yield found
-    finally:
-        found.close()
 
 
 @pytest.fixture
 def daemon(node, source_bin, tmp_path):
-    started = DaemonProcess(node, os.path.join(source_bin, "dhcp"), str(tmp_path)).start()
-    try:
+    with running_daemon(node, source_bin, str(tmp_path)) as started:
         yield started
-    finally:
-        started.stop(signal.SIGKILL)
 
 
 @pytest.fixture
 def shipped(node, frozen_bin, tmp_path):
     """The frozen executables and their daemon."""
-    started = DaemonProcess(node, os.path.join(frozen_bin, "dhcp"), str(tmp_path)).start()
-    try:
+    with running_daemon(node, frozen_bin, str(tmp_path)) as started:
         yield frozen_bin, started
-    finally:
-        started.stop(signal.SIGKILL)
 
 
 def mv_conf(daemon, families=("ipv6",), **ipam):
@@ -224,17 +220,15 @@ def test_twenty_pods_at_once(shipped, node, make_netns):
     source_bin, daemon = shipped
     conf = mv_conf(daemon)
     pods = [(f"many6-{i}", make_netns("dh6m")) for i in range(20)]
-    with ThreadPoolExecutor(20) as pool:
-        runs = list(
-            pool.map(lambda p: cni(source_bin, node, "ADD", conf, p[1], container_id=p[0]), pods)
-        )
+
+    def call(command):
+        return lambda cid, pod: cni(source_bin, node, command, conf, pod, container_id=cid)
+
+    runs = at_once(call("ADD"), pods)
     ips = {ok(run)["ips"][0]["address"].split("/")[0] for run in runs}
     assert len(ips) == 20 and ips <= set(v6_leases(node))
-    with ThreadPoolExecutor(20) as pool:
-        for run in pool.map(
-            lambda p: cni(source_bin, node, "DEL", conf, p[1], container_id=p[0]), pods
-        ):
-            ok(run)
+    for run in at_once(call("DEL"), pods):
+        ok(run)
     wait_for(lambda: not ips & set(v6_leases(node)), what="20 releases")
     assert rpc.call(daemon.socket, "status", {}, 5) == {"leases": 0}
 

@@ -9,12 +9,12 @@ import ipaddress
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
 from conftest import FROZEN_BIN
 from kit import require
+from kit.podman.dhcplan import dhcp_lan, leased
 from kit.podman.node import PodmanNode
 
 V4, V6 = "192.168.231.", "fd31::"
@@ -49,49 +49,7 @@ def container_v6(node, name: str) -> list:
 
 
 def test_dual_stack_macvlan_network_with_dhcp_ipam(node, tmp_path):
-    node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
-    ip = lambda *argv: subprocess.run(["ip", *argv], check=True)  # noqa: E731
-    ip("-n", node_ns, "link", "add", "dhparent", "type", "veth", "peer", "dhpeer", "netns", ext)
-    ip("-n", node_ns, "link", "set", "dhparent", "up")
-    ip("-n", ext, "addr", "add", f"{V4}1/24", "dev", "dhpeer")
-    ip("-n", ext, "addr", "add", f"{V6}1/64", "dev", "dhpeer", "nodad")
-    ip("-n", ext, "link", "set", "dhpeer", "up")
-    leases = str(tmp_path / "leases")
-    dnsmasq = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ext,
-            "/usr/sbin/dnsmasq",
-            "-k",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--user=root",
-            "--group=root",
-            "--bind-interfaces",
-            "--interface=dhpeer",
-            "--no-ping",
-            f"--pid-file={tmp_path / 'dnsmasq.pid'}",
-            f"--dhcp-leasefile={leases}",
-            f"--dhcp-range={V4}10,{V4}99,255.255.255.0,2m",
-            f"--dhcp-option=option:router,{V4}1",
-            f"--dhcp-range={V6}10,{V6}99,64,2m",
-            "--enable-ra",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    daemon = node.spawn(
-        os.path.join(node.plugin_dir, "dhcp"),
-        "daemon",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(
-            lambda: node.sh("test", "-S", "/run/pycni/dhcp.sock", check=False).returncode == 0,
-            what="the dhcp daemon's socket",
-        )
+    with dhcp_lan(node, str(tmp_path), V4, V6) as leases:
         create = "network create -d macvlan -o parent=dhparent --ipam-driver dhcp dh6net"
         node.podman(*create.split())
         path = os.path.join(node.work, "net.d", "dh6net.conflist")
@@ -106,19 +64,12 @@ def test_dual_stack_macvlan_network_with_dhcp_ipam(node, tmp_path):
         assert address4.startswith(V4)
         (address6,) = container_v6(node, "d")
         assert address6.startswith(V6)
-        with open(leases) as f:
-            held = f.read()
+        held = leased(leases)
         assert address4 in held and address6 in held
         node.podman("rm", "-f", "-t", "0", "d")
 
         def released():
-            with open(leases) as f:
-                text = f.read()
+            text = leased(leases)
             return address4 not in text and address6 not in text
 
         wait_for(released, timeout=10, what="both releases in dnsmasq's lease file")
-    finally:
-        daemon.kill()
-        daemon.wait()
-        dnsmasq.terminate()
-        dnsmasq.wait()

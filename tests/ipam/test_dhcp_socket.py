@@ -6,6 +6,7 @@ a socket under the test's tmp dir unless the test is about the default path.
 """
 
 import configparser
+import contextlib
 import json
 import os
 import subprocess
@@ -45,29 +46,31 @@ def wait_socket(path: str, proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture
-def go_daemon(tmp_path, go_bin):
-    path = str(tmp_path / "go-dhcp.sock")
-    proc = isolated([os.path.join(go_bin, "dhcp"), "daemon", "-socketpath", path])
+@contextlib.contextmanager
+def listening(path: str, argv: list):
+    """A daemon (`argv`, isolated) listening on `path`, killed afterwards."""
+    proc = isolated(argv)
     try:
         wait_socket(path, proc)
         yield path
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture
+def go_daemon(tmp_path, go_bin):
+    path = str(tmp_path / "go-dhcp.sock")
+    with listening(path, [os.path.join(go_bin, "dhcp"), "daemon", "-socketpath", path]):
+        yield path
 
 
 @pytest.fixture
 def our_daemon(tmp_path, source_bin):
     path = str(tmp_path / "dhcp.sock")
     argv = [os.path.join(source_bin, "dhcp"), "daemon", "-socketpath", path]
-    proc = isolated([*argv, "-statedir", str(tmp_path / "state")])
-    try:
-        wait_socket(path, proc)
+    with listening(path, [*argv, "-statedir", str(tmp_path / "state")]):
         yield path
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_units_use_our_own_names_and_socket():

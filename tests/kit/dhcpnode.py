@@ -11,6 +11,7 @@ config file; it never runs in the root netns. Every process here is started by u
 by its PID.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -18,6 +19,23 @@ import subprocess
 import time
 
 DNSMASQ = "/usr/sbin/dnsmasq"
+
+
+def require_dnsmasq() -> None:
+    from kit.environment import require
+
+    require(os.path.exists(DNSMASQ), "dnsmasq is not installed (Debian dnsmasq-base)")
+
+
+def read_log(path: str) -> str:
+    """A log file's text so far ("" before the program made it)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 MV_NET, BR_NET = "10.66.0", "10.67.0"
 MV6_NET, BR6_NET = "fd66::", "fd67::"
 DNSMASQ6_OPTIONS = [
@@ -118,11 +136,7 @@ class Node:
         wait_for(lambda: f"IP range {MV_NET}" in self.log(), what="dnsmasq to start")
 
     def log(self) -> str:
-        try:
-            with open(self.log_file) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_file)
 
     def count(self, word: str, mac: str) -> int:
         return sum(1 for line in self.log().splitlines() if word in line and mac in line)
@@ -202,11 +216,7 @@ class DaemonProcess:
         return True
 
     def log(self) -> str:
-        try:
-            with open(self.log_file) as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_file)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None:
@@ -223,3 +233,37 @@ class DaemonProcess:
                 if os.path.exists(path):
                     os.unlink(path)
         return code
+
+
+@contextlib.contextmanager
+def dnsmasq_node(prefix: str, workdir: str, ipv6: bool = False):
+    """A Node with dnsmasq serving, closed afterwards (needs dnsmasq: `require`)."""
+    from kit.netns import unique_name
+
+    require_dnsmasq()
+    node = Node(unique_name(prefix), workdir, ipv6=ipv6)
+    try:
+        node.start_dnsmasq()
+        yield node
+    finally:
+        node.close()
+
+
+@contextlib.contextmanager
+def running_daemon(node: Node, plugin_dir: str, workdir: str):
+    """`plugin_dir`'s dhcp daemon listening in `node`, killed afterwards (SIGKILL: nothing it
+    would do on a clean stop is left to hide a test's mistake)."""
+    started = DaemonProcess(node, os.path.join(plugin_dir, "dhcp"), workdir).start()
+    try:
+        yield started
+    finally:
+        started.stop(signal.SIGKILL)
+
+
+def at_once(call, pods: list) -> list:
+    """`call(container_id, netns)` for every pod of `pods` at the same time (as a runtime
+    starting many pods does); the answers in the pods' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(pods)) as pool:
+        return list(pool.map(lambda pod: call(*pod), pods))

@@ -7,11 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
 
 import pytest
 from conftest import FROZEN_BIN, GO_BIN, REPO
 from kit import require
+from kit.dhcpnode import wait_for
+from kit.podman.dhcplan import dhcp_lan, leased
 from kit.podman.node import EXTERNAL_ADDRESS, NODE_ADDRESS, PodmanNode
 
 
@@ -261,51 +262,7 @@ def test_macvlan_network_on_a_veth_parent(node):
 def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
     """`--ipam-driver dhcp`: the plugin directory's dhcp daemon runs in the node (its default
     socket lives in the node's private /run/cni or /run/pycni), dnsmasq in the external netns."""
-    require(os.path.exists("/usr/sbin/dnsmasq"), "dnsmasq is not installed (Debian dnsmasq-base)")
-    node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
-    ip = lambda *argv: subprocess.run(["ip", *argv], check=True)  # noqa: E731
-    ip("-n", node_ns, "link", "add", "dhparent", "type", "veth", "peer", "dhpeer", "netns", ext)
-    ip("-n", node_ns, "link", "set", "dhparent", "up")
-    ip("-n", ext, "addr", "add", "192.168.221.1/24", "dev", "dhpeer")
-    ip("-n", ext, "link", "set", "dhpeer", "up")
-    leases = str(tmp_path / "leases")
-    dnsmasq = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ext,
-            "/usr/sbin/dnsmasq",
-            "-k",
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--user=root",
-            "--group=root",
-            "--bind-interfaces",
-            "--interface=dhpeer",
-            "--no-ping",
-            f"--pid-file={tmp_path / 'dnsmasq.pid'}",
-            f"--dhcp-leasefile={leases}",
-            "--dhcp-range=192.168.221.10,192.168.221.99,255.255.255.0,2m",
-            "--dhcp-option=option:router,192.168.221.1",
-        ],
-        stderr=subprocess.DEVNULL,
-    )
-    daemon = node.spawn(
-        os.path.join(node.plugin_dir, "dhcp"),
-        "daemon",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    # Each daemon's default socket: Go's /run/cni/dhcp.sock, ours /run/pycni/dhcp.sock.
-    socket_path = "/run/cni/dhcp.sock" if node.plugin_dir == GO_BIN else "/run/pycni/dhcp.sock"
-    try:
-        for _ in range(100):
-            if node.sh("test", "-S", socket_path, check=False).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"no dhcp daemon socket {socket_path} in the node")
+    with dhcp_lan(node, str(tmp_path), "192.168.221.") as leases:
         node.podman(
             "network",
             "create",
@@ -321,20 +278,13 @@ def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
         address = node.inspect_ip("d", "dhnet")
         assert address.startswith("192.168.221.")
         assert pings(node, "d", "192.168.221.1")
-        with open(leases) as f:
-            assert address in f.read()
+        assert address in leased(leases)
         node.podman("rm", "-f", "-t", "0", "d")
-        for _ in range(50):  # the release reaches dnsmasq's lease file
-            with open(leases) as f:
-                if address not in f.read():
-                    break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"{address} still leased after podman rm")
-    finally:
-        for proc in (daemon, dnsmasq):
-            proc.kill()
-            proc.wait()
+        wait_for(
+            lambda: address not in leased(leases),
+            timeout=5,
+            what=f"{address} released after podman rm",
+        )
 
 
 def test_mtu_option(node):
