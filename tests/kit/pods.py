@@ -71,3 +71,31 @@ def addresses(netns: str, name: str = "eth0", family: str = "-4") -> list:
         for a in entry["addr_info"]
         if a.get("scope") != "link"
     ]
+
+
+class GatewayNode:
+    """A host netns (where the plugin runs) holding a veth `device`, whose peer `peer` sits in
+    a gateway netns with `<subnet>.1/24`; pods are further netns. With `routed` the host's end
+    is up with `<subnet>.254/24` and a default route via the gateway (a macvlan master); without,
+    it is left down and unaddressed (a device to hand to a pod). Netns names start with `tag`."""
+
+    def __init__(self, make_netns, tag, device, peer, subnet, *, mac=None, routed=False):
+        self.tag = tag
+        self.make_netns = make_netns
+        self.host = make_netns(f"{tag}h")
+        self.gateway = make_netns(f"{tag}g")
+        address = ["address", mac] if mac else []
+        gw = os.path.basename(self.gateway)
+        veth = ["type", "veth", "peer", peer, "netns", gw]
+        ns_exec(self.host, "ip", "link", "add", device, *address, *veth)
+        if routed:
+            ns_exec(self.host, "ip", "link", "set", device, "up")
+        ns_exec(self.gateway, "ip", "link", "set", peer, "up")
+        ns_exec(self.gateway, "ip", "link", "set", "lo", "up")
+        ns_exec(self.gateway, "ip", "addr", "add", f"{subnet}.1/24", "dev", peer)
+        if routed:
+            ns_exec(self.host, "ip", "addr", "add", f"{subnet}.254/24", "dev", device)
+            ns_exec(self.host, "ip", "route", "add", "default", "via", f"{subnet}.1")
+
+    def pod(self):
+        return self.make_netns(f"{self.tag}p")

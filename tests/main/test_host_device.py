@@ -6,50 +6,21 @@ peer `hdpeer` sits in netns `gateway` with 10.78.0.1/24. Pods are further netns.
 
 import glob
 import json
-import os
 
 import pytest
 from conftest import ip_json, ns_exec
 from kit import variant
 from kit.plugins import UNREACHABLE_ROUTE_RESULT
-from kit.pods import link, pings, run_in_host
+from kit.pods import GatewayNode, link, pings, run_in_host
 from kit.pods import link_names as names
 
 MAC = "0a:58:00:00:00:42"
 STATIC = {"type": "static", "addresses": [{"address": "10.78.0.5/24", "gateway": "10.78.0.1"}]}
 
 
-class Node:
-    def __init__(self, make_netns):
-        self.host = make_netns("hdh")
-        self.gateway = make_netns("hdg")
-        self.make_netns = make_netns
-        gw = os.path.basename(self.gateway)
-        ns_exec(
-            self.host,
-            "ip",
-            "link",
-            "add",
-            "hd0",
-            "address",
-            MAC,
-            "type",
-            "veth",
-            "peer",
-            "hdpeer",
-            "netns",
-            gw,
-        )
-        ns_exec(self.gateway, "ip", "link", "set", "hdpeer", "up")
-        ns_exec(self.gateway, "ip", "addr", "add", "10.78.0.1/24", "dev", "hdpeer")
-
-    def pod(self):
-        return self.make_netns("hdp")
-
-
 @pytest.fixture
 def node(make_netns):
-    return Node(make_netns)
+    return GatewayNode(make_netns, "hd", "hd0", "hdpeer", "10.78.0", mac=MAC)
 
 
 def conf(**extra):

@@ -6,12 +6,11 @@ further netns the macvlan links are created in.
 """
 
 import json
-import os
 
 import pytest
 from conftest import ip_json, ns_exec
 from kit.plugins import UNREACHABLE_ROUTE_RESULT
-from kit.pods import addresses, link, pings, run_in_host
+from kit.pods import GatewayNode, addresses, link, pings, run_in_host
 
 SUBNET = "10.77.0"
 STATIC = {
@@ -21,27 +20,9 @@ STATIC = {
 }
 
 
-class Node:
-    def __init__(self, make_netns):
-        self.host = make_netns("mvh")
-        self.gateway = make_netns("mvg")
-        self.make_netns = make_netns
-        gw = os.path.basename(self.gateway)
-        ns_exec(self.host, "ip", "link", "add", "mst0", "type", "veth", "peer", "gw0", "netns", gw)
-        ns_exec(self.host, "ip", "link", "set", "mst0", "up")
-        ns_exec(self.gateway, "ip", "link", "set", "gw0", "up")
-        ns_exec(self.gateway, "ip", "link", "set", "lo", "up")
-        ns_exec(self.gateway, "ip", "addr", "add", f"{SUBNET}.1/24", "dev", "gw0")
-        ns_exec(self.host, "ip", "addr", "add", f"{SUBNET}.254/24", "dev", "mst0")
-        ns_exec(self.host, "ip", "route", "add", "default", "via", f"{SUBNET}.1")
-
-    def pod(self):
-        return self.make_netns("mvp")
-
-
 @pytest.fixture
 def node(make_netns):
-    return Node(make_netns)
+    return GatewayNode(make_netns, "mv", "mst0", "gw0", SUBNET, routed=True)
 
 
 def conf(**extra):
