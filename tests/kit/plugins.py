@@ -142,8 +142,9 @@ class FakeIPAM:
         """run_in_host keywords: this IPAM in CNI_PATH, failing `command` with code 11."""
         return {"extra_path": self.dir, "env": self.env(fail=command)}
 
-    def answering(self, result: dict) -> dict:
-        """run_in_host keywords: this IPAM in CNI_PATH, answering ADD with `result`."""
+    def answering(self, result: dict | None = None) -> dict:
+        """run_in_host keywords: this IPAM in CNI_PATH, answering ADD with `result` (a
+        10.99.0.2/24 one by default) and every other command with success."""
         return {"extra_path": self.dir, "env": self.env(result=result)}
 
     def calls(self) -> list:

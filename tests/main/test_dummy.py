@@ -43,7 +43,7 @@ def test_ipam_is_required(plugin_dir, netns):
 @variant(kernel_has_dummy(), "this kernel has the dummy module")
 def test_kernel_without_dummy_is_a_clear_error(plugin_dir, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, "ADD", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env())
+    done = run(plugin_dir, "ADD", config, pod=netns, **fake_ipam.answering())
     assert done.returncode == 1
     assert done.json["msg"] == "failed to create dummy: operation not supported"
     assert "dummy module" in done.json["details"]
@@ -52,7 +52,7 @@ def test_kernel_without_dummy_is_a_clear_error(plugin_dir, netns, fake_ipam):
 
 def test_del_is_idempotent_and_releases_ipam(plugin_dir, netns, fake_ipam, tmp_path):
     config = conf(ipam={"type": fake_ipam.name})
-    kw = dict(extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = fake_ipam.answering()
     for pod in (netns, str(tmp_path / "gone"), ""):
         done = run(plugin_dir, "DEL", config, pod=pod, **kw)
         assert done.returncode == 0, (pod, done)
@@ -61,16 +61,14 @@ def test_del_is_idempotent_and_releases_ipam(plugin_dir, netns, fake_ipam, tmp_p
 
 def test_check_requires_prev_result(plugin_dir, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir, "CHECK", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env()
-    )
+    done = run(plugin_dir, "CHECK", config, pod=netns, **fake_ipam.answering())
     assert done.returncode == 1
     assert done.json["msg"] == "dummy: Required prevResult missing"
 
 
 def test_status_and_gc_forward_to_ipam(plugin_dir, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
-    kw = dict(extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = fake_ipam.answering()
     assert run(plugin_dir, "STATUS", config, **kw).returncode == 0
     assert run(plugin_dir, "GC", config, **kw).returncode == 0
     assert fake_ipam.calls() == ["STATUS", "GC"]

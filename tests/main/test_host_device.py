@@ -150,14 +150,7 @@ def test_name_clash_in_pod_rolls_back_to_host(plugin_dir, node):
 def test_ipam_failure_moves_device_back(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        node,
-        "ADD",
-        config,
-        pod=pod,
-        **fake_ipam.refusing("ADD"),
-    )
+    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.refusing("ADD"))
     assert done.returncode == 1
     assert done.json["code"] == 11
     assert link(node.host, "hd0") is not None
@@ -168,14 +161,7 @@ def test_configure_failure_releases_ipam_and_moves_device_back(plugin_dir, node,
     pod = node.pod()
     unreachable = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        node,
-        "ADD",
-        config,
-        pod=pod,
-        **fake_ipam.answering(unreachable),
-    )
+    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.answering(unreachable))
     assert done.returncode == 1
     assert fake_ipam.calls() == ["ADD", "DEL"]
     assert link(node.host, "hd0") is not None
@@ -188,7 +174,7 @@ def test_configure_failure_releases_ipam_and_moves_device_back(plugin_dir, node,
 def test_del_moves_device_back_down_and_without_alias(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    kw = dict(pod=pod, extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = dict(pod=pod, **fake_ipam.answering())
     assert run(plugin_dir, node, "ADD", config, **kw).returncode == 0
     done = run(plugin_dir, node, "DEL", config, **kw)
     assert done.returncode == 0, done
@@ -210,7 +196,7 @@ def test_del_twice_succeeds(plugin_dir, node):
 
 def test_del_with_empty_netns_still_releases_ipam(plugin_dir, node, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "DEL", config, extra_path=fake_ipam.dir, env=fake_ipam.env())
+    done = run(plugin_dir, node, "DEL", config, **fake_ipam.answering())
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["DEL"]
 
@@ -223,8 +209,7 @@ def test_del_with_missing_netns_still_releases_ipam(plugin_dir, node, fake_ipam,
         "DEL",
         config,
         pod=str(tmp_path / "gone"),
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(),
+        **fake_ipam.answering(),
     )
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["DEL"]
@@ -290,7 +275,7 @@ def test_check_fails_on_other_mac(plugin_dir, node):
 
 def test_status_and_gc_forward_to_ipam(plugin_dir, node, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
-    kw = dict(extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = fake_ipam.answering()
     assert run(plugin_dir, node, "STATUS", config, **kw).returncode == 0
     assert run(plugin_dir, node, "GC", config, **kw).returncode == 0
     assert fake_ipam.calls() == ["STATUS", "GC"]

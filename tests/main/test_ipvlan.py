@@ -91,7 +91,7 @@ def test_kernel_without_ipvlan_is_a_clear_error(plugin_dir, host, netns):
 
 def test_del_needs_no_master_or_default_route(plugin_dir, host, netns, fake_ipam, tmp_path):
     config = conf(master=None, ipam={"type": fake_ipam.name})
-    kw = dict(extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = fake_ipam.answering()
     for pod in (netns, str(tmp_path / "gone"), ""):
         done = run(plugin_dir, host, "DEL", config, pod=pod, **kw)
         assert done.returncode == 0, (pod, done)

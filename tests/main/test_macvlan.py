@@ -234,9 +234,7 @@ def test_existing_ifname_in_pod_fails_without_leftovers(plugin_dir, node, fake_i
     pod = node.pod()
     ns_exec(pod, "ip", "link", "add", "eth0", "type", "veth", "peer", "other0")
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir, node, "ADD", config, pod=pod, extra_path=fake_ipam.dir, env=fake_ipam.env()
-    )
+    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.answering())
     assert done.returncode == 1
     assert done.json["msg"] == 'failed to rename macvlan to "eth0": file exists'
     names = sorted(entry["ifname"] for entry in ip_json(pod, "link", "show"))
@@ -247,14 +245,7 @@ def test_existing_ifname_in_pod_fails_without_leftovers(plugin_dir, node, fake_i
 def test_ipam_failure_removes_the_link(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        node,
-        "ADD",
-        config,
-        pod=pod,
-        **fake_ipam.refusing("ADD"),
-    )
+    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.refusing("ADD"))
     assert done.returncode == 1
     assert done.json == {"code": 11, "msg": "fake-ipam: ADD refused"}
     assert link(pod) is None
@@ -264,14 +255,7 @@ def test_configure_failure_releases_ipam_and_removes_the_link(plugin_dir, node, 
     pod = node.pod()
     unreachable = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        node,
-        "ADD",
-        config,
-        pod=pod,
-        **fake_ipam.answering(unreachable),
-    )
+    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.answering(unreachable))
     assert done.returncode == 1
     assert "failed to add route '10.200.0.0/16 via 192.0.2.1" in done.json["msg"]
     assert fake_ipam.calls() == ["ADD", "DEL"]
@@ -310,7 +294,7 @@ def test_add_result_in_family_a(plugin_dir, node):
 def test_del_removes_link_and_releases_ipam(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    kw = dict(pod=pod, extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = dict(pod=pod, **fake_ipam.answering())
     assert run(plugin_dir, node, "ADD", config, **kw).returncode == 0
     done = run(plugin_dir, node, "DEL", config, **kw)
     assert done.returncode == 0, done
@@ -335,8 +319,7 @@ def test_del_with_missing_netns_still_releases_ipam(plugin_dir, node, fake_ipam,
         "DEL",
         config,
         pod=str(tmp_path / "gone"),
-        extra_path=fake_ipam.dir,
-        env=fake_ipam.env(),
+        **fake_ipam.answering(),
     )
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["DEL"]
@@ -344,9 +327,7 @@ def test_del_with_missing_netns_still_releases_ipam(plugin_dir, node, fake_ipam,
 
 def test_del_with_empty_netns_releases_ipam(plugin_dir, node, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir, node, "DEL", config, pod="", extra_path=fake_ipam.dir, env=fake_ipam.env()
-    )
+    done = run(plugin_dir, node, "DEL", config, pod="", **fake_ipam.answering())
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["DEL"]
 
@@ -427,7 +408,7 @@ def test_check_fails_when_link_is_gone(plugin_dir, node):
 
 def test_status_forwards_to_ipam(plugin_dir, node, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "STATUS", config, extra_path=fake_ipam.dir, env=fake_ipam.env())
+    done = run(plugin_dir, node, "STATUS", config, **fake_ipam.answering())
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["STATUS"]
 
@@ -441,7 +422,7 @@ def test_status_reports_missing_master_as_unavailable(plugin_dir, node):
 def test_gc_forwards_to_ipam(plugin_dir, node, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
     config["cni.dev/valid-attachments"] = []
-    done = run(plugin_dir, node, "GC", config, extra_path=fake_ipam.dir, env=fake_ipam.env())
+    done = run(plugin_dir, node, "GC", config, **fake_ipam.answering())
     assert done.returncode == 0, done
     assert fake_ipam.calls() == ["GC"]
 

@@ -160,14 +160,7 @@ def test_add_with_ipam_configures_addresses_routes_and_dns(plugin_dir, host, pod
 
 def test_ipam_failure_removes_the_tap(plugin_dir, host, pod, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        host,
-        "ADD",
-        config,
-        pod=pod,
-        **fake_ipam.refusing("ADD"),
-    )
+    done = run(plugin_dir, host, "ADD", config, pod=pod, **fake_ipam.refusing("ADD"))
     assert done.returncode == 1
     assert done.json["code"] == 11
     assert names(pod) == ["lo"]
@@ -176,14 +169,7 @@ def test_ipam_failure_removes_the_tap(plugin_dir, host, pod, fake_ipam):
 def test_configure_failure_releases_ipam_and_removes_the_tap(plugin_dir, host, pod, fake_ipam):
     bad = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        host,
-        "ADD",
-        config,
-        pod=pod,
-        **fake_ipam.answering(bad),
-    )
+    done = run(plugin_dir, host, "ADD", config, pod=pod, **fake_ipam.answering(bad))
     assert done.returncode == 1
     assert fake_ipam.calls() == ["ADD", "DEL"]
     assert names(pod) == ["lo"]
@@ -194,7 +180,7 @@ def test_configure_failure_releases_ipam_and_removes_the_tap(plugin_dir, host, p
 
 def test_del_removes_tap_and_releases_ipam(plugin_dir, host, pod, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    kw = dict(pod=pod, extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = dict(pod=pod, **fake_ipam.answering())
     assert run(plugin_dir, host, "ADD", config, **kw).returncode == 0
     done = run(plugin_dir, host, "DEL", config, **kw)
     assert done.returncode == 0, done
@@ -228,7 +214,7 @@ def test_check_requires_prev_result(plugin_dir, host, pod):
 
 def test_status_and_gc_forward_to_ipam(plugin_dir, host, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
-    kw = dict(extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = fake_ipam.answering()
     assert run(plugin_dir, host, "STATUS", config, **kw).returncode == 0
     assert run(plugin_dir, host, "GC", config, **kw).returncode == 0
     assert fake_ipam.calls() == ["STATUS", "GC"]

@@ -82,9 +82,7 @@ def test_ipam_is_required_before_anything_is_created(plugin_dir, host, netns):
 @variant(kernel_has("vlan", "id", "5"), "this kernel has 8021q")
 def test_kernel_without_8021q_is_a_clear_error(plugin_dir, host, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir, host, "ADD", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env()
-    )
+    done = run(plugin_dir, host, "ADD", config, pod=netns, **fake_ipam.answering())
     assert done.returncode == 1
     assert done.json["msg"] == "failed to create vlan: operation not supported"
     assert "8021q" in done.json["details"]
@@ -94,7 +92,7 @@ def test_kernel_without_8021q_is_a_clear_error(plugin_dir, host, netns, fake_ipa
 
 def test_del_needs_neither_master_nor_link(plugin_dir, host, netns, fake_ipam, tmp_path):
     config = conf(master="gone0", ipam={"type": fake_ipam.name})
-    kw = dict(extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = fake_ipam.answering()
     for pod in (netns, netns, str(tmp_path / "gone"), ""):
         done = run(plugin_dir, host, "DEL", config, pod=pod, **kw)
         assert done.returncode == 0, (pod, done)
@@ -103,16 +101,14 @@ def test_del_needs_neither_master_nor_link(plugin_dir, host, netns, fake_ipam, t
 
 def test_check_requires_prev_result(plugin_dir, host, netns, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir, host, "CHECK", config, pod=netns, extra_path=fake_ipam.dir, env=fake_ipam.env()
-    )
+    done = run(plugin_dir, host, "CHECK", config, pod=netns, **fake_ipam.answering())
     assert done.returncode == 1
     assert done.json["msg"] == "vlan: Required prevResult missing"
     assert fake_ipam.calls() == ["CHECK"]
 
 
 def test_status_forwards_to_ipam_and_reports_missing_master(plugin_dir, host, fake_ipam):
-    kw = dict(extra_path=fake_ipam.dir, env=fake_ipam.env())
+    kw = fake_ipam.answering()
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
     assert run(plugin_dir, host, "STATUS", config, **kw).returncode == 0
     done = run(plugin_dir, host, "STATUS", dict(config, master="gone0"), **kw)
