@@ -189,3 +189,18 @@ def cnitool(tmp_path, netconf):
     from kit.cnitool import cnitool_runner
 
     return cnitool_runner(netconf.dir, str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def fake_dir(tmp_path_factory):
+    """A directory of recording plugins `a`, `b`, `c` (tests/kit/recording_plugin.py), for
+    tests that look at exactly what reached each plugin."""
+    from kit import recording_plugin
+
+    return recording_plugin.install(str(tmp_path_factory.mktemp("fake-bin")), "a", "b", "c")
+
+
+@pytest.fixture
+def fake_log(tmp_path):
+    """Where the recording plugins log their calls (their FAKE_LOG)."""
+    return str(tmp_path / "calls.jsonl")

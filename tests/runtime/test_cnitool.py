@@ -17,16 +17,6 @@ from libcni.runtime.cli import container_id_for
 LOOPBACK_LIST = {"cniVersion": "1.0.0", "name": "mynet", "plugins": [{"type": "loopback"}]}
 
 
-@pytest.fixture(scope="module")
-def fake_dir(tmp_path_factory):
-    return recording_plugin.install(str(tmp_path_factory.mktemp("fake-bin")), "a", "b")
-
-
-@pytest.fixture
-def log(tmp_path):
-    return str(tmp_path / "calls.jsonl")
-
-
 def lo_is_up(netns) -> bool:
     return "UP" in ip_json(netns, "link", "show", "lo")[0]["flags"]
 
@@ -109,7 +99,7 @@ def test_config_file_path_in_place_of_network(source_bin, cnitool, tmp_path, net
 
 
 def test_runtime_inputs_from_the_environment_reach_the_plugin(
-    source_bin, fake_dir, cnitool, netconf, log
+    source_bin, fake_dir, cnitool, netconf, fake_log
 ):
     netconf(
         "net.conflist",
@@ -120,14 +110,14 @@ def test_runtime_inputs_from_the_environment_reach_the_plugin(
         },
     )
     env = {
-        "FAKE_LOG": log,
+        "FAKE_LOG": fake_log,
         "CAP_ARGS": '{"portMappings": [{"hostPort": 80}], "bandwidth": {}}',
         "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=p",
         "CNI_IFNAME": "net7",
     }
     run = cnitool(source_bin, "add", "net", "/var/run/netns/x", cni_path=fake_dir, env=env)
     assert run.returncode == 0, run
-    (call,) = recording_plugin.read_log(log)
+    (call,) = recording_plugin.read_log(fake_log)
     assert call["conf"]["runtimeConfig"] == {"portMappings": [{"hostPort": 80}]}
     assert call["env"]["CNI_ARGS"] == "IgnoreUnknown=1;K8S_POD_NAME=p"
     assert call["env"]["CNI_IFNAME"] == "net7"
@@ -135,7 +125,7 @@ def test_runtime_inputs_from_the_environment_reach_the_plugin(
     assert call["env"]["CNI_NETNS"] == "/var/run/netns/x"
 
 
-def test_flags_override_the_environment(source_bin, fake_dir, cnitool, netconf, log):
+def test_flags_override_the_environment(source_bin, fake_dir, cnitool, netconf, fake_log):
     netconf(
         "net.conflist",
         {
@@ -144,7 +134,7 @@ def test_flags_override_the_environment(source_bin, fake_dir, cnitool, netconf, 
             "plugins": [{"type": "a", "capabilities": {"mac": True}}],
         },
     )
-    env = {"FAKE_LOG": log, "CAP_ARGS": '{"mac": "env"}', "CNI_IFNAME": "net7"}
+    env = {"FAKE_LOG": fake_log, "CAP_ARGS": '{"mac": "env"}', "CNI_IFNAME": "net7"}
     run = cnitool(
         source_bin,
         "add",
@@ -160,7 +150,7 @@ def test_flags_override_the_environment(source_bin, fake_dir, cnitool, netconf, 
         env=env,
     )
     assert run.returncode == 0, run
-    (call,) = recording_plugin.read_log(log)
+    (call,) = recording_plugin.read_log(fake_log)
     assert call["conf"]["runtimeConfig"] == {"mac": "flag"}
     assert (call["env"]["CNI_IFNAME"], call["env"]["CNI_CONTAINERID"]) == ("net9", "ctr9")
 
@@ -221,19 +211,19 @@ def test_netns_create_refuses_an_existing_namespace(source_bin, cnitool, netconf
 
 
 def test_failed_add_in_a_created_namespace_is_undone(
-    source_bin, fake_dir, cnitool, netconf, log, netns_name
+    source_bin, fake_dir, cnitool, netconf, fake_log, netns_name
 ):
     netconf(
         "net.conflist",
         {"cniVersion": "1.0.0", "name": "net", "plugins": [{"type": "a"}, {"type": "b"}]},
     )
-    env = {"FAKE_LOG": log, "FAKE_FAIL": "b:ADD"}
+    env = {"FAKE_LOG": fake_log, "FAKE_FAIL": "b:ADD"}
     run = cnitool(
         source_bin, "add", "net", netns_name, "--netns-create", cni_path=fake_dir, env=env
     )
     assert run.returncode == 1, run
     assert not os.path.exists(os.path.join(NETNS_DIR, netns_name))
-    commands = [(c["plugin"], c["env"]["CNI_COMMAND"]) for c in recording_plugin.read_log(log)]
+    commands = [(c["plugin"], c["env"]["CNI_COMMAND"]) for c in recording_plugin.read_log(fake_log)]
     assert commands == [("a", "ADD"), ("b", "ADD"), ("b", "DEL"), ("a", "DEL")]
 
 

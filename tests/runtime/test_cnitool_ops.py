@@ -22,16 +22,6 @@ from libcni.runtime.cli import container_id_for
 PORTS = [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]
 
 
-@pytest.fixture(scope="module")
-def fake_dir(tmp_path_factory):
-    return recording_plugin.install(str(tmp_path_factory.mktemp("fake-bin")), "a", "b")
-
-
-@pytest.fixture
-def log(tmp_path):
-    return str(tmp_path / "calls.jsonl")
-
-
 def calls(log) -> list:
     return [(c["plugin"], c["env"]["CNI_COMMAND"]) for c in recording_plugin.read_log(log)]
 
@@ -48,23 +38,23 @@ def listed(name, *plugins, version="1.0.0") -> dict:
 
 
 def test_add_runs_nothing_when_a_plugin_of_the_list_is_missing(
-    source_bin, fake_dir, cnitool, netconf, log
+    source_bin, fake_dir, cnitool, netconf, fake_log
 ):
     netconf("10-net.conflist", listed("net", {"type": "a"}, {"type": "portmapp"}))
-    run = cnitool(source_bin, "add", "net", "/x", cni_path=fake_dir, env={"FAKE_LOG": log})
+    run = cnitool(source_bin, "add", "net", "/x", cni_path=fake_dir, env={"FAKE_LOG": fake_log})
     assert run.returncode == cli.EXIT_NOT_RUN == 3, run
-    assert calls(log) == []  # plugin a was not run either
+    assert calls(fake_log) == []  # plugin a was not run either
     assert "portmapp (plugin 2)" in run.json["msg"] and "no plugin was run" in run.json["msg"]
     assert fake_dir in run.json["msg"]
     assert not os.path.exists(cache_file(cnitool.cache_dir, "net", "/x"))
 
 
-def test_add_checks_the_ipam_plugins_too(source_bin, fake_dir, cnitool, netconf, log):
+def test_add_checks_the_ipam_plugins_too(source_bin, fake_dir, cnitool, netconf, fake_log):
     netconf("10-net.conflist", listed("net", {"type": "a", "ipam": {"type": "host-locall"}}))
-    run = cnitool(source_bin, "add", "net", "/x", cni_path=fake_dir, env={"FAKE_LOG": log})
+    run = cnitool(source_bin, "add", "net", "/x", cni_path=fake_dir, env={"FAKE_LOG": fake_log})
     assert run.returncode == 3, run
     assert "host-locall (ipam of plugin 1)" in run.json["msg"]
-    assert calls(log) == []
+    assert calls(fake_log) == []
 
 
 def test_a_missing_plugin_leaves_a_real_namespace_untouched(source_bin, cnitool, netconf, netns):
@@ -75,19 +65,19 @@ def test_a_missing_plugin_leaves_a_real_namespace_untouched(source_bin, cnitool,
 
 
 def test_del_goes_on_past_a_missing_plugin_and_keeps_the_cache(
-    source_bin, fake_dir, cnitool, netconf, log
+    source_bin, fake_dir, cnitool, netconf, fake_log
 ):
     path = netconf("10-net.conflist", listed("net", {"type": "a"}, {"type": "b"}))
-    env = {"FAKE_LOG": log}
+    env = {"FAKE_LOG": fake_log}
     assert cnitool(source_bin, "add", "net", "/x", cni_path=fake_dir, env=env).returncode == 0
     cached = cache_file(cnitool.cache_dir, "net", "/x")
     assert os.path.exists(cached)
     # The file is edited into a list naming a plugin that does not exist.
     netconf("10-net.conflist", listed("net", {"type": "a"}, {"type": "portmapp"}, {"type": "b"}))
-    os.truncate(log, 0)
+    os.truncate(fake_log, 0)
     run = cnitool(source_bin, "del", "net", "/x", cni_path=fake_dir, env=env)
     assert run.returncode == cli.EXIT_FAILED == 1, run
-    assert calls(log) == [("b", "DEL"), ("a", "DEL")]  # both others ran, in reverse order
+    assert calls(fake_log) == [("b", "DEL"), ("a", "DEL")]  # both others ran, in reverse order
     assert "portmapp (plugin 2) is in no plugin directory" in run.stderr
     assert "portmapp" in run.json["msg"] and "incomplete" in run.json["msg"]
     assert os.path.exists(cached)  # kept for the DEL after the fix
@@ -98,22 +88,22 @@ def test_del_goes_on_past_a_missing_plugin_and_keeps_the_cache(
     assert path
 
 
-def test_del_goes_on_past_a_failing_plugin(source_bin, fake_dir, cnitool, netconf, log):
+def test_del_goes_on_past_a_failing_plugin(source_bin, fake_dir, cnitool, netconf, fake_log):
     netconf("10-net.conflist", listed("net", {"type": "a"}, {"type": "b"}))
-    env = {"FAKE_LOG": log, "FAKE_FAIL": "b:DEL"}
+    env = {"FAKE_LOG": fake_log, "FAKE_FAIL": "b:DEL"}
     run = cnitool(source_bin, "del", "net", "/x", cni_path=fake_dir, env=env)
     assert run.returncode == 1, run
-    assert calls(log) == [("b", "DEL"), ("a", "DEL")]
+    assert calls(fake_log) == [("b", "DEL"), ("a", "DEL")]
 
 
 # -- cached capability arguments ------------------------------------------------------------
 
 
 def test_check_and_del_reuse_the_capability_args_cached_by_add(
-    source_bin, fake_dir, cnitool, netconf, log
+    source_bin, fake_dir, cnitool, netconf, fake_log
 ):
     netconf("10-net.conflist", listed("net", {"type": "a", "capabilities": {"portMappings": True}}))
-    env = {"FAKE_LOG": log}
+    env = {"FAKE_LOG": fake_log}
     caps = json.dumps({"portMappings": PORTS})
     add = cnitool(
         source_bin, "add", "net", "/x", "--capability-args", caps, cni_path=fake_dir, env=env
@@ -121,23 +111,25 @@ def test_check_and_del_reuse_the_capability_args_cached_by_add(
     assert add.returncode == 0, add
     assert cnitool(source_bin, "check", "net", "/x", cni_path=fake_dir, env=env).returncode == 0
     assert cnitool(source_bin, "del", "net", "/x", cni_path=fake_dir, env=env).returncode == 0
-    recorded = recording_plugin.read_log(log)
+    recorded = recording_plugin.read_log(fake_log)
     assert [c["env"]["CNI_COMMAND"] for c in recorded] == ["ADD", "CHECK", "DEL"]
     for call in recorded:
         assert call["conf"]["runtimeConfig"] == {"portMappings": PORTS}, call["env"]
 
 
 def test_explicit_capability_args_win_over_the_cached_ones(
-    source_bin, fake_dir, cnitool, netconf, log
+    source_bin, fake_dir, cnitool, netconf, fake_log
 ):
     netconf("10-net.conflist", listed("net", {"type": "a", "capabilities": {"portMappings": True}}))
-    env = {"FAKE_LOG": log}
+    env = {"FAKE_LOG": fake_log}
     caps = json.dumps({"portMappings": PORTS})
     other = [{"hostPort": 9090, "containerPort": 90, "protocol": "udp"}]
     cnitool(source_bin, "add", "net", "/x", "--capability-args", caps, cni_path=fake_dir, env=env)
     env["CAP_ARGS"] = json.dumps({"portMappings": other})
     assert cnitool(source_bin, "check", "net", "/x", cni_path=fake_dir, env=env).returncode == 0
-    assert recording_plugin.read_log(log)[-1]["conf"]["runtimeConfig"] == {"portMappings": other}
+    assert recording_plugin.read_log(fake_log)[-1]["conf"]["runtimeConfig"] == {
+        "portMappings": other
+    }
 
 
 # -- finding the network --------------------------------------------------------------------
@@ -158,13 +150,15 @@ def test_a_missing_network_is_named_and_a_broken_neighbour_only_warned_about(
 # -- status ---------------------------------------------------------------------------------
 
 
-def test_status_on_a_list_without_status_is_an_error(source_bin, fake_dir, cnitool, netconf, log):
+def test_status_on_a_list_without_status_is_an_error(
+    source_bin, fake_dir, cnitool, netconf, fake_log
+):
     netconf("10-net.conflist", listed("net", {"type": "a"}, version="1.0.0"))
-    run = cnitool(source_bin, "status", "net", cni_path=fake_dir, env={"FAKE_LOG": log})
+    run = cnitool(source_bin, "status", "net", cni_path=fake_dir, env={"FAKE_LOG": fake_log})
     assert run.returncode == 3, run
     assert 'cniVersion "1.0.0", which has no STATUS command' in run.json["msg"]
     assert '"cniVersion": "1.1.0"' in run.json["details"]
-    assert calls(log) == []
+    assert calls(fake_log) == []
 
 
 # -- help -----------------------------------------------------------------------------------

@@ -25,22 +25,12 @@ from libcni.runtime.netlist import (
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@pytest.fixture(scope="module")
-def fake_dir(tmp_path_factory):
-    return recording_plugin.install(str(tmp_path_factory.mktemp("fake-bin")), "a", "b", "c")
-
-
 @pytest.fixture
-def log(tmp_path):
-    return str(tmp_path / "calls.jsonl")
-
-
-@pytest.fixture
-def runtime_for(fake_dir, log, tmp_path):
+def runtime_for(fake_dir, fake_log, tmp_path):
     """Runtime(**env knobs) over the fake plugins, with a private cache directory."""
 
     def make(**knobs):
-        environ = {"PATH": PATH, "FAKE_LOG": log, "FAKE_MARK": "inherited", **knobs}
+        environ = {"PATH": PATH, "FAKE_LOG": fake_log, "FAKE_MARK": "inherited", **knobs}
         return Runtime([fake_dir], cache_dir=str(tmp_path / "cache"), environ=environ)
 
     return make
@@ -101,9 +91,9 @@ def test_prev_result_is_injected_when_given():
 # -- ADD ------------------------------------------------------------------------------------
 
 
-def test_add_runs_plugins_in_order_chaining_each_result(runtime_for, log):
+def test_add_runs_plugins_in_order_chaining_each_result(runtime_for, fake_log):
     result = runtime_for().add(make_list(), attachment())
-    recorded = calls(log)
+    recorded = calls(fake_log)
     assert [c["plugin"] for c in recorded] == ["a", "b", "c"]
     assert "prevResult" not in recorded[0]["conf"]
     assert recorded[1]["conf"]["prevResult"]["interfaces"] == [{"name": "a"}]
@@ -111,10 +101,10 @@ def test_add_runs_plugins_in_order_chaining_each_result(runtime_for, log):
     assert [i["name"] for i in result.interfaces] == ["a", "b", "c"]
 
 
-def test_add_environment_has_the_cni_variables_and_the_callers(runtime_for, log, fake_dir):
+def test_add_environment_has_the_cni_variables_and_the_callers(runtime_for, fake_log, fake_dir):
     rt = attachment(args=[("IgnoreUnknown", "1"), ("K8S_POD_NAME", "p")])
     runtime_for().add(make_list(types=("a",)), rt)
-    (call,) = calls(log)
+    (call,) = calls(fake_log)
     assert call["env"] == {
         "CNI_COMMAND": "ADD",
         "CNI_CONTAINERID": "ctr1",
@@ -135,11 +125,11 @@ def test_add_caches_the_final_result_with_the_list_bytes(runtime_for, tmp_path):
     assert cached == result.to_version("1.0.0")
 
 
-def test_add_stops_at_the_first_failure_and_caches_nothing(runtime_for, log, tmp_path):
+def test_add_stops_at_the_first_failure_and_caches_nothing(runtime_for, fake_log, tmp_path):
     runtime = runtime_for(FAKE_FAIL="b:ADD")
     with pytest.raises(PluginFailed) as caught:
         runtime.add(make_list(), attachment())
-    assert [c["plugin"] for c in calls(log)] == ["a", "b"]
+    assert [c["plugin"] for c in calls(fake_log)] == ["a", "b"]
     assert caught.value.code == 11
     assert caught.value.msg == 'plugin type="b" failed (add): b refuses ADD'
     assert not os.path.exists(tmp_path / "cache" / "results" / "net-ctr1-eth0")
@@ -150,15 +140,15 @@ def test_result_without_version_takes_the_lists(runtime_for):
     assert result.cni_version == "0.4.0"
 
 
-def test_result_in_another_version_is_cached_as_is_and_converted_on_use(runtime_for, log):
+def test_result_in_another_version_is_cached_as_is_and_converted_on_use(runtime_for, fake_log):
     runtime = runtime_for(FAKE_RESULT_VERSION="0.3.1")
     netlist = make_list("1.0.0", ("a", "b"))
     runtime.add(netlist, attachment())
-    assert calls(log)[1]["conf"]["prevResult"]["cniVersion"] == "0.3.1"
+    assert calls(fake_log)[1]["conf"]["prevResult"]["cniVersion"] == "0.3.1"
     entry = json.loads(open(os.path.join(runtime.cache_dir, "results", "net-ctr1-eth0")).read())
     assert entry["result"]["cniVersion"] == "0.3.1"
     runtime.delete(netlist, attachment())
-    assert calls(log)[-1]["conf"]["prevResult"]["cniVersion"] == "1.0.0"
+    assert calls(fake_log)[-1]["conf"]["prevResult"]["cniVersion"] == "1.0.0"
 
 
 def test_missing_plugin_names_the_search_path(runtime_for, fake_dir):
@@ -169,68 +159,68 @@ def test_missing_plugin_names_the_search_path(runtime_for, fake_dir):
     )
 
 
-def test_invalid_container_id_is_refused_before_any_plugin_runs(runtime_for, log):
+def test_invalid_container_id_is_refused_before_any_plugin_runs(runtime_for, fake_log):
     with pytest.raises(CNIError) as caught:
         runtime_for().add(make_list(), attachment("../escape"))
     assert caught.value.code == 4
-    assert calls(log) == []
+    assert calls(fake_log) == []
 
 
 # -- DEL and CHECK --------------------------------------------------------------------------
 
 
-def test_del_runs_plugins_in_reverse_with_the_cached_result(runtime_for, log, tmp_path):
+def test_del_runs_plugins_in_reverse_with_the_cached_result(runtime_for, fake_log, tmp_path):
     runtime = runtime_for()
     netlist = make_list()
     final = runtime.add(netlist, attachment()).to_version("1.0.0")
     runtime.delete(netlist, attachment())
-    deletes = [c for c in calls(log) if c["env"]["CNI_COMMAND"] == "DEL"]
+    deletes = [c for c in calls(fake_log) if c["env"]["CNI_COMMAND"] == "DEL"]
     assert [c["plugin"] for c in deletes] == ["c", "b", "a"]
     assert all(c["conf"]["prevResult"] == final for c in deletes)
     assert not os.path.exists(tmp_path / "cache" / "results" / "net-ctr1-eth0")
 
 
-def test_del_before_0_4_0_sends_no_prev_result(runtime_for, log):
+def test_del_before_0_4_0_sends_no_prev_result(runtime_for, fake_log):
     runtime = runtime_for()
     netlist = make_list("0.3.1")
     runtime.add(netlist, attachment())
     runtime.delete(netlist, attachment())
-    deletes = [c for c in calls(log) if c["env"]["CNI_COMMAND"] == "DEL"]
+    deletes = [c for c in calls(fake_log) if c["env"]["CNI_COMMAND"] == "DEL"]
     assert deletes and all("prevResult" not in c["conf"] for c in deletes)
 
 
-def test_del_with_an_unusable_cache_carries_on_and_drops_it(runtime_for, log):
+def test_del_with_an_unusable_cache_carries_on_and_drops_it(runtime_for, fake_log):
     runtime = runtime_for()
     path = os.path.join(runtime.cache_dir, "results", "net-ctr1-eth0")
     os.makedirs(os.path.dirname(path))
     with open(path, "w") as f:
         f.write('{"cniVersion": "1.0.0", "ips": [{"address": "bogus"}]}')
     runtime.delete(make_list(), attachment())
-    assert [c["plugin"] for c in calls(log)] == ["c", "b", "a"]
+    assert [c["plugin"] for c in calls(fake_log)] == ["c", "b", "a"]
     assert not os.path.exists(path)
 
 
-def test_check_runs_plugins_in_order_with_the_cached_result(runtime_for, log):
+def test_check_runs_plugins_in_order_with_the_cached_result(runtime_for, fake_log):
     runtime = runtime_for()
     netlist = make_list()
     final = runtime.add(netlist, attachment()).to_version("1.0.0")
     runtime.check(netlist, attachment())
-    checks = [c for c in calls(log) if c["env"]["CNI_COMMAND"] == "CHECK"]
+    checks = [c for c in calls(fake_log) if c["env"]["CNI_COMMAND"] == "CHECK"]
     assert [c["plugin"] for c in checks] == ["a", "b", "c"]
     assert all(c["conf"]["prevResult"] == final for c in checks)
 
 
-def test_check_is_skipped_when_disabled(runtime_for, log):
+def test_check_is_skipped_when_disabled(runtime_for, fake_log):
     runtime_for().check(make_list(disableCheck=True), attachment())
-    assert calls(log) == []
+    assert calls(fake_log) == []
 
 
-def test_check_before_0_4_0_is_refused(runtime_for, log):
+def test_check_before_0_4_0_is_refused(runtime_for, fake_log):
     with pytest.raises(CNIError) as caught:
         runtime_for().check(make_list("0.3.1"), attachment())
     assert caught.value.code == 1
     assert caught.value.msg == 'configuration version "0.3.1" does not support the CHECK command'
-    assert calls(log) == []
+    assert calls(fake_log) == []
 
 
 # -- GC and STATUS --------------------------------------------------------------------------
@@ -241,15 +231,15 @@ def _cache_attachments(runtime, netlist, *container_ids):
         runtime.add(netlist, attachment(container_id))
 
 
-def test_gc_deletes_stale_attachments_then_gcs_each_plugin(runtime_for, log):
+def test_gc_deletes_stale_attachments_then_gcs_each_plugin(runtime_for, fake_log):
     runtime = runtime_for()
     netlist = make_list("1.1.0", ("a", "b"))
     _cache_attachments(runtime, netlist, "c1", "c2")
     _cache_attachments(runtime, make_list("1.1.0", ("a",), name="other"), "c3")
-    os.unlink(log)
+    os.unlink(fake_log)
     deleted = runtime.gc(netlist, [("c1", "eth0")])
     assert deleted == [("c2", "eth0")]
-    recorded = calls(log)
+    recorded = calls(fake_log)
     assert [(c["plugin"], c["env"]["CNI_COMMAND"]) for c in recorded] == [
         ("b", "DEL"),
         ("a", "DEL"),
@@ -266,63 +256,63 @@ def test_gc_deletes_stale_attachments_then_gcs_each_plugin(runtime_for, log):
     assert left == [("net", "c1"), ("other", "c3")]
 
 
-def test_gc_without_a_valid_set_deletes_everything_and_sends_none(runtime_for, log):
+def test_gc_without_a_valid_set_deletes_everything_and_sends_none(runtime_for, fake_log):
     runtime = runtime_for()
     netlist = make_list("1.1.0", ("a",))
     _cache_attachments(runtime, netlist, "c1")
     runtime.gc(netlist)
-    gc_call = calls(log)[-1]
+    gc_call = calls(fake_log)[-1]
     assert gc_call["env"]["CNI_COMMAND"] == "GC"
     assert "cni.dev/valid-attachments" not in gc_call["conf"]
     assert runtime.cached_attachments() == []
 
 
-def test_gc_is_skipped_when_disabled(runtime_for, log):
+def test_gc_is_skipped_when_disabled(runtime_for, fake_log):
     runtime = runtime_for()
     netlist = make_list("1.1.0", ("a",), disableGC=True)
     _cache_attachments(runtime, netlist, "c1")
     runtime.gc(netlist)
-    assert [c["env"]["CNI_COMMAND"] for c in calls(log)] == ["ADD"]
+    assert [c["env"]["CNI_COMMAND"] for c in calls(fake_log)] == ["ADD"]
 
 
-def test_gc_before_1_1_0_only_deletes_stale_attachments(runtime_for, log):
+def test_gc_before_1_1_0_only_deletes_stale_attachments(runtime_for, fake_log):
     runtime = runtime_for()
     netlist = make_list("1.0.0", ("a",))
     _cache_attachments(runtime, netlist, "c1")
     runtime.gc(netlist, [])
-    assert [c["env"]["CNI_COMMAND"] for c in calls(log)] == ["ADD", "DEL"]
+    assert [c["env"]["CNI_COMMAND"] for c in calls(fake_log)] == ["ADD", "DEL"]
 
 
-def test_gc_reports_every_error_and_still_asks_every_plugin(runtime_for, log):
+def test_gc_reports_every_error_and_still_asks_every_plugin(runtime_for, fake_log):
     runtime = runtime_for(FAKE_FAIL="a:GC")
     with pytest.raises(GCFailed) as caught:
         runtime.gc(make_list("1.1.0", ("a", "b")), [])
-    assert [c["plugin"] for c in calls(log)] == ["a", "b"]
+    assert [c["plugin"] for c in calls(fake_log)] == ["a", "b"]
     assert caught.value.code == 11
     assert 'plugin type="a" failed (gc): a refuses GC' in caught.value.msg
 
 
-def test_status_asks_plugins_in_order_and_stops_at_the_first_error(runtime_for, log):
+def test_status_asks_plugins_in_order_and_stops_at_the_first_error(runtime_for, fake_log):
     runtime = runtime_for(FAKE_FAIL="b:STATUS", FAKE_FAIL_CODE="50")
     with pytest.raises(PluginFailed) as caught:
         runtime.status(make_list("1.1.0"))
-    assert [c["plugin"] for c in calls(log)] == ["a", "b"]
+    assert [c["plugin"] for c in calls(fake_log)] == ["a", "b"]
     assert caught.value.code == 50
-    assert calls(log)[0]["conf"] == {"cniVersion": "1.1.0", "name": "net", "type": "a"}
+    assert calls(fake_log)[0]["conf"] == {"cniVersion": "1.1.0", "name": "net", "type": "a"}
 
 
-def test_status_before_1_1_0_asks_nobody(runtime_for, log):
+def test_status_before_1_1_0_asks_nobody(runtime_for, fake_log):
     assert runtime_for().status(make_list("1.0.0")) == []
-    assert calls(log) == []
+    assert calls(fake_log) == []
 
 
 # -- VERSION probe --------------------------------------------------------------------------
 
 
-def test_version_probe_sends_what_runtimes_send(fake_dir, log):
-    environ = {"PATH": PATH, "FAKE_LOG": log, "FAKE_VERSIONS": "0.4.0,1.0.0"}
+def test_version_probe_sends_what_runtimes_send(fake_dir, fake_log):
+    environ = {"PATH": PATH, "FAKE_LOG": fake_log, "FAKE_VERSIONS": "0.4.0,1.0.0"}
     assert probe_version(os.path.join(fake_dir, "a"), environ) == ["0.4.0", "1.0.0"]
-    (call,) = calls(log)
+    (call,) = calls(fake_log)
     assert call["stdin"] == '{"cniVersion":"1.1.0"}'
     assert call["env"]["CNI_COMMAND"] == "VERSION"
     assert (call["env"]["CNI_NETNS"], call["env"]["CNI_IFNAME"], call["env"]["CNI_PATH"]) == (
