@@ -4,6 +4,7 @@ The node (tests/kit/dhcpnode.py) is one netns per module holding dnsmasq; each t
 daemon there (from the launchers under test) and makes pod namespaces with make_netns.
 """
 
+import functools
 import json
 import os
 import signal
@@ -13,15 +14,8 @@ import sys
 
 import pytest
 from conftest import REPO, ip_json, ns_exec, run_plugin
-from kit.dhcpnode import (
-    BR_NET,
-    MV_NET,
-    DaemonProcess,
-    at_once,
-    dnsmasq_node,
-    running_daemon,
-    wait_for,
-)
+from kit import dhcpnode
+from kit.dhcpnode import BR_NET, MV_NET, DaemonProcess, wait_for
 
 from ipam.dhcp import daemon as dhcp_daemon
 from ipam.dhcp import options
@@ -29,13 +23,13 @@ from ipam.dhcp import options
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    with dnsmasq_node("dhn", str(tmp_path_factory.mktemp("dhcp-node"))) as found:
+    with dhcpnode.dnsmasq_node("dhn", str(tmp_path_factory.mktemp("dhcp-node"))) as found:
         yield found
 
 
 @pytest.fixture
 def daemon(node, plugin_dir, tmp_path):
-    with running_daemon(node, plugin_dir, str(tmp_path)) as started:
+    with dhcpnode.running_daemon(node, plugin_dir, str(tmp_path)) as started:
         yield started
 
 
@@ -521,18 +515,8 @@ def test_same_attachment_in_a_new_netns_starts_over(node, source_bin, tmp_path, 
 
 def test_twenty_containers_at_once(shipped, node, make_netns):
     plugin_dir, daemon = shipped
-    conf = mv_conf(daemon)
-    pods = [(f"many{i}", make_netns("dhm")) for i in range(20)]
-
-    def call(command):
-        return lambda cid, pod: cni(plugin_dir, node, command, conf, pod, container_id=cid)
-
-    runs = at_once(call("ADD"), pods)
-    ips = {ok(run)["ips"][0]["address"].split("/")[0] for run in runs}
-    assert len(ips) == 20 and ips <= set(node.leases())
-    for run in at_once(call("DEL"), pods):
-        ok(run)
-    wait_for(lambda: not ips & set(node.leases()), what="20 releases")
+    run = functools.partial(cni, plugin_dir, node)
+    dhcpnode.many_pods_at_once(run, mv_conf(daemon), make_netns, "dhm", node.leases)
     assert daemon_status(daemon) == 0
 
 

@@ -5,22 +5,15 @@ master's link (fd66::/64) and the bridge's (fd67::/64). Each test starts its own
 node netns and makes pod namespaces with make_netns; everything is deleted afterwards.
 """
 
+import functools
 import json
 import os
 import signal
 
 import pytest
 from conftest import ip_json, ns_exec, run_plugin, unique_name
-from kit.dhcpnode import (
-    BR6_NET,
-    MV6_NET,
-    MV_NET,
-    DaemonProcess,
-    at_once,
-    dnsmasq_node,
-    running_daemon,
-    wait_for,
-)
+from kit import dhcpnode
+from kit.dhcpnode import BR6_NET, MV6_NET, MV_NET, DaemonProcess, wait_for
 
 from ipam.dhcp import dhcp6packet as p6
 from ipam.dhcp import rpc
@@ -28,20 +21,22 @@ from ipam.dhcp import rpc
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    with dnsmasq_node("dh6", str(tmp_path_factory.mktemp("dhcp6-node")), ipv6=True) as found:
+    with dhcpnode.dnsmasq_node(
+        "dh6", str(tmp_path_factory.mktemp("dhcp6-node")), ipv6=True
+    ) as found:
         yield found
 
 
 @pytest.fixture
 def daemon(node, source_bin, tmp_path):
-    with running_daemon(node, source_bin, str(tmp_path)) as started:
+    with dhcpnode.running_daemon(node, source_bin, str(tmp_path)) as started:
         yield started
 
 
 @pytest.fixture
 def shipped(node, frozen_bin, tmp_path):
     """The frozen executables and their daemon."""
-    with running_daemon(node, frozen_bin, str(tmp_path)) as started:
+    with dhcpnode.running_daemon(node, frozen_bin, str(tmp_path)) as started:
         yield frozen_bin, started
 
 
@@ -218,18 +213,8 @@ def test_sigkill_restart_keeps_the_lease_without_solicit(source_bin, node, daemo
 
 def test_twenty_pods_at_once(shipped, node, make_netns):
     source_bin, daemon = shipped
-    conf = mv_conf(daemon)
-    pods = [(f"many6-{i}", make_netns("dh6m")) for i in range(20)]
-
-    def call(command):
-        return lambda cid, pod: cni(source_bin, node, command, conf, pod, container_id=cid)
-
-    runs = at_once(call("ADD"), pods)
-    ips = {ok(run)["ips"][0]["address"].split("/")[0] for run in runs}
-    assert len(ips) == 20 and ips <= set(v6_leases(node))
-    for run in at_once(call("DEL"), pods):
-        ok(run)
-    wait_for(lambda: not ips & set(v6_leases(node)), what="20 releases")
+    run = functools.partial(cni, source_bin, node)
+    dhcpnode.many_pods_at_once(run, mv_conf(daemon), make_netns, "dh6m", lambda: v6_leases(node))
     assert rpc.call(daemon.socket, "status", {}, 5) == {"leases": 0}
 
 

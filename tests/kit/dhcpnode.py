@@ -260,10 +260,23 @@ def running_daemon(node: Node, plugin_dir: str, workdir: str):
         started.stop(signal.SIGKILL)
 
 
-def at_once(call, pods: list) -> list:
-    """`call(container_id, netns)` for every pod of `pods` at the same time (as a runtime
-    starting many pods does); the answers in the pods' order."""
+def many_pods_at_once(run, conf: dict, make_netns, tag: str, leased, count: int = 20) -> None:
+    """ADD `conf` for `count` pods (netns named from `tag`) at the same time, as a runtime
+    starting many pods does, through `run(command, conf, netns, container_id=...)`: each pod
+    gets an address of its own that the server's leases (`leased()`) hold; then DEL for all at
+    once, until the server holds none of them."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(len(pods)) as pool:
-        return list(pool.map(lambda pod: call(*pod), pods))
+    pods = [(f"{tag}{i}", make_netns(tag)) for i in range(count)]
+
+    def all_at_once(command):
+        with ThreadPoolExecutor(count) as pool:
+            runs = list(pool.map(lambda p: run(command, conf, p[1], container_id=p[0]), pods))
+        for done in runs:
+            assert done.returncode == 0 and "Traceback" not in done.stderr, done
+        return runs
+
+    ips = {done.json["ips"][0]["address"].split("/")[0] for done in all_at_once("ADD")}
+    assert len(ips) == count and ips <= set(leased())
+    all_at_once("DEL")
+    wait_for(lambda: not ips & set(leased()), what=f"{count} releases")
