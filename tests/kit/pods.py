@@ -99,3 +99,42 @@ class GatewayNode:
 
     def pod(self):
         return self.make_netns(f"{self.tag}p")
+
+
+# The DEL contract every interface plugin keeps, checked the same way for each: `run` is the
+# module's runner for one node, run(command, config, pod=..., **keywords).
+
+
+def del_twice_succeeds(run, pod: str, config: dict) -> None:
+    """ADD, then DEL twice: both DELs succeed (a runtime retries a DEL it is unsure of)."""
+    assert run("ADD", config, pod=pod).returncode == 0
+    assert run("DEL", config, pod=pod).returncode == 0
+    again = run("DEL", config, pod=pod)
+    assert again.returncode == 0, again
+
+
+def del_releases_ipam_without_netns(run, config: dict, fake_ipam, pod: str = "") -> None:
+    """DEL with CNI_NETNS empty or naming a netns that is gone: it succeeds and still releases
+    the IPAM address (`config` uses `fake_ipam`)."""
+    done = run("DEL", config, pod=pod, **fake_ipam.answering())
+    assert done.returncode == 0, done
+    assert fake_ipam.calls() == ["DEL"]
+
+
+def add_then_del(run, pod: str, config: dict, fake_ipam):
+    """ADD then DEL of `config` (using `fake_ipam`) in `pod`: both succeed and the IPAM saw
+    ADD then DEL. Returns the DEL's run for the plugin's own checks."""
+    kw = dict(pod=pod, **fake_ipam.answering())
+    assert run("ADD", config, **kw).returncode == 0
+    done = run("DEL", config, **kw)
+    assert done.returncode == 0, done
+    assert fake_ipam.calls() == ["ADD", "DEL"]
+    return done
+
+
+def status_and_gc_forward_to_ipam(run, config: dict, fake_ipam) -> None:
+    """STATUS and GC (spec 1.1) succeed and reach the IPAM plugin, in that order."""
+    kw = fake_ipam.answering()
+    assert run("STATUS", config, **kw).returncode == 0
+    assert run("GC", config, **kw).returncode == 0
+    assert fake_ipam.calls() == ["STATUS", "GC"]

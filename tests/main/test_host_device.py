@@ -4,6 +4,7 @@ Topology per test: netns `host` (where the plugin runs) holds `hd0` (fixed MAC),
 peer `hdpeer` sits in netns `gateway` with 10.78.0.1/24. Pods are further netns.
 """
 
+import functools
 import glob
 import json
 
@@ -11,7 +12,16 @@ import pytest
 from conftest import ip_json, ns_exec
 from kit import variant
 from kit.plugins import UNREACHABLE_ROUTE_RESULT
-from kit.pods import GatewayNode, link, pings, run_in_host
+from kit.pods import (
+    GatewayNode,
+    add_then_del,
+    del_releases_ipam_without_netns,
+    del_twice_succeeds,
+    link,
+    pings,
+    run_in_host,
+    status_and_gc_forward_to_ipam,
+)
 from kit.pods import link_names as names
 
 MAC = "0a:58:00:00:00:42"
@@ -174,45 +184,29 @@ def test_configure_failure_releases_ipam_and_moves_device_back(plugin_dir, node,
 def test_del_moves_device_back_down_and_without_alias(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    kw = dict(pod=pod, **fake_ipam.answering())
-    assert run(plugin_dir, node, "ADD", config, **kw).returncode == 0
-    done = run(plugin_dir, node, "DEL", config, **kw)
-    assert done.returncode == 0, done
+    add_then_del(functools.partial(run, plugin_dir, node), pod, config, fake_ipam)
     back = link(node.host, "hd0")
     assert back["address"] == MAC
     assert "UP" not in back["flags"]
     assert "ifalias" not in back
     assert names(pod) == ["lo"]
-    assert fake_ipam.calls() == ["ADD", "DEL"]
 
 
 def test_del_twice_succeeds(plugin_dir, node):
-    pod = node.pod()
-    assert run(plugin_dir, node, "ADD", conf(), pod=pod).returncode == 0
-    assert run(plugin_dir, node, "DEL", conf(), pod=pod).returncode == 0
-    again = run(plugin_dir, node, "DEL", conf(), pod=pod)
-    assert again.returncode == 0, again
+    del_twice_succeeds(functools.partial(run, plugin_dir, node), node.pod(), conf())
 
 
 def test_del_with_empty_netns_still_releases_ipam(plugin_dir, node, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "DEL", config, **fake_ipam.answering())
-    assert done.returncode == 0, done
-    assert fake_ipam.calls() == ["DEL"]
+    del_releases_ipam_without_netns(functools.partial(run, plugin_dir, node), config, fake_ipam)
 
 
 def test_del_with_missing_netns_still_releases_ipam(plugin_dir, node, fake_ipam, tmp_path):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        node,
-        "DEL",
-        config,
-        pod=str(tmp_path / "gone"),
-        **fake_ipam.answering(),
+    gone = str(tmp_path / "gone")
+    del_releases_ipam_without_netns(
+        functools.partial(run, plugin_dir, node), config, fake_ipam, gone
     )
-    assert done.returncode == 0, done
-    assert fake_ipam.calls() == ["DEL"]
 
 
 def test_del_without_alias_falls_back_to_configured_device(plugin_dir, node):
@@ -275,10 +269,7 @@ def test_check_fails_on_other_mac(plugin_dir, node):
 
 def test_status_and_gc_forward_to_ipam(plugin_dir, node, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
-    kw = fake_ipam.answering()
-    assert run(plugin_dir, node, "STATUS", config, **kw).returncode == 0
-    assert run(plugin_dir, node, "GC", config, **kw).returncode == 0
-    assert fake_ipam.calls() == ["STATUS", "GC"]
+    status_and_gc_forward_to_ipam(functools.partial(run, plugin_dir, node), config, fake_ipam)
 
 
 # -- differential and migration: Debian's Go host-device 1.1.1 -----------------------------

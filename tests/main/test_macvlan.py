@@ -5,12 +5,22 @@ sits in netns `gateway` with 10.77.0.1/24; `host` has a default route via mst0. 
 further netns the macvlan links are created in.
 """
 
+import functools
 import json
 
 import pytest
 from conftest import ip_json, ns_exec
 from kit.plugins import UNREACHABLE_ROUTE_RESULT
-from kit.pods import GatewayNode, addresses, link, pings, run_in_host
+from kit.pods import (
+    GatewayNode,
+    add_then_del,
+    addresses,
+    del_releases_ipam_without_netns,
+    del_twice_succeeds,
+    link,
+    pings,
+    run_in_host,
+)
 
 SUBNET = "10.77.0"
 STATIC = {
@@ -294,42 +304,26 @@ def test_add_result_in_family_a(plugin_dir, node):
 def test_del_removes_link_and_releases_ipam(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    kw = dict(pod=pod, **fake_ipam.answering())
-    assert run(plugin_dir, node, "ADD", config, **kw).returncode == 0
-    done = run(plugin_dir, node, "DEL", config, **kw)
-    assert done.returncode == 0, done
+    done = add_then_del(functools.partial(run, plugin_dir, node), pod, config, fake_ipam)
     assert done.stdout == ""
     assert link(pod) is None
-    assert fake_ipam.calls() == ["ADD", "DEL"]
 
 
 def test_del_twice_succeeds(plugin_dir, node):
-    pod = node.pod()
-    assert run(plugin_dir, node, "ADD", conf(), pod=pod).returncode == 0
-    assert run(plugin_dir, node, "DEL", conf(), pod=pod).returncode == 0
-    again = run(plugin_dir, node, "DEL", conf(), pod=pod)
-    assert again.returncode == 0, again
+    del_twice_succeeds(functools.partial(run, plugin_dir, node), node.pod(), conf())
 
 
 def test_del_with_missing_netns_still_releases_ipam(plugin_dir, node, fake_ipam, tmp_path):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(
-        plugin_dir,
-        node,
-        "DEL",
-        config,
-        pod=str(tmp_path / "gone"),
-        **fake_ipam.answering(),
+    gone = str(tmp_path / "gone")
+    del_releases_ipam_without_netns(
+        functools.partial(run, plugin_dir, node), config, fake_ipam, gone
     )
-    assert done.returncode == 0, done
-    assert fake_ipam.calls() == ["DEL"]
 
 
 def test_del_with_empty_netns_releases_ipam(plugin_dir, node, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "DEL", config, pod="", **fake_ipam.answering())
-    assert done.returncode == 0, done
-    assert fake_ipam.calls() == ["DEL"]
+    del_releases_ipam_without_netns(functools.partial(run, plugin_dir, node), config, fake_ipam)
 
 
 def test_del_does_not_need_the_master(plugin_dir, node):

@@ -1,10 +1,12 @@
 """tap, run like a runtime runs it, inside a test "host" netns; taps land in pod netns."""
 
+import functools
+
 import pytest
 from conftest import ip_json, ns_exec
 from kit.plugins import UNREACHABLE_ROUTE_RESULT
 from kit.pods import link_names as names
-from kit.pods import run_in_host
+from kit.pods import run_in_host, status_and_gc_forward_to_ipam
 
 STATIC = {
     "type": "static",
@@ -214,10 +216,7 @@ def test_check_requires_prev_result(plugin_dir, host, pod):
 
 def test_status_and_gc_forward_to_ipam(plugin_dir, host, fake_ipam):
     config = conf(cniVersion="1.1.0", ipam={"type": fake_ipam.name})
-    kw = fake_ipam.answering()
-    assert run(plugin_dir, host, "STATUS", config, **kw).returncode == 0
-    assert run(plugin_dir, host, "GC", config, **kw).returncode == 0
-    assert fake_ipam.calls() == ["STATUS", "GC"]
+    status_and_gc_forward_to_ipam(functools.partial(run, plugin_dir, host), config, fake_ipam)
 
 
 def test_status_without_ipam_succeeds(plugin_dir, host):
