@@ -138,3 +138,23 @@ def status_and_gc_forward_to_ipam(run, config: dict, fake_ipam) -> None:
     assert run("STATUS", config, **kw).returncode == 0
     assert run("GC", config, **kw).returncode == 0
     assert fake_ipam.calls() == ["STATUS", "GC"]
+
+
+def add_refused_by_ipam(run, pod: str, config: dict, fake_ipam):
+    """ADD whose IPAM (`fake_ipam`) refuses: the plugin fails with the IPAM's code 11. Returns
+    the run for the plugin's own checks (what it undid)."""
+    done = run("ADD", config, pod=pod, **fake_ipam.refusing("ADD"))
+    assert done.returncode == 1, done
+    assert done.json["code"] == 11, done
+    return done
+
+
+def add_fails_after_ipam(run, pod: str, config: dict, fake_ipam):
+    """ADD whose IPAM answers a route no link can reach: configuring fails and the plugin
+    releases the address (the IPAM saw ADD then DEL). Returns the run."""
+    from kit.plugins import UNREACHABLE_ROUTE_RESULT
+
+    done = run("ADD", config, pod=pod, **fake_ipam.answering(UNREACHABLE_ROUTE_RESULT))
+    assert done.returncode == 1, done
+    assert fake_ipam.calls() == ["ADD", "DEL"]
+    return done

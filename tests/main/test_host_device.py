@@ -11,9 +11,10 @@ import json
 import pytest
 from conftest import ip_json, ns_exec
 from kit import variant
-from kit.plugins import UNREACHABLE_ROUTE_RESULT
 from kit.pods import (
     GatewayNode,
+    add_fails_after_ipam,
+    add_refused_by_ipam,
     add_then_del,
     del_releases_ipam_without_netns,
     del_twice_succeeds,
@@ -160,20 +161,15 @@ def test_name_clash_in_pod_rolls_back_to_host(plugin_dir, node):
 def test_ipam_failure_moves_device_back(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.refusing("ADD"))
-    assert done.returncode == 1
-    assert done.json["code"] == 11
+    add_refused_by_ipam(functools.partial(run, plugin_dir, node), pod, config, fake_ipam)
     assert link(node.host, "hd0") is not None
     assert names(pod) == ["lo"]
 
 
 def test_configure_failure_releases_ipam_and_moves_device_back(plugin_dir, node, fake_ipam):
     pod = node.pod()
-    unreachable = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.answering(unreachable))
-    assert done.returncode == 1
-    assert fake_ipam.calls() == ["ADD", "DEL"]
+    add_fails_after_ipam(functools.partial(run, plugin_dir, node), pod, config, fake_ipam)
     assert link(node.host, "hd0") is not None
     assert names(pod) == ["lo"]
 
@@ -313,18 +309,14 @@ def test_same_result_and_kernel_state_as_go(source_bin, go_bin, node, extra):
 
 
 @pytest.mark.oracle
-def test_our_del_restores_a_device_go_moved_in(source_bin, go_bin, node):
+@pytest.mark.parametrize("adder, deleter", [("go", "ours"), ("ours", "go")])
+def test_del_restores_a_device_the_other_implementation_moved_in(
+    source_bin, go_bin, node, adder, deleter
+):
+    """A node upgraded (or rolled back) between a pod's ADD and its DEL."""
+    programs = {"go": go_bin, "ours": source_bin}
     pod = node.pod()
-    assert run(go_bin, node, "ADD", conf(), pod=pod).returncode == 0
-    done = run(source_bin, node, "DEL", conf(), pod=pod)
-    assert done.returncode == 0, done
-    assert host_view(node) == {"address": MAC, "up": False}
-
-
-@pytest.mark.oracle
-def test_go_del_restores_a_device_we_moved_in(source_bin, go_bin, node):
-    pod = node.pod()
-    assert run(source_bin, node, "ADD", conf(), pod=pod).returncode == 0
-    done = run(go_bin, node, "DEL", conf(), pod=pod)
+    assert run(programs[adder], node, "ADD", conf(), pod=pod).returncode == 0
+    done = run(programs[deleter], node, "DEL", conf(), pod=pod)
     assert done.returncode == 0, done
     assert host_view(node) == {"address": MAC, "up": False}

@@ -10,9 +10,10 @@ import json
 
 import pytest
 from conftest import ip_json, ns_exec
-from kit.plugins import UNREACHABLE_ROUTE_RESULT
 from kit.pods import (
     GatewayNode,
+    add_fails_after_ipam,
+    add_refused_by_ipam,
     add_then_del,
     addresses,
     del_releases_ipam_without_netns,
@@ -255,20 +256,16 @@ def test_existing_ifname_in_pod_fails_without_leftovers(plugin_dir, node, fake_i
 def test_ipam_failure_removes_the_link(plugin_dir, node, fake_ipam):
     pod = node.pod()
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.refusing("ADD"))
-    assert done.returncode == 1
+    done = add_refused_by_ipam(functools.partial(run, plugin_dir, node), pod, config, fake_ipam)
     assert done.json == {"code": 11, "msg": "fake-ipam: ADD refused"}
     assert link(pod) is None
 
 
 def test_configure_failure_releases_ipam_and_removes_the_link(plugin_dir, node, fake_ipam):
     pod = node.pod()
-    unreachable = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, node, "ADD", config, pod=pod, **fake_ipam.answering(unreachable))
-    assert done.returncode == 1
+    done = add_fails_after_ipam(functools.partial(run, plugin_dir, node), pod, config, fake_ipam)
     assert "failed to add route '10.200.0.0/16 via 192.0.2.1" in done.json["msg"]
-    assert fake_ipam.calls() == ["ADD", "DEL"]
     assert link(pod) is None
 
 

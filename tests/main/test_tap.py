@@ -4,9 +4,13 @@ import functools
 
 import pytest
 from conftest import ip_json, ns_exec
-from kit.plugins import UNREACHABLE_ROUTE_RESULT
+from kit.pods import (
+    add_fails_after_ipam,
+    add_refused_by_ipam,
+    run_in_host,
+    status_and_gc_forward_to_ipam,
+)
 from kit.pods import link_names as names
-from kit.pods import run_in_host, status_and_gc_forward_to_ipam
 
 STATIC = {
     "type": "static",
@@ -162,18 +166,13 @@ def test_add_with_ipam_configures_addresses_routes_and_dns(plugin_dir, host, pod
 
 def test_ipam_failure_removes_the_tap(plugin_dir, host, pod, fake_ipam):
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, host, "ADD", config, pod=pod, **fake_ipam.refusing("ADD"))
-    assert done.returncode == 1
-    assert done.json["code"] == 11
+    add_refused_by_ipam(functools.partial(run, plugin_dir, host), pod, config, fake_ipam)
     assert names(pod) == ["lo"]
 
 
 def test_configure_failure_releases_ipam_and_removes_the_tap(plugin_dir, host, pod, fake_ipam):
-    bad = UNREACHABLE_ROUTE_RESULT
     config = conf(ipam={"type": fake_ipam.name})
-    done = run(plugin_dir, host, "ADD", config, pod=pod, **fake_ipam.answering(bad))
-    assert done.returncode == 1
-    assert fake_ipam.calls() == ["ADD", "DEL"]
+    add_fails_after_ipam(functools.partial(run, plugin_dir, host), pod, config, fake_ipam)
     assert names(pod) == ["lo"]
 
 
