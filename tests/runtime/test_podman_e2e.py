@@ -12,7 +12,7 @@ import pytest
 from conftest import FROZEN_BIN, GO_BIN, REPO
 from kit import require
 from kit.dhcpnode import wait_for
-from kit.podman.dhcplan import dhcp_lan, leased
+from kit.podman.dhcplan import dhcp_lan, leased, veth_to_external
 from kit.podman.node import EXTERNAL_ADDRESS, NODE_ADDRESS, PodmanNode
 
 
@@ -234,23 +234,9 @@ def test_dual_stack(node):
 
 
 def test_macvlan_network_on_a_veth_parent(node):
-    node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
-    ip = lambda *argv: subprocess.run(["ip", *argv], check=True)  # noqa: E731
-    ip("-n", node_ns, "link", "add", "mvparent", "type", "veth", "peer", "mvpeer", "netns", ext)
-    ip("-n", node_ns, "link", "set", "mvparent", "up")
-    ip("-n", ext, "addr", "add", "192.168.220.2/24", "dev", "mvpeer")
-    ip("-n", ext, "link", "set", "mvpeer", "up")
-    node.podman(
-        "network",
-        "create",
-        "-d",
-        "macvlan",
-        "-o",
-        "parent=mvparent",
-        "--subnet",
-        "192.168.220.0/24",
-        "mvnet",
-    )
+    veth_to_external(node, "mvparent", "mvpeer", "192.168.220.2/24")
+    create = "network create -d macvlan -o parent=mvparent --subnet 192.168.220.0/24 mvnet"
+    node.podman(*create.split())
     node.run_container("m", "--network", "mvnet")
     # Reaching the far end of mvparent from 192.168.220.0/24 needs a link on mvparent itself:
     # there is no bridge or route on the node for that subnet.
@@ -263,17 +249,8 @@ def test_macvlan_network_with_dhcp_ipam(node, tmp_path):
     """`--ipam-driver dhcp`: the plugin directory's dhcp daemon runs in the node (its default
     socket lives in the node's private /run/cni or /run/pycni), dnsmasq in the external netns."""
     with dhcp_lan(node, str(tmp_path), "192.168.221.") as leases:
-        node.podman(
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "-o",
-            "parent=dhparent",
-            "--ipam-driver",
-            "dhcp",
-            "dhnet",
-        )
+        create = "network create -d macvlan -o parent=dhparent --ipam-driver dhcp dhnet"
+        node.podman(*create.split())
         node.run_container("d", "--network", "dhnet")
         address = node.inspect_ip("d", "dhnet")
         assert address.startswith("192.168.221.")

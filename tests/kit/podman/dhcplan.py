@@ -10,25 +10,31 @@ from kit.dhcpnode import DNSMASQ, require_dnsmasq, wait_for
 from kit.plugins import GO_BIN
 
 
+def veth_to_external(node, parent: str, peer: str, *addresses: str) -> None:
+    """A veth from the node (`parent`, up, no address: a macvlan parent) to the external netns
+    (`peer`, up, with `addresses`)."""
+    node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
+
+    def ip(*argv):
+        subprocess.run(["ip", *argv], check=True)
+
+    ip("-n", node_ns, "link", "add", parent, "type", "veth", "peer", peer, "netns", ext)
+    ip("-n", node_ns, "link", "set", parent, "up")
+    for address in addresses:
+        ip("-n", ext, "addr", "add", address, "dev", peer, *(["nodad"] if ":" in address else []))
+    ip("-n", ext, "link", "set", peer, "up")
+
+
 @contextlib.contextmanager
 def dhcp_lan(node, workdir, v4: str, v6: str | None = None):
     """Leases from `v4`10-99 (a /24 prefix like "192.168.221.", router `v4`1) and, with `v6`
     (like "fd31::"), from `v6`10-99 in a /64 with Router Advertisements. Yields the path of
     dnsmasq's lease file."""
     require_dnsmasq()
-    node_ns, ext = os.path.basename(node.node), os.path.basename(node.external)
-
-    def ip(*argv):
-        subprocess.run(["ip", *argv], check=True)
-
-    ip("-n", node_ns, "link", "add", "dhparent", "type", "veth", "peer", "dhpeer", "netns", ext)
-    ip("-n", node_ns, "link", "set", "dhparent", "up")
-    ip("-n", ext, "addr", "add", f"{v4}1/24", "dev", "dhpeer")
-    if v6:
-        ip("-n", ext, "addr", "add", f"{v6}1/64", "dev", "dhpeer", "nodad")
-    ip("-n", ext, "link", "set", "dhpeer", "up")
+    veth_to_external(node, "dhparent", "dhpeer", f"{v4}1/24", *([f"{v6}1/64"] if v6 else []))
+    ext = os.path.basename(node.external)
     leases = os.path.join(workdir, "leases")
-    six = [f"--dhcp-range={v6}10,{v6}99,64,2m", "--enable-ra"] if v6 else []
+    dhcp6 = [f"--dhcp-range={v6}10,{v6}99,64,2m", "--enable-ra"] if v6 else []
     dnsmasq = subprocess.Popen(
         [
             *("ip", "netns", "exec", ext, DNSMASQ, "-k", "--conf-file=/dev/null", "--port=0"),
@@ -38,7 +44,7 @@ def dhcp_lan(node, workdir, v4: str, v6: str | None = None):
             f"--dhcp-leasefile={leases}",
             f"--dhcp-range={v4}10,{v4}99,255.255.255.0,2m",
             f"--dhcp-option=option:router,{v4}1",
-            *six,
+            *dhcp6,
         ],
         stderr=subprocess.DEVNULL,
     )
