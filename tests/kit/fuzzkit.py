@@ -1012,3 +1012,35 @@ if __name__ == "__main__":
     if "--container-netns" in sys.argv:
         sys.exit(main())
     sys.exit(in_namespaces(sys.argv[1:]))
+
+
+class InProcessWorld:
+    """A host netns (this thread inside it, with the master and host-device links of
+    `setup_namespace_devices`) and a container netns, both made by `factory` with names from
+    `tag`, and an in-process runner. Close it (or use `with`)."""
+
+    def __init__(self, factory, data_dir: str, cni_path: str, tag: str):
+        from libcni.kernel import netns
+
+        self.host = factory(f"{tag}h")
+        self.container = factory(f"{tag}c")
+        self.data_dir = data_dir
+        self.cni_path = cni_path
+        self.inside = netns.entered(self.host)
+        self.inside.__enter__()
+        try:
+            setup_namespace_devices(self.container)
+            self.runner = InProcess()
+        except BaseException:
+            self.inside.__exit__(None, None, None)
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.runner.close()
+        self.inside.__exit__(None, None, None)

@@ -93,35 +93,12 @@ class Counter:
         NetlinkSocket._open, RouteSocket.link = self._saved  # type: ignore[method-assign]
 
 
-class BudgetWorld:
-    """A host netns (this thread inside it, with fuzzkit's master and host-device links) and a
-    container netns, both the test's, and an in-process runner. Close it (or use `with`)."""
+class BudgetWorld(fuzzkit.InProcessWorld):
+    """fuzzkit's in-process world (host and container netns, a runner) for counting a plugin
+    call's netlink requests. Close it (or use `with`)."""
 
     def __init__(self, factory, data_dir: str, cni_path: str):
-        from libcni.kernel import netns
-
-        self.host = factory("nbh")
-        self.container = factory("nbc")
-        self.data_dir = data_dir
-        self.cni_path = cni_path
-        self.inside = netns.entered(self.host)
-        self.inside.__enter__()
-        try:
-            fuzzkit.setup_namespace_devices(self.container)
-            self.runner = fuzzkit.InProcess()
-        except BaseException:
-            self.inside.__exit__(None, None, None)
-            raise
-
-    def __enter__(self) -> "BudgetWorld":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.runner.close()
-        self.inside.__exit__(None, None, None)
+        super().__init__(factory, data_dir, cni_path, "nb")
 
     def config(self, name: str, **changes) -> dict:
         """fuzzkit's valid config of plugin `name`, with `changes` on top."""

@@ -26,20 +26,11 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 NAMES = [name for name in fuzzkit.plugins() if name != "cnitool"]
 
 
-class World:
-    """The host and container netns, the data dir, and an in-process runner."""
+class World(fuzzkit.InProcessWorld):
+    """The host and container netns, the data dir, an in-process runner, and the campaign."""
 
     def __init__(self, factory, data_dir: str, cni_path: str):
-        from libcni.kernel import netns
-
-        self.host = factory("fzh")
-        self.container = factory("fzc")
-        self.data_dir = data_dir
-        self.cni_path = cni_path
-        self.inside = netns.entered(self.host)
-        self.inside.__enter__()
-        fuzzkit.setup_namespace_devices(self.container)
-        self.runner = fuzzkit.InProcess()
+        super().__init__(factory, data_dir, cni_path, "fz")
         self.campaign = fuzzkit.Campaign(self.runner, self.container, data_dir, cni_path, "late")
         self._warm_up()
 
@@ -52,10 +43,6 @@ class World:
             stdin = fuzzkit.encode(conf)
             self.runner(name, env, stdin)
             self.runner(name, dict(env, CNI_COMMAND="DEL"), stdin)
-
-    def close(self) -> None:
-        self.runner.close()
-        self.inside.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")
