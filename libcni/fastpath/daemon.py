@@ -34,6 +34,7 @@ from libcni.fastpath import worker as workers
 # The server's nice value: it only forks, and on a busy node it must not wait for the CPU
 # behind the workers it started (each worker takes on its caller's).
 SERVER_NICE = -10
+TAKEOVER_WAIT = 2.0  # seconds a socket must stay live before a new daemon gives up on it
 # Imported up front so that workers start with them loaded.
 PRELOAD = (
     "ipaddress",
@@ -251,14 +252,21 @@ def _take_over(path: str) -> None:
         return
     if not stat.S_ISSOCK(st.st_mode):
         raise DaemonError(f"{path} exists and is not a socket: remove it or choose another path")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        probe.connect(path)
-    except ConnectionRefusedError:
-        os.unlink(path)  # left by a daemon that is gone
-        return
-    finally:
-        probe.close()
+    # A daemon that just exited (an upgrade) leaves idle workers that still hold the listening
+    # socket until its death signal reaches them: only a socket that stays live counts.
+    deadline = time.monotonic() + TAKEOVER_WAIT
+    while True:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # left by a daemon that is gone
+            return
+        finally:
+            probe.close()
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
     raise DaemonError(
         f"another pycni-daemon already serves {path}: stop it first, or give this one "
         "another socket path (the plugins find it through $PYCNI_SOCKET)"

@@ -66,6 +66,7 @@ def load(data_dir: str, network: str, container_id: str, ifname: str) -> dict | 
 
 def remove(data_dir: str, network: str, container_id: str, ifname: str) -> None:
     target = path(data_dir, network, container_id, ifname)
+    _remove_temporaries(target)
     try:
         os.remove(target)
     except (OSError, ValueError):  # missing, or a dataDir no record could be written under
@@ -74,6 +75,23 @@ def remove(data_dir: str, network: str, container_id: str, ifname: str) -> None:
         os.rmdir(os.path.dirname(target))  # the network's last record: no empty folder left
     except OSError:
         pass
+
+
+def _remove_temporaries(target: str) -> None:
+    """The half-written records of `target` that an ADD killed mid-write left (save's
+    `<name>.tmp<pid>`, fitted like the name): a record never outlives its attachment."""
+    folder, name = os.path.split(target)
+    try:
+        entries = os.listdir(folder)
+    except (OSError, ValueError):
+        return
+    for entry in entries:
+        mark = entry.rfind(".tmp")
+        if mark > 0 and entry[mark + 4 :].isdigit() and entry == fitted_name(name, entry[mark:]):
+            try:
+                os.remove(os.path.join(folder, entry))
+            except OSError:
+                pass
 
 
 def all_of(data_dir: str, network: str) -> dict:

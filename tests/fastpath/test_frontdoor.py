@@ -306,7 +306,7 @@ def test_host_local_is_byte_identical_on_all_three_paths(
 def test_delegated_ipam_still_runs_in_process(frozen_bin, make_netns, tmp_path):
     # The frozen ptp finds host-local in CNI_PATH as a front door of its own install: that is
     # the same code, so it runs in-process (no exec of host-local).
-    from l3node import Node
+    from kit.l3node import Node
 
     node = Node(make_netns, tmp_path, "ptp")
     conf = {

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo
 PACKAGES = ("libcni", "plugins", "ipam", "meta")
 FLOOR = "libcni.protocol"
 # What the floor may import besides itself: the package root (it holds PYCNI_VERSION only).
