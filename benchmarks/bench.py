@@ -466,8 +466,8 @@ def podman_chain(side: Side) -> list:
                     "capabilities": {"portMappings": True},
                     "runtimeConfig": {"portMappings": PORT_MAPPINGS},
                 },
-                {"type": "firewall", "backend": ""},
-                {"type": "tuning"},
+                {"type": "firewall", "backend": "", "dataDir": f"{data}/firewall"},
+                {"type": "tuning", "dataDir": f"{data}/tuning"},
             ],
         }
         return run_chain(side, conflist, ns.new(), host_netns=host, check=False)
@@ -506,8 +506,12 @@ def k8s_list(data: str, port_mappings: list) -> dict:
                     }
                 },
             },
-            {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}},
-            {"type": "firewall", "backend": "iptables"},
+            {
+                "type": "tuning",
+                "sysctl": {"net.core.somaxconn": "512"},
+                "dataDir": f"{data}/tuning",
+            },
+            {"type": "firewall", "backend": "iptables", "dataDir": f"{data}/firewall"},
         ],
     }
 
