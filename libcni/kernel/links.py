@@ -14,6 +14,7 @@ from libcni.kernel import sysctl
 from libcni.kernel.rtnl import Link
 from libcni.kernel.session import Session, error_code, strerror
 from libcni.protocol.errors import INTERNAL, PLUGIN_NOT_AVAILABLE, CNIError
+from libcni.rollback import Rollback
 
 __all__ = ["Link", "error_code", "strerror"]  # re-exported: meta plugins word errors with them
 
@@ -192,6 +193,56 @@ def create_for(
     """create_child for a plugin call: CNI_IFNAME with the config's `mtu` (macvlan, ipvlan
     and vlan all have it)."""
     return create_child(kind, parent_side, container, call.ifname, master, mtu=conf.mtu, **settings)
+
+
+class child_link:  # noqa: N801 - used like a function: `with links.child_link(...) as child:`
+    """What a macvlan, ipvlan or vlan ADD opens with, as one `with`: the session where the
+    master lives (the host, or CNI_NETNS with `linkInContainer`), the master that
+    `find_master(parent_side)` finds there, the container's session, a rollback stack, and the
+    new link under CNI_IFNAME in the container (create_for with the `settings` dict), its delete the
+    first undo step. The block gets `child.container`, `child.link` and `child.undo`; on an
+    error the stack unwinds while the sessions are still open, then they close."""
+
+    def __init__(self, call, conf, kind: str, find_master, settings: dict) -> None:
+        # `settings` is read when the link is created, after find_master (which may complete
+        # it: macvlan's MAC is settled with the master, as upstream's loadConf does).
+        self.call, self.conf, self.kind = call, conf, kind
+        self.find_master, self.settings = find_master, settings
+        self.undo = Rollback()
+
+    def __enter__(self) -> "child_link":
+        self._parent_side = parent_session(self.call, self.conf.linkInContainer)
+        try:
+            master = self.find_master(self._parent_side)
+            self._container = container_session(self.call, self._parent_side)
+            self.container: Session = self._container.__enter__()
+            try:
+                self.link = create_for(
+                    self.call,
+                    self.kind,
+                    self._parent_side,
+                    self.container,
+                    master,
+                    self.conf,
+                    **self.settings,
+                )
+            except BaseException:
+                self._container.__exit__(None, None, None)
+                raise
+        except BaseException:
+            self._parent_side.close()
+            raise
+        self.undo.push(self.container.delete_link, self.link)
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        try:
+            self.undo.__exit__(kind, value, tb)  # never raises: undo failures are logged
+        finally:
+            try:
+                self._container.__exit__(kind, value, tb)
+            finally:
+                self._parent_side.close()
 
 
 def create_in(container: Session, ifname: str, kind: str) -> Link:

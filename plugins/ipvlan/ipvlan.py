@@ -12,7 +12,6 @@ from libcni.protocol import skel
 from libcni.protocol.config import MTU, LinkName, NetConf, config_dns
 from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
-from libcni.rollback import Rollback
 
 MODES = {"l2": 0, "l3": 1, "l3s": 2}
 
@@ -72,25 +71,16 @@ def resolve_master(
 def add(call: skel.Call) -> Result:
     conf, previous = load_conf(call)
     kind = ipam.type_of(conf)
-    with links.parent_session(call, conf.linkInContainer) as parent_side:
-        master = resolve_master(call, conf, previous, parent_side)
-        with links.container_session(call, parent_side) as container, Rollback() as undo:
-            link = links.create_for(
-                call,
-                "ipvlan",
-                parent_side,
-                container,
-                master,
-                conf,
-                ipvlan_mode=MODES[mode_of(conf)],
-            )
-            undo.push(container.delete_link, link)
-            # Without IPAM, ipvlan takes the addresses of the plugin before it in the chain.
-            result = ipam.allocate(call, kind, undo) if kind else previous.copy()  # type: ignore[union-attr]
-            result.cni_version = call.cni_version
-            result.interfaces = [links.interface_entry(link, container)]
-            result.ips = [dict(ip, interface=0) for ip in result.ips]
-            iface.configure(container, link, result, links.announce_settings(link.name))
+    master_of = lambda parent_side: resolve_master(call, conf, previous, parent_side)  # noqa: E731
+    mode = MODES[mode_of(conf)]
+    with links.child_link(call, conf, "ipvlan", master_of, {"ipvlan_mode": mode}) as child:
+        container, link = child.container, child.link
+        # Without IPAM, ipvlan takes the addresses of the plugin before it in the chain.
+        result = ipam.allocate(call, kind, child.undo) if kind else previous.copy()  # type: ignore[union-attr]
+        result.cni_version = call.cni_version
+        result.interfaces = [links.interface_entry(link, container)]
+        result.ips = [dict(ip, interface=0) for ip in result.ips]
+        iface.configure(container, link, result, links.announce_settings(link.name))
     result.dns = config_dns(conf)
     return result
 

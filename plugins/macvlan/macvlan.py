@@ -11,7 +11,6 @@ from libcni.protocol import skel
 from libcni.protocol.config import MTU, LinkName, NetConf, Struct, Uint32, config_dns
 from libcni.protocol.errors import config_error
 from libcni.protocol.result import Result
-from libcni.rollback import Rollback
 
 # macvlan modes by config name; "source" goes beyond upstream (it needs a MAC list set later).
 MODES = ("bridge", "private", "vepa", "passthru", "source")
@@ -64,30 +63,24 @@ def add(call: skel.Call) -> Result:
     conf = load_conf(call)
     extra: dict = {"macvlan_bc_queue_len": conf.bcqueuelen} if conf.bcqueuelen else {}
     result = Result(call.cni_version)
-    with links.parent_session(call, conf.linkInContainer) as parent_side:
+    settings = {"macvlan_mode": mode_of(conf), **extra}
+
+    def master_of(parent_side: Session) -> links.Link:
         master = resolve_master(call, conf, parent_side)
-        with links.container_session(call, parent_side) as container, Rollback() as undo:
-            link = links.create_for(
-                call,
-                "macvlan",
-                parent_side,
-                container,
-                master,
-                conf,
-                mac=conf.mac,
-                macvlan_mode=mode_of(conf),
-                **extra,
+        settings["mac"] = conf.mac  # settled with the master
+        return master
+
+    with links.child_link(call, conf, "macvlan", master_of, settings) as child:
+        container, link = child.container, child.link
+        result.add_interface(**links.interface_entry(link, container))
+        kind = ipam.type_of(conf)
+        if kind:
+            allocated = ipam.allocate(call, kind, child.undo)
+            iface.configure_allocation(
+                container, link, result, allocated, links.announce_settings(link.name)
             )
-            undo.push(container.delete_link, link)
-            result.add_interface(**links.interface_entry(link, container))
-            kind = ipam.type_of(conf)
-            if kind:
-                allocated = ipam.allocate(call, kind, undo)
-                iface.configure_allocation(
-                    container, link, result, allocated, links.announce_settings(link.name)
-                )
-            else:
-                links.set_up(container, link)
+        else:
+            links.set_up(container, link)
     result.dns = config_dns(conf)
     return result
 

@@ -13,7 +13,6 @@ from libcni.protocol import skel
 from libcni.protocol.config import MTU, Int32, LinkName, NetConf, config_dns
 from libcni.protocol.errors import INTERNAL, CNIError, config_error
 from libcni.protocol.result import Result
-from libcni.rollback import Rollback
 
 MAX_VLAN_ID = 4094
 
@@ -60,30 +59,20 @@ def add(call: skel.Call) -> Result:
         "link per (master, id), so two containers cannot share it"
     )
     result = Result(call.cni_version)
-    with links.parent_session(call, conf.linkInContainer) as parent_side:
-        master = resolve_master(conf, parent_side)
-        with links.container_session(call, parent_side) as container, Rollback() as undo:
-            link = links.create_for(
-                call,
-                "vlan",
-                parent_side,
-                container,
-                master,
-                conf,
-                vlan_id=conf.vlanId,
-                explain={errno.EEXIST: in_use},
-            )
-            undo.push(container.delete_link, link)
-            try:
-                allocated = ipam.allocate(call, ipam.type_of(conf), undo)
-            except CNIError as err:
-                raise CNIError(
-                    err.code, f"failed to execute IPAM delegate: {err.msg}", err.details
-                ) from None
-            result.interfaces = [links.interface_entry(link, container)]
-            result.ips = [dict(ip, interface=0) for ip in allocated.ips]
-            result.routes = allocated.routes
-            iface.configure(container, link, result)
+    settings = {"vlan_id": conf.vlanId, "explain": {errno.EEXIST: in_use}}
+    master_of = lambda parent_side: resolve_master(conf, parent_side)  # noqa: E731
+    with links.child_link(call, conf, "vlan", master_of, settings) as child:
+        container, link = child.container, child.link
+        try:
+            allocated = ipam.allocate(call, ipam.type_of(conf), child.undo)
+        except CNIError as err:
+            raise CNIError(
+                err.code, f"failed to execute IPAM delegate: {err.msg}", err.details
+            ) from None
+        result.interfaces = [links.interface_entry(link, container)]
+        result.ips = [dict(ip, interface=0) for ip in allocated.ips]
+        result.routes = allocated.routes
+        iface.configure(container, link, result)
     result.dns = config_dns(conf)
     return result
 
