@@ -32,10 +32,12 @@ Needs root. Usage: python3 benchmarks/bench.py [-n 20] [--rss-reps 3] [--a DIR] 
 """
 
 import argparse
+import atexit
 import contextlib
 import ctypes
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,7 +48,14 @@ from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+# The netfilter backend probe's cache goes to a folder of this run (removed at exit), never the
+# machine's /run/pycni: each stand-in node is a netns of its own and would leave a file there.
+_PROBE_CACHE = tempfile.mkdtemp(prefix="pycni-bench-probe-")
+atexit.register(shutil.rmtree, _PROBE_CACHE, True)
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PYCNI_NETFILTER_CACHE": _PROBE_CACHE,
+}
 CLONE_NEWNET = 0x40000000
 # Executables in a plugin dir that are not CNI plugins.
 NOT_PLUGINS = {"pycni", "pycni-daemon", "cnitool"}  # (older builds had the first two here)
